@@ -1,0 +1,174 @@
+"""``python -m bench``: tether, Jumpstarter 0.9 and raw sockets side by side, in one run.
+
+Each part runs in its own subprocess with a time limit and prints one JSON object:
+``bench.raw_bench`` and ``bench.tether_bench`` in this venv, ``bench.jumpstarter_bench`` in
+``bench/.venv-jumpstarter`` (created on first run). Then the table of figures, ratios and targets
+is printed and the results are written to ``bench/results/latest.json``.
+
+Options: ``--quick`` (smaller counts), ``--only raw,jumpstarter,tether``, ``--plain`` (no rich),
+``--strict`` (exit 1 when a target fails), ``--storage-mb N`` (else env BENCH_STORAGE_MB, 256).
+Only 127.0.0.1 and unix sockets are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._peer_venv import ensure_jumpstarter_venv
+from bench._report import COLUMNS, build_rows, print_table, targets_as_data, write_json
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+TIMEOUTS = {"raw": 120.0, "jumpstarter": 240.0, "tether": 240.0}
+
+
+def _run_part(name: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run one part's module; its JSON result, or ``{"error": ...}``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / f"{name}.stderr.log"
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUTS[name],
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        log.write_text(stderr)
+        return {"error": f"timed out after {TIMEOUTS[name]:.0f} s (see {log})"}
+    log.write_text(done.stderr)
+    elapsed = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"error": f"exited {done.returncode} without a result: {tail} (see {log})"}
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        return {"error": f"unreadable result: {exc}"}
+    result["seconds_total"] = elapsed
+    return result
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument(
+        "--only",
+        default=",".join(("raw", "jumpstarter", "tether")),
+        help="comma-separated parts to run: raw, jumpstarter, tether",
+    )
+    parser.add_argument("--plain", action="store_true", help="plain-text table")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument("--storage-mb", type=int, default=None, help="storage image size, MiB")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="results file")
+    args = parser.parse_args(argv)
+
+    only = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = sorted(set(only) - set(COLUMNS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(COLUMNS)}")
+
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if args.storage_mb is not None:
+        env["BENCH_STORAGE_MB"] = str(args.storage_mb)
+    flags = ["--quick"] if args.quick else []
+    parts: dict[str, dict[str, Any] | None] = dict.fromkeys(COLUMNS)
+    messages: list[str] = []
+
+    for name in ("raw", "jumpstarter", "tether"):
+        if name not in only:
+            continue
+        python: str | None = sys.executable
+        if name == "jumpstarter":
+            venv_python, message = ensure_jumpstarter_venv()
+            messages.append(f"jumpstarter: {message}")
+            if venv_python is None:
+                _say(message)
+                parts[name] = {"error": message}
+                continue
+            python = str(venv_python)
+        _say(f"running {name}{' (quick)' if args.quick else ''} ...")
+        parts[name] = _run_part(name, [str(python), "-m", f"bench.{name}_bench", *flags], env)
+
+    rows = build_rows({name: part for name, part in parts.items() if part})
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    title = (
+        f"tether bench ({'quick' if args.quick else 'full'}) | Python "
+        f"{platform.python_version()} | {os.cpu_count()} cores"
+        + (f" | load {load[0]:.2f}" if load else "")
+    )
+    print_table(rows, title=title, plain=args.plain)
+    if load_at_start is not None and load_at_start > 0.5:
+        print(
+            f"  note: load average was {load_at_start:.2f} at the start: other work is running,"
+            " so latencies (raw ping-pong most of all) may be several times their idle value."
+        )
+    storage_mib = next((p["storage_mib"] for p in parts.values() if p and "storage_mib" in p), None)
+    print(
+        "  vs js / vs raw: how many times better tether is (lower latency, higher throughput);"
+        " targets: the ratio required."
+        + (f" Storage image: {storage_mib} MiB." if storage_mib else "")
+    )
+
+    for name, part in parts.items():
+        if part is None:
+            continue
+        if "error" in part:
+            print(f"  {name}: {part['error']}")
+        for note in part.get("notes", []):
+            print(f"  {name}: {note}")
+        if part.get("versions"):
+            pinned = ", ".join(f"{k} {v}" for k, v in part["versions"].items())
+            print(f"  {name} versions: {pinned}")
+
+    verdicts = [v["pass"] for row in rows for v in row["targets"]]
+    payload = {
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": load_at_start,
+            "loadavg_end": load,
+        },
+        "quick": args.quick,
+        "parts": parts,
+        "messages": messages,
+        "targets": targets_as_data(),
+        "rows": rows,
+        "targets_passed": verdicts.count(True),
+        "targets_failed": verdicts.count(False),
+        "targets_unknown": verdicts.count(None),
+    }
+    write_json(args.json, payload)
+    print(f"  results: {args.json}")
+    if args.strict and False in verdicts:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

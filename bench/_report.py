@@ -1,0 +1,318 @@
+"""Statistics, the comparison table, targets, and the JSON results file.
+
+Standard library only at import time (``bench.jumpstarter_bench`` uses the statistics helpers in
+the Jumpstarter venv); ``rich`` is imported lazily when the table is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COLUMNS",
+    "ROWS",
+    "TARGETS",
+    "Row",
+    "Target",
+    "build_rows",
+    "median",
+    "percentile",
+    "print_table",
+    "time_calls",
+    "write_json",
+]
+
+COLUMNS = ("tether", "jumpstarter", "raw")
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between ranks (numpy's default).
+
+    Raises:
+        ValueError: ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50.0)
+
+
+def time_calls(
+    fn: Callable[[], object], *, count: int, seconds: float, warmup: int = 20
+) -> dict[str, float]:
+    """Call ``fn`` up to ``count`` times or for ``seconds``, whichever ends first.
+
+    Returns ``p50_us``, ``p99_us``, ``mean_us``, ``per_s`` (calls per wall-clock second of the
+    timed loop) and ``n``.
+    """
+    for _ in range(warmup):
+        fn()
+    clock = time.perf_counter_ns
+    samples: list[float] = []
+    deadline = clock() + int(seconds * 1e9)
+    start = clock()
+    for _ in range(count):
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples.append((t1 - t0) / 1e3)
+        if t1 >= deadline:
+            break
+    wall = (clock() - start) / 1e9
+    return {
+        "p50_us": percentile(samples, 50),
+        "p99_us": percentile(samples, 99),
+        "mean_us": sum(samples) / len(samples),
+        "per_s": len(samples) / wall if wall > 0 else 0.0,
+        "n": float(len(samples)),
+    }
+
+
+# -- what is compared -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table.
+
+    ``key`` is the metric in each part's results; ``jumpstarter_key`` / ``raw_key`` name the
+    metric compared against in those columns when it differs (``None``: same key).
+    """
+
+    key: str
+    label: str
+    unit: str
+    lower_is_better: bool
+    jumpstarter_key: str | None = None
+    raw_key: str | None = None
+
+    def key_for(self, column: str) -> str:
+        if column == "jumpstarter" and self.jumpstarter_key:
+            return self.jumpstarter_key
+        if column == "raw" and self.raw_key:
+            return self.raw_key
+        return self.key
+
+
+@dataclass(frozen=True)
+class Target:
+    """tether's ``row`` must be at least ``factor`` times better than ``against``'s value.
+
+    "Better" is the row's direction: for a latency, ``factor=8`` means 8x lower; for a
+    throughput, ``factor=0.5`` means at least half.
+    """
+
+    row: str
+    against: str
+    factor: float
+    text: str
+
+
+ROWS: tuple[Row, ...] = (
+    Row("call_p50_us", "call p50 (raw: TCP ping-pong)", "us", lower_is_better=True),
+    Row("call_p99_us", "call p99 (raw: TCP ping-pong)", "us", lower_is_better=True),
+    Row("calls_per_s", "calls/s, one caller", "1/s", lower_is_better=False),
+    Row("call_p50_us_unix", "ping-pong p50, unix socketpair", "us", lower_is_better=True),
+    Row("stream_call_p50_us", "streaming call p50 (2 items)", "us", lower_is_better=True),
+    Row("stream_items_per_s", "streaming call items/s", "1/s", lower_is_better=False),
+    Row(
+        "bytes_mb_s",
+        "byte stream, TcpNetwork (raw: relay)",
+        "MB/s",
+        lower_is_better=False,
+        raw_key="relay_mb_s",
+    ),
+    Row("bulk_mb_s", "bulk 64 KiB sendall", "MB/s", lower_is_better=False),
+    Row("serve_call_ms", "serve() + call + teardown", "ms", lower_is_better=True),
+    Row(
+        "dut_start_call_stop_ms",
+        "DriverUnderTest start+call+stop (js: serve+call)",
+        "ms",
+        lower_is_better=True,
+        jumpstarter_key="serve_call_ms",
+    ),
+    Row("storage_mb_s", "storage mux image write", "MB/s", lower_is_better=False),
+)
+
+TARGETS: tuple[Target, ...] = (
+    Target("call_p50_us", "jumpstarter", 8.0, "call p50 >= 8x lower than Jumpstarter"),
+    Target("call_p50_us", "raw", 0.5, "call p50 within 2x of raw ping-pong"),
+    Target("bytes_mb_s", "jumpstarter", 6.0, "byte stream >= 6x Jumpstarter"),
+    Target("bytes_mb_s", "raw", 0.5, "byte stream >= 50% of the raw relay"),
+    Target("serve_call_ms", "jumpstarter", 4.0, "serve()+call >= 4x cheaper than Jumpstarter"),
+    Target(
+        "dut_start_call_stop_ms",
+        "jumpstarter",
+        50.0,
+        "DriverUnderTest start-call-stop >= 50x cheaper than Jumpstarter serve()+call",
+    ),
+)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if math.isnan(value) or math.isinf(value):
+        return None
+    return float(value)
+
+
+def _ratio(row: Row, ours: float | None, theirs: float | None) -> float | None:
+    """How many times better tether is than ``theirs`` (>1: tether better)."""
+    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+        return None
+    return theirs / ours if row.lower_is_better else ours / theirs
+
+
+def build_rows(
+    parts: Mapping[str, Mapping[str, Any] | None],
+    rows: Sequence[Row] = ROWS,
+    targets: Sequence[Target] = TARGETS,
+) -> list[dict[str, Any]]:
+    """One dict per row: values per column, ratios, and each target's verdict."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        values = {
+            column: _number((parts.get(column) or {}).get(row.key_for(column)))
+            for column in COLUMNS
+        }
+        if all(v is None for v in values.values()):
+            continue
+        ratios = {
+            column: _ratio(row, values["tether"], values[column])
+            for column in ("jumpstarter", "raw")
+        }
+        verdicts = []
+        for target in targets:
+            if target.row != row.key:
+                continue
+            ratio = ratios.get(target.against)
+            verdicts.append(
+                {
+                    "target": target.text,
+                    "against": target.against,
+                    "factor": target.factor,
+                    "ratio": ratio,
+                    "pass": None if ratio is None else ratio >= target.factor,
+                }
+            )
+        out.append(
+            {
+                "metric": row.key,
+                "label": row.label,
+                "unit": row.unit,
+                "lower_is_better": row.lower_is_better,
+                "compared_keys": {column: row.key_for(column) for column in COLUMNS},
+                **values,
+                "vs_jumpstarter": ratios["jumpstarter"],
+                "vs_raw": ratios["raw"],
+                "targets": verdicts,
+            }
+        )
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _verdict_text(verdicts: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(plain text, overall: "pass" | "fail" | "n/a" | "")."""
+    if not verdicts:
+        return "", ""
+    parts = []
+    for verdict in verdicts:
+        word = {True: "PASS", False: "FAIL", None: "n/a"}[verdict["pass"]]
+        short = "js" if verdict["against"] == "jumpstarter" else verdict["against"]
+        parts.append(f"{word} {verdict['factor']:g}x {short}")
+    passes = [v["pass"] for v in verdicts]
+    overall = "fail" if False in passes else "n/a" if None in passes else "pass"
+    return ", ".join(parts), overall
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], *, title: str, plain: bool = False) -> None:
+    """Print the comparison table (rich when available and not ``plain``)."""
+    headers = ["metric", "unit", *COLUMNS, "vs js", "vs raw", "targets"]
+    lines = []
+    styles = []
+    for row in rows:
+        text, overall = _verdict_text(row["targets"])
+        lines.append(
+            [
+                row["label"],
+                row["unit"],
+                *(_fmt(row[column]) for column in COLUMNS),
+                _fmt_ratio(row["vs_jumpstarter"]),
+                _fmt_ratio(row["vs_raw"]),
+                text,
+            ]
+        )
+        styles.append({"pass": "green", "fail": "red", "n/a": "yellow"}.get(overall, ""))
+    if not plain:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            plain = True
+    if plain:
+        widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines, strict=True)]
+        print(title)
+        for line in [headers, ["-" * w for w in widths], *lines]:
+            print(
+                "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+            )
+        return
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        justify = "left" if header in ("metric", "unit", "targets") else "right"
+        table.add_column(header, justify=justify)
+    for line, style in zip(lines, styles, strict=True):
+        cells = list(line)
+        if style:
+            cells[-1] = f"[{style}]{cells[-1]}[/{style}]"
+        table.add_row(*cells)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def targets_as_data() -> list[dict[str, Any]]:
+    return [asdict(target) for target in TARGETS]

@@ -1,0 +1,196 @@
+"""Loopback sockets for the benchmarks: a discarding sink, a relay, timed transfers.
+
+Everything here binds or connects to 127.0.0.1 only, and every loop is bounded by a byte count,
+a deadline, or a socket time-out. Standard library only (also used in the Jumpstarter venv).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["LOOPBACK", "Relay", "Sink", "mb_per_s", "timed_send"]
+
+LOOPBACK = "127.0.0.1"
+_RECV = 1 << 20
+_POLL = 0.2
+
+
+def _listen() -> socket.socket:
+    server = socket.create_server((LOOPBACK, 0))
+    server.settimeout(_POLL)
+    return server
+
+
+class Sink:
+    """A TCP server on 127.0.0.1 that reads and discards, counting the bytes it got.
+
+    Accepts connections one after another on a daemon thread until :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self._server = _listen()
+        self.port: int = self._server.getsockname()[1]
+        self.received = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sink", daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        """Set the byte counter back to zero."""
+        with self._lock:
+            self.received = 0
+
+    def wait_for(self, nbytes: int, timeout: float) -> bool:
+        """Poll until ``nbytes`` arrived since :meth:`reset`; False on time-out."""
+        deadline = time.perf_counter() + timeout
+        while self.received < nbytes:
+            if time.perf_counter() >= deadline:
+                return False
+            time.sleep(0.0002)
+        return True
+
+    def _run(self) -> None:
+        buf = bytearray(_RECV)
+        view = memoryview(buf)
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(_POLL)
+                while not self._closed.is_set():
+                    try:
+                        n = conn.recv_into(view)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    if not n:
+                        break
+                    with self._lock:
+                        self.received += n
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+        self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Relay:
+    """A blocking-thread relay on 127.0.0.1: each accepted connection is spliced to ``port``.
+
+    One thread copies client -> upstream (the direction the benchmark measures), a second one
+    copies upstream -> client so that either side may close first.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._server = _listen()
+        self.port: int = self._server.getsockname()[1]
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._run, name="bench-relay", daemon=True)
+        self._thread.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        buf = bytearray(_RECV)
+        view = memoryview(buf)
+        while not self._closed.is_set():
+            try:
+                n = src.recv_into(view)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not n:
+                break
+            try:
+                dst.sendall(view[:n])
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((LOOPBACK, self._upstream), timeout=5.0)
+            for sock in (conn, upstream):
+                sock.settimeout(_POLL)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+        for thread in [self._thread, *self._threads]:
+            thread.join(timeout=2.0)
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def timed_send(
+    sink: Sink,
+    send: Callable[[bytes], object],
+    *,
+    chunk: int,
+    max_bytes: int,
+    seconds: float,
+    finish: Callable[[], object] | None = None,
+    drain_timeout: float = 30.0,
+) -> tuple[int, float]:
+    """Send ``chunk``-sized blocks until ``max_bytes`` or ``seconds``; wait for the sink.
+
+    Returns ``(bytes, elapsed_seconds)`` from the first send until the sink has received every
+    byte sent. ``finish`` (optional) runs after the last send, e.g. to send EOF.
+
+    Raises:
+        TimeoutError: the sink did not receive everything within ``drain_timeout``.
+    """
+    block = b"\xa5" * chunk
+    count = max(1, max_bytes // chunk)
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    sink.reset()
+    start = time.perf_counter()
+    for _ in range(count):
+        send(block)
+        sent += chunk
+        if time.perf_counter() >= deadline:
+            break
+    if finish is not None:
+        finish()
+    if not sink.wait_for(sent, drain_timeout):
+        raise TimeoutError(f"sink got {sink.received} of {sent} bytes")
+    return sent, time.perf_counter() - start
+
+
+def mb_per_s(nbytes: int, seconds: float) -> float:
+    """Throughput in MB/s (10**6 bytes per second)."""
+    return nbytes / seconds / 1e6 if seconds > 0 else 0.0

@@ -1,0 +1,45 @@
+"""The driver SDK: drivers, interfaces, clients and the lifecycle they share.
+
+A driver author needs only this package (and ``tether.testing`` for tests).
+"""
+
+from ._client import ByteStream, CallTarget, DriverClient
+from ._driver import Driver, DriverState
+from ._export import ExportedMethod, MethodKind, export, export_stream, exported_methods
+from ._host import DriverHost
+from ._interface import Interface, interface_methods, interfaces_of
+from ._node import AddChildError, Node, NodeController, NodeObserver, StartArgs
+from ._report import DEFAULT_ALLOW, ClientPolicy, build_client_tree, build_report, node_for
+from ._services import ServiceDirectory, ServiceNotFound, ServiceProxy
+from ._streams import AsyncioStream
+
+__all__ = [
+    "DEFAULT_ALLOW",
+    "AddChildError",
+    "AsyncioStream",
+    "ByteStream",
+    "CallTarget",
+    "ClientPolicy",
+    "Driver",
+    "DriverClient",
+    "DriverHost",
+    "DriverState",
+    "ExportedMethod",
+    "Interface",
+    "MethodKind",
+    "Node",
+    "NodeController",
+    "NodeObserver",
+    "ServiceDirectory",
+    "ServiceNotFound",
+    "ServiceProxy",
+    "StartArgs",
+    "build_client_tree",
+    "build_report",
+    "export",
+    "export_stream",
+    "exported_methods",
+    "interface_methods",
+    "interfaces_of",
+    "node_for",
+]

@@ -1,0 +1,202 @@
+"""``@export`` / ``@export_stream`` and the per-method call machinery built from them.
+
+For every exported method the class keeps an :class:`ExportedMethod`: its kind (unary,
+streaming, byte stream), whether it is async, and a validator per parameter built from the
+type hints with pydantic. The wire layer calls :meth:`ExportedMethod.bind` before a driver
+method runs, so a driver never sees an argument its signature does not allow.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar
+
+import pydantic
+
+from tether.errors import InvalidArgument
+
+__all__ = ["ExportedMethod", "MethodKind", "export", "export_stream", "exported_methods"]
+
+F = TypeVar("F", bound=collections.abc.Callable[..., Any])
+_MARK = "__tether_export__"
+_CACHE = "__tether_exported_methods__"
+
+
+class MethodKind(Enum):
+    UNARY = "unary"
+    STREAMING = "streaming"
+    BYTE_STREAM = "byte_stream"
+
+
+def export(fn: F) -> F:
+    """Make a driver method callable by clients.
+
+    A coroutine function or plain function is a unary call (plain functions run in a worker
+    thread); an (async) generator function is a streaming call whose items reach the client
+    one by one.
+    """
+    setattr(fn, _MARK, MethodKind.UNARY)
+    return fn
+
+
+def export_stream(fn: F) -> F:
+    """Export an ``@asynccontextmanager`` method that yields a byte stream.
+
+    The yielded object needs ``async send(data)``, ``async receive() -> bytes`` (``b""`` at
+    EOF) and optionally ``async send_eof()``; anyio and tether streams both qualify.
+    """
+    setattr(fn, _MARK, MethodKind.BYTE_STREAM)
+    return fn
+
+
+_SIMPLE = {int, float, str, bool, bytes, type(None)}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedMethod:
+    """What the call machinery knows about one exported method."""
+
+    name: str
+    kind: MethodKind
+    is_async: bool
+    signature: inspect.Signature
+    doc: str
+    validators: dict[str, pydantic.TypeAdapter[Any]]
+    item_type: Any
+    takes_no_arguments: bool
+
+    def bind(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Check and convert arguments; raise InvalidArgument naming the bad parameter.
+
+        Returns:
+            ``(args, kwargs)`` to call the method with.
+        """
+        if self.takes_no_arguments and not args and not kwargs:
+            return (), {}
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            parameter = _parameter_named_in(str(exc), [*self.signature.parameters, *kwargs])
+            raise InvalidArgument(f"{self.name}(): {exc}", parameter=parameter) from None
+        arguments = bound.arguments
+        for name, value in arguments.items():
+            validator = self.validators.get(name)
+            if validator is None:
+                continue
+            try:
+                arguments[name] = validator.validate_python(value)
+            except pydantic.ValidationError as exc:
+                detail = "; ".join(err["msg"] for err in exc.errors())
+                raise InvalidArgument(
+                    f"{self.name}(): argument {name!r}: {detail} (got {value!r})", parameter=name
+                ) from None
+        return bound.args, bound.kwargs
+
+    def describe(self) -> dict[str, Any]:
+        """The report entry for this method (shown by ``dut`` and generic clients)."""
+        params = []
+        for param in self.signature.parameters.values():
+            entry: dict[str, Any] = {"name": param.name, "kind": param.kind.name.lower()}
+            if param.annotation is not inspect.Parameter.empty:
+                entry["type"] = _type_name(param.annotation)
+            if param.default is not inspect.Parameter.empty:
+                default = param.default
+                entry["default"] = default if type(default) in _SIMPLE else repr(default)
+            params.append(entry)
+        return {
+            "kind": self.kind.value,
+            "params": params,
+            "doc": self.doc,
+            "signature": f"{self.name}{self.signature}",
+        }
+
+
+def _parameter_named_in(message: str, names: list[str]) -> str | None:
+    for name in names:
+        if f"'{name}'" in message:
+            return name
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def exported_methods(cls: type) -> dict[str, ExportedMethod]:
+    """All exported methods of a driver class, built once per class and cached on it."""
+    cached = cls.__dict__.get(_CACHE)
+    if cached is not None:
+        return typing.cast(dict[str, ExportedMethod], cached)
+    methods: dict[str, ExportedMethod] = {}
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        fn = inspect.getattr_static(cls, name, None)
+        kind = getattr(fn, _MARK, None)
+        if isinstance(kind, MethodKind) and callable(fn):
+            methods[name] = _build(name, fn, kind)
+    setattr(cls, _CACHE, methods)
+    return methods
+
+
+def _build(name: str, fn: collections.abc.Callable[..., Any], kind: MethodKind) -> ExportedMethod:
+    target = inspect.unwrap(fn)
+    signature = inspect.signature(target)
+    parameters = list(signature.parameters.values())[1:]  # drop self
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception as exc:  # unresolvable forward references are a driver bug: say which
+        raise TypeError(f"cannot resolve type hints of {target.__qualname__}: {exc}") from exc
+    validators: dict[str, pydantic.TypeAdapter[Any]] = {}
+    clean: list[inspect.Parameter] = []
+    for param in parameters:
+        annotation = hints.get(param.name, inspect.Parameter.empty)
+        clean.append(param.replace(annotation=annotation))
+        if annotation is inspect.Parameter.empty or annotation is Any:
+            continue
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            annotation = tuple[annotation, ...]  # type: ignore[valid-type]
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            annotation = dict[str, annotation]  # type: ignore[valid-type]
+        validators[param.name] = pydantic.TypeAdapter(annotation)
+    returns = hints.get("return", inspect.Parameter.empty)
+    if kind is MethodKind.UNARY and (
+        inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target)
+    ):
+        kind = MethodKind.STREAMING
+    is_async = inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+    if kind is MethodKind.BYTE_STREAM:
+        is_async = True
+    return ExportedMethod(
+        name=name,
+        kind=kind,
+        is_async=is_async,
+        signature=signature.replace(parameters=clean, return_annotation=returns),
+        doc=inspect.getdoc(target) or "",
+        validators=validators,
+        item_type=_item_type(returns) if kind is MethodKind.STREAMING else None,
+        takes_no_arguments=not clean,
+    )
+
+
+def _item_type(returns: Any) -> Any:
+    origin = typing.get_origin(returns)
+    if origin in (
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncIterable,
+        collections.abc.AsyncGenerator,
+        collections.abc.Iterator,
+        collections.abc.Iterable,
+        collections.abc.Generator,
+    ):
+        args = typing.get_args(returns)
+        return args[0] if args else Any
+    return Any

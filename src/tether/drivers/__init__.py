@@ -1,0 +1,1 @@
+"""Built-in drivers. Each subpackage holds an interface, drivers and a client."""

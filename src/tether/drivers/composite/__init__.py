@@ -1,0 +1,5 @@
+"""Composite: group drivers under one node."""
+
+from ._driver import Composite
+
+__all__ = ["Composite"]

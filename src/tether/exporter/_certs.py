@@ -1,0 +1,282 @@
+"""A lab's TLS material: a private CA, a server and a client certificate, and SSL contexts.
+
+``init_lab_certs`` writes everything a small lab needs (what ``tether certs init`` runs): the
+CA signs one server certificate (names and IP addresses as subject alternative names, so
+``tls://127.0.0.1:7443`` verifies as well as ``tls://localhost:7443``) and one client
+certificate for mutual TLS. Keys are P-256 EC keys (fast handshakes), written 0600.
+
+The context helpers pin TLS 1.2 as the minimum and turn file and ssl errors into
+:class:`~tether.errors.ConfigError` naming the file, in one place (``_map_ssl_errors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tether.errors import ConfigError
+
+__all__ = ["LabCerts", "client_ssl_context", "init_lab_certs", "server_ssl_context"]
+
+_CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class LabCerts:
+    """Paths of the files :func:`init_lab_certs` wrote."""
+
+    ca: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file, certificates and keys."""
+        return (
+            self.ca,
+            self.ca_key,
+            self.server_cert,
+            self.server_key,
+            self.client_cert,
+            self.client_key,
+        )
+
+
+def init_lab_certs(
+    directory: str | Path,
+    *,
+    server_names: Sequence[str] = ("localhost", "127.0.0.1"),
+    days: int = 825,
+    client_name: str = "tether-client",
+    overwrite: bool = False,
+) -> LabCerts:
+    """Create a lab CA and a server and client certificate signed by it.
+
+    Writes ``ca.pem``, ``ca.key``, ``server.pem``, ``server.key``, ``client.pem`` and
+    ``client.key`` into ``directory`` (created if missing). Keys are written with mode 0600.
+
+    Args:
+        directory: where to write the files.
+        server_names: DNS names and IP addresses the server certificate is valid for; the
+            first is also its common name.
+        days: validity of every certificate, from now (minus five minutes for clock skew).
+        client_name: the client certificate's common name.
+        overwrite: replace existing files instead of refusing.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ConfigError: a file exists and ``overwrite`` is false, ``server_names`` is empty, or
+            ``days`` is not positive.
+    """
+    if not server_names:
+        raise ConfigError("init_lab_certs: server_names must name at least one host")
+    if days <= 0:
+        raise ConfigError(f"init_lab_certs: days must be positive (got {days})")
+    directory = Path(directory)
+    paths = LabCerts(
+        ca=directory / "ca.pem",
+        ca_key=directory / "ca.key",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+    if not overwrite:
+        existing = [str(p) for p in paths.files() if p.exists()]
+        if existing:
+            raise ConfigError(
+                f"{', '.join(existing)} already exist(s); refusing to overwrite a lab's "
+                "certificates (pass overwrite=True to replace them)"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+
+    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = now - _CLOCK_SKEW, now + datetime.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether lab CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    server_cert, server_key = leaf(
+        server_names[0], ExtendedKeyUsageOID.SERVER_AUTH, [_san(n) for n in server_names]
+    )
+    client_cert, client_key = leaf(client_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+
+    _write_key(paths.ca_key, ca_key)
+    _write_cert(paths.ca, ca_cert)
+    _write_key(paths.server_key, server_key)
+    _write_cert(paths.server_cert, server_cert)
+    _write_key(paths.client_key, client_key)
+    _write_cert(paths.client_cert, client_cert)
+    return paths
+
+
+def server_ssl_context(
+    cert: str | Path,
+    key: str | Path,
+    ca: str | Path | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """An SSL context for an exporter's TLS listener.
+
+    Args:
+        cert: the server certificate (PEM; may include the chain).
+        key: the server's private key (PEM).
+        ca: CA certificates to verify client certificates with. Given alone, a client
+            certificate is checked when presented but not required.
+        require_client_cert: reject clients without a certificate signed by ``ca``.
+
+    Returns:
+        A server-side context, TLS 1.2 or newer.
+
+    Raises:
+        ConfigError: a file is missing or unreadable, the key does not match the certificate,
+            or ``require_client_cert`` is set without ``ca``.
+    """
+    if require_client_cert and ca is None:
+        raise ConfigError("require_client_cert needs a CA to verify client certificates with")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with _map_ssl_errors(f"{cert} / {key}", "server certificate and key"):
+        context.load_cert_chain(os.fspath(cert), os.fspath(key))
+    if ca is not None:
+        with _map_ssl_errors(ca, "CA certificate"):
+            context.load_verify_locations(cafile=os.fspath(ca))
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+def client_ssl_context(
+    ca: str | Path | None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+) -> ssl.SSLContext:
+    """An SSL context for connecting to an exporter (hostname checked, certificate required).
+
+    Args:
+        ca: CA certificates that signed the server's certificate; ``None`` uses the system's.
+        cert: a client certificate, for exporters that require one.
+        key: the client certificate's key (``None``: the key is in ``cert``).
+
+    Returns:
+        A client-side context, TLS 1.2 or newer.
+
+    Raises:
+        ConfigError: a file is missing or unreadable, or ``key`` is given without ``cert``.
+    """
+    if key is not None and cert is None:
+        raise ConfigError("a client key was given without a client certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        with _map_ssl_errors(ca, "CA certificate"):
+            context.load_verify_locations(cafile=os.fspath(ca))
+    if cert is not None:
+        with _map_ssl_errors(cert if key is None else f"{cert} / {key}", "client certificate"):
+            context.load_cert_chain(os.fspath(cert), None if key is None else os.fspath(key))
+    return context
+
+
+@contextlib.contextmanager
+def _map_ssl_errors(where: str | Path, what: str) -> Iterator[None]:
+    """Translate the errors of loading TLS files into ConfigError naming the file(s)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {what} not found ({exc.filename})") from exc
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}: invalid {what} ({exc.reason or exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {what} ({exc.strerror or exc})") from exc
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Create with 0600 from the start (no window where the key is world-readable), and
+    # chmod in case the file existed with wider permissions.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(data)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

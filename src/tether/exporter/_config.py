@@ -1,0 +1,592 @@
+"""Exporter config: the lab's YAML file, validated into typed models, and the tree it builds.
+
+Theory of operation, in four passes; each problem found becomes a
+:class:`~tether.exporter._problems.ConfigProblem` (file, line, key path, what was expected),
+and a pass that found any raises them together as one ``ConfigFileError``:
+
+1. ``compose`` (in ``_problems``) parses the YAML into plain data plus a table *key path ->
+   line*, catching duplicate keys and syntax errors.
+2. pydantic validates the shape (:class:`ExporterConfig`); its error locations are key paths,
+   so each error maps to a line through the table.
+3. ``_analyze`` checks what a schema cannot: node names, ``type`` imports to a ``Driver``
+   subclass whose own config fields validate, ``ref`` and ``uses`` targets exist, no cycles.
+   Its result (resolved classes, refs and uses) is cached on the config.
+4. :func:`build_tree` makes a fresh driver tree from it, each call.
+
+Node paths are dotted (``board.power``): node names cannot contain dots, so a path maps to
+exactly one key path (``export.board.children.power``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+)
+
+from tether.driver import Driver
+from tether.drivers.composite import Composite
+from tether.wire import Address, parse_address
+
+from ._problems import (
+    ConfigFileError,
+    ConfigProblem,
+    KeyPath,
+    Reporter,
+    compose,
+    describe,
+    fields_at,
+    show,
+    unknown_key,
+)
+from ._tokens import describe_bad_hash, is_token_hash, read_token_hashes
+
+__all__ = [
+    "ConfigFileError",
+    "ConfigProblem",
+    "ControllerConfig",
+    "ExporterConfig",
+    "HooksConfig",
+    "NodeConfig",
+    "OnFailure",
+    "TLSConfig",
+    "TokensConfig",
+    "build_tree",
+    "load_config",
+    "parse_config",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_NAME_RULE = "letters, digits, '_' and '-', starting with a letter or '_' (no dots)"
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value
+
+
+def _parse_listen(value: Any) -> Address:
+    if isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected an address such as tls://0.0.0.0:7443 or unix:///run/tether.sock "
+            f"(got {show(value)})"
+        )
+    return parse_address(value)  # its ConfigError is a ValueError: pydantic reports it
+
+
+def _check_hash(value: str) -> str:
+    value = value.strip()
+    if not is_token_hash(value):
+        raise ValueError(describe_bad_hash(value))
+    return value
+
+
+#: A file path; relative paths are relative to the config file's directory.
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+_NonEmpty = Annotated[str, Field(min_length=1)]
+_ListenAddress = Annotated[Address, PlainValidator(_parse_listen)]
+_TokenHash = Annotated[str, AfterValidator(_check_hash)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OnFailure(StrEnum):
+    """What the exporter does when a hook fails (non-zero exit or timeout)."""
+
+    WARN = "warn"  #: log it and carry on
+    END_LEASE = "end_lease"  #: a failed before_lease ends the lease; after_lease: as warn
+    EXIT = "exit"  #: end the lease and exit the exporter with a non-zero status
+
+
+class HooksConfig(_Model):
+    """Shell commands run around each lease (``hooks:``)."""
+
+    before_lease: str | None = None
+    after_lease: str | None = None
+    timeout: float = Field(default=120.0, gt=0, strict=True)
+    on_failure: OnFailure = OnFailure.WARN
+
+
+class ControllerConfig(_Model):
+    """The controller to register with (``controller:``)."""
+
+    endpoint: _NonEmpty
+    token_file: ConfigPath | None = None
+
+
+class TLSConfig(_Model):
+    """The TLS listener's certificate and key; ``ca`` makes client certificates required."""
+
+    cert: ConfigPath
+    key: ConfigPath
+    ca: ConfigPath | None = None
+
+
+class TokensConfig(_Model):
+    """Accepted bearer tokens, as hashes (``tokens:`` as a list, or with a ``token_file``)."""
+
+    hashes: tuple[_TokenHash, ...] = ()
+    token_file: ConfigPath | None = None
+
+    def accepted_hashes(self) -> list[str]:
+        """The inline hashes plus those in ``token_file`` (read now, so it can change).
+
+        Raises:
+            ConfigError: the token file cannot be read or has a bad line.
+        """
+        from_file = read_token_hashes(self.token_file) if self.token_file is not None else []
+        return [*self.hashes, *from_file]
+
+
+class NodeConfig(_Model):
+    """One exported node: a driver (``type``) or another node under a second name (``ref``)."""
+
+    type: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    children: dict[str, NodeConfig] = Field(default_factory=dict)
+    description: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    uses: dict[str, str] = Field(default_factory=dict)
+    ref: str | None = None
+
+
+class ExporterConfig(_Model):
+    """A validated exporter config. Make one with :func:`load_config` or :func:`parse_config`."""
+
+    name: _NonEmpty
+    labels: dict[str, str] = Field(default_factory=dict)
+    controller: ControllerConfig | None = None
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+    listen: tuple[_ListenAddress, ...] = ()
+    tls: TLSConfig | None = None
+    tokens: TokensConfig | None = None
+    keepalive: float = Field(default=10.0, gt=0, strict=True)
+    export: dict[str, NodeConfig] = Field(default_factory=dict)
+
+    _source: str = PrivateAttr(default="<config>")
+    _lines: dict[KeyPath, int] = PrivateAttr(default_factory=dict)
+    _analysis: _Analysis | None = PrivateAttr(default=None)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens_as_list(cls, value: Any) -> Any:
+        return {"hashes": value} if isinstance(value, list) else value
+
+    @property
+    def source(self) -> str:
+        """The file this config was read from (``<string>`` or ``<config>`` otherwise)."""
+        return self._source
+
+    def line_of(self, path: str) -> int | None:
+        """The line of a key path such as ``export.power.config`` or ``listen[1]``, if known."""
+        parts = path.replace("[", ".").replace("]", "").split(".")
+        keys: KeyPath = tuple(int(p) if p.isdigit() else p for p in parts if p)
+        return Reporter(self._source, self._lines).line(keys)
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Analysis:
+    nodes: dict[str, NodeConfig]  # declared dotted path -> node
+    refs: dict[str, str]  # declared path of a ref node -> canonical (non-ref) target
+    classes: dict[str, type[Driver]]  # canonical path -> driver class
+    uses: dict[str, dict[str, str]]  # canonical path -> {instance: canonical provider path}
+
+    def canonical(self, path: str) -> str:
+        return self.refs.get(path, path)
+
+
+class _Unresolved(Exception):
+    """A ``ref``/``uses`` target or a ``type`` could not be resolved (message says why)."""
+
+
+def _node_key(path: str) -> KeyPath:
+    first, *rest = path.split(".")
+    keys: list[str | int] = ["export", first]
+    for part in rest:
+        keys += ["children", part]
+    return tuple(keys)
+
+
+def _resolve(target: str, nodes: Mapping[str, NodeConfig], chain: tuple[str, ...]) -> str:
+    """The canonical path of ``target``, following refs (also of its parent segments)."""
+    current = ""
+    for part in target.split("."):
+        candidate = f"{current}.{part}" if current else part
+        node = nodes.get(candidate)
+        if node is None:
+            message = f"expected the path of an exported node; there is no node {target!r}"
+            close = difflib.get_close_matches(target, list(nodes), n=1)
+            raise _Unresolved(message + (f"; did you mean {close[0]!r}?" if close else ""))
+        if node.ref is not None:
+            if candidate in chain:
+                raise _Unresolved("ref cycle: " + " -> ".join((*chain, candidate)))
+            candidate = _resolve(node.ref, nodes, (*chain, candidate))
+        current = candidate
+    return current
+
+
+def _import_driver(path: str) -> type[Driver]:
+    parts = path.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise _Unresolved(
+            f"expected a dotted class path such as tether.drivers.power.MockPower (got {path!r})"
+        )
+    missing: str | None = None
+    obj: Any = None
+    for end in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:end])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            name = exc.name or ""
+            if name and (module_name == name or module_name.startswith(name + ".")):
+                missing = missing or f"cannot import {path!r}: no module named {name!r}"
+                continue
+            raise _Unresolved(f"cannot import {path!r}: importing {module_name}: {exc}") from exc
+        except Exception as exc:
+            raise _Unresolved(
+                f"cannot import {path!r}: importing {module_name} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        for attr in parts[end:]:
+            if not hasattr(obj, attr):
+                raise _Unresolved(
+                    missing or f"cannot import {path!r}: {module_name} has no attribute {attr!r}"
+                )
+            obj = getattr(obj, attr)
+        break
+    else:
+        raise _Unresolved(missing or f"cannot import {path!r}")
+    if obj is Driver:
+        raise _Unresolved("expected a tether.Driver subclass, not the Driver base class itself")
+    if not (isinstance(obj, type) and issubclass(obj, Driver)):
+        kind = (
+            f"class {obj.__module__}.{obj.__qualname__}"
+            if isinstance(obj, type)
+            else f"a {type(obj).__name__}"
+        )
+        raise _Unresolved(f"expected a tether.Driver subclass; {path!r} is {kind}")
+    return obj
+
+
+def _check_driver_config(cls: type[Driver], node: NodeConfig, key: KeyPath, rep: Reporter) -> None:
+    try:
+        cls._config_model.model_validate(node.config)
+    except pydantic.ValidationError as exc:
+        owner = cls.__qualname__
+        for err in exc.errors():
+            path = (*key, "config", *err["loc"])
+            if err["type"] == "extra_forbidden":
+                field = str(err["loc"][-1])
+                rep.add(path, unknown_key(field, cls._config_fields, f"config field of {owner}"))
+            elif err["type"] == "missing":
+                rep.add(path, f"required config field of {owner} is missing")
+            else:
+                rep.add(path, describe(err))
+
+
+def _analyze(config: ExporterConfig, rep: Reporter) -> _Analysis:
+    nodes: dict[str, NodeConfig] = {}
+
+    def collect(children: Mapping[str, NodeConfig], prefix: str, key: KeyPath) -> None:
+        for name, node in children.items():
+            if not _NAME_RE.match(name):
+                rep.add((*key, name), f"invalid node name {name!r}: use {_NAME_RULE}")
+                continue
+            path = f"{prefix}.{name}" if prefix else name
+            nodes[path] = node
+            collect(node.children, path, (*key, name, "children"))
+
+    collect(config.export, "", ("export",))
+
+    for path, node in nodes.items():
+        key = _node_key(path)
+        if node.ref is None and node.type is None:
+            rep.add(
+                (*key, "type"),
+                "required key is missing: a node needs `type` (a tether.Driver class path) "
+                "or `ref` (the path of another node)",
+            )
+        elif node.ref is not None and node.model_fields_set - {"ref"}:
+            extra = sorted(node.model_fields_set - {"ref"})
+            rep.add(
+                (*key, extra[0]),
+                f"a `ref` node takes no other keys (found: {', '.join(extra)}); "
+                "it is the referenced node under a second name",
+            )
+
+    refs: dict[str, str] = {}
+    cycles: set[frozenset[str]] = set()
+    for path, node in nodes.items():
+        if node.ref is None:
+            continue
+        try:
+            refs[path] = _resolve(node.ref, nodes, (path,))
+        except _Unresolved as exc:
+            message = str(exc)
+            if message.startswith("ref cycle: "):
+                members = frozenset(message.removeprefix("ref cycle: ").split(" -> "))
+                if members in cycles:
+                    continue  # the same cycle, already reported at one of its members
+                cycles.add(members)
+            rep.add((*_node_key(path), "ref"), message)
+    _check_containment(nodes, refs, rep)
+
+    classes: dict[str, type[Driver]] = {}
+    for path, node in nodes.items():
+        if node.ref is not None or node.type is None:
+            continue
+        try:
+            classes[path] = _import_driver(node.type)
+        except _Unresolved as exc:
+            rep.add((*_node_key(path), "type"), str(exc))
+            continue
+        _check_driver_config(classes[path], node, _node_key(path), rep)
+
+    uses: dict[str, dict[str, str]] = {}
+    for path, node in nodes.items():
+        if node.ref is not None or not node.uses:
+            continue
+        resolved: dict[str, str] = {}
+        for instance, target in node.uses.items():
+            key = (*_node_key(path), "uses", instance)
+            if not _NAME_RE.match(instance):
+                rep.add(key, f"invalid instance name {instance!r}: use {_NAME_RULE}")
+                continue
+            try:
+                provider = _resolve(target, nodes, ())
+            except _Unresolved as exc:
+                rep.add(key, str(exc))
+                continue
+            provider_cls = classes.get(provider)
+            if provider == path:
+                rep.add(key, "a node cannot use itself")
+            elif provider_cls is not None and not provider_cls.interfaces():
+                rep.add(
+                    key,
+                    f"{target!r} ({provider_cls.__qualname__}) offers no service: "
+                    "its driver implements no tether.Interface",
+                )
+            else:
+                resolved[instance] = provider
+        uses[path] = resolved
+    _check_uses_cycles(uses, rep)
+
+    for index, address in enumerate(config.listen):
+        if address.scheme == "tls" and config.tls is None:
+            rep.add(("listen", index), "a tls:// address needs a `tls:` section (cert and key)")
+    return _Analysis(nodes, refs, classes, uses)
+
+
+def _check_containment(
+    nodes: Mapping[str, NodeConfig], refs: Mapping[str, str], rep: Reporter
+) -> None:
+    """A ref to a node that contains the ref would make the tree infinite."""
+    state: dict[str, int] = {}  # 1: on the DFS stack, 2: done
+
+    def visit(path: str) -> None:
+        state[path] = 1
+        for name in nodes[path].children:
+            child = f"{path}.{name}"
+            if child not in nodes or (nodes[child].ref is not None and child not in refs):
+                continue
+            target = refs.get(child, child)
+            if state.get(target) == 1:
+                rep.add(
+                    (*_node_key(child), "ref"),
+                    f"ref cycle: {child!r} refers to {target!r}, which contains it",
+                )
+            elif target not in state:
+                visit(target)
+        state[path] = 2
+
+    for path in nodes:
+        if "." not in path and path not in state and nodes[path].ref is None:
+            visit(path)
+
+
+def _check_uses_cycles(uses: Mapping[str, Mapping[str, str]], rep: Reporter) -> None:
+    state: dict[str, int] = {}
+
+    def visit(path: str, chain: tuple[str, ...]) -> None:
+        state[path] = 1
+        for instance, provider in uses.get(path, {}).items():
+            if state.get(provider) == 1:
+                cycle = (*chain[chain.index(provider) :], provider)
+                rep.add(
+                    (*_node_key(path), "uses", instance),
+                    f"uses cycle: {' -> '.join(cycle)} (a driver cannot depend on itself)",
+                )
+            elif provider not in state:
+                visit(provider, (*chain, provider))
+        state[path] = 2
+
+    for path in uses:
+        if path not in state:
+            visit(path, (path,))
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> ExporterConfig:
+    """Read and validate an exporter config file.
+
+    Relative paths in it (``tls``, ``token_file``) are relative to the file's directory.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated config; driver classes are imported and their config fields checked.
+
+    Raises:
+        ConfigFileError: the file is invalid (every problem, each with file, line, key path
+            and what was expected), or cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = ConfigProblem(str(path), None, "", f"cannot read the config file ({exc})")
+        raise ConfigFileError([problem]) from exc
+    return parse_config(text, str(path), base_dir=path.parent)
+
+
+def parse_config(
+    text: str, filename: str = "<string>", *, base_dir: str | Path | None = None
+) -> ExporterConfig:
+    """Validate an exporter config given as YAML text.
+
+    Args:
+        text: the YAML.
+        filename: the name used in error messages.
+        base_dir: what relative paths are relative to (default: the current directory).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigFileError: the config is invalid.
+    """
+    lines: dict[KeyPath, int] = {}
+    rep = Reporter(filename, lines)
+    data = compose(text, rep, lines)
+    rep.raise_if_any()
+    if not isinstance(data, dict):
+        expected = "expected a mapping with at least `name` and `export`"
+        message = (
+            f"the file is empty; {expected}" if data is None else f"{expected} (got {show(data)})"
+        )
+        rep.problems.append(ConfigProblem(filename, lines.get((), 1), "", message))
+        rep.raise_if_any()
+    base = Path(base_dir if base_dir is not None else Path.cwd()).absolute()
+    try:
+        config = ExporterConfig.model_validate(data, context={"base_dir": base})
+    except pydantic.ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if isinstance(data.get("tokens"), list) and loc[:2] == ("tokens", "hashes"):
+                loc = ("tokens", *loc[2:])  # reported as written: a plain list
+            if err["type"] == "extra_forbidden":
+                rep.add(loc, unknown_key(str(loc[-1]), fields_at(ExporterConfig, loc[:-1])))
+            else:
+                rep.add(loc, describe(err))
+        rep.raise_if_any()
+        raise  # pragma: no cover - a ValidationError always has errors
+    config._source = filename
+    config._lines = lines
+    config._analysis = _analyze(config, rep)
+    rep.raise_if_any()
+    return config
+
+
+def _analysis_of(config: ExporterConfig) -> _Analysis:
+    if config._analysis is None:
+        rep = Reporter(config.source, config._lines)
+        analysis = _analyze(config, rep)
+        rep.raise_if_any()
+        config._analysis = analysis
+    return config._analysis
+
+
+def build_tree(config: ExporterConfig) -> tuple[Driver, dict[str, dict[str, str]]]:
+    """Instantiate a fresh driver tree for one session.
+
+    A node listed under two names (``ref``) is one driver object in two places.
+
+    Args:
+        config: a validated config.
+
+    Returns:
+        ``(root, uses)``: ``root`` is a :class:`~tether.drivers.composite.Composite` holding
+        the exported nodes as children (labelled with the exporter's labels); ``uses`` maps
+        each node path (every path a shared node appears under) to ``{instance: provider
+        path}``, the format :class:`~tether.driver.DriverHost` takes.
+
+    Raises:
+        ConfigFileError: the config is invalid, or a driver's constructor raised.
+    """
+    analysis = _analysis_of(config)
+    built: dict[str, Driver] = {}
+    rep = Reporter(config.source, config._lines)
+
+    def make(path: str) -> Driver:
+        if path in built:
+            return built[path]
+        node = analysis.nodes[path]
+        children = {name: make(analysis.canonical(f"{path}.{name}")) for name in node.children}
+        cls = analysis.classes[path]
+        try:
+            driver = cls(
+                children=children, description=node.description, labels=node.labels, **node.config
+            )
+        except Exception as exc:
+            rep.add((*_node_key(path), "type"), f"{node.type} could not be created: {exc}")
+            raise ConfigFileError(rep.problems) from exc
+        built[path] = driver
+        return driver
+
+    exported = {name: make(analysis.canonical(name)) for name in config.export}
+    root = Composite(children=exported, labels=config.labels)
+
+    uses: dict[str, dict[str, str]] = {}
+
+    def walk(tree_path: str, canonical: str) -> None:
+        if analysis.uses.get(canonical):
+            uses[tree_path] = dict(analysis.uses[canonical])
+        for name in analysis.nodes[canonical].children:
+            walk(f"{tree_path}.{name}", analysis.canonical(f"{canonical}.{name}"))
+
+    for name in config.export:
+        walk(name, analysis.canonical(name))
+    return root, uses

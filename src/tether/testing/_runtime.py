@@ -1,0 +1,410 @@
+"""``DriverRuntime``: the test's handle on dispatchers, run calls and virtual time.
+
+One runtime exists per process at a time, and its methods are called from the thread that made
+it (``quit`` excepted). It owns the foreground dispatcher, attached to that thread and pumped only
+inside run calls, and every background dispatcher it starts.
+
+Virtual time (theory): the foreground loop's clock moves only when the runtime moves it.
+``advance_time`` moves it explicitly; ``run_until_idle`` never moves it; the other run calls
+*auto-jump*: when nothing is runnable on the foreground and no other thread is busy (see
+``_loop.Activity``), they jump the clock to the next foreground timer, or to their deadline.
+A run call's ``timeout`` is virtual seconds; while the call waits for another thread, the same
+number of real seconds bounds that wait, so a background dispatcher that never answers still
+ends the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from tether.errors import LifecycleError
+
+from ._dispatcher import BackgroundDispatcher, ForegroundDispatcher, _await
+from ._loop import Activity, SyncWait, thread_state
+
+__all__ = ["DriverRuntime"]
+
+T = TypeVar("T")
+
+_active_lock = threading.Lock()
+_active: DriverRuntime | None = None
+
+_RUN_CALLS = frozenset(
+    {
+        "run_until_idle",
+        "run_until",
+        "run_with_timeout",
+        "run_to_completion",
+        "run",
+        "advance_time",
+        "perform_blocking_work",
+        "start_background_dispatcher",
+    }
+)
+
+
+class DriverRuntime:
+    """The driver runtime of one test: dispatchers, run calls and a virtual clock.
+
+    Use it as a context manager (``with DriverRuntime() as runtime:``) or call :meth:`close`.
+
+    Raises:
+        LifecycleError: another runtime is open in this process.
+    """
+
+    def __init__(self) -> None:
+        global _active
+        with _active_lock:
+            if _active is not None:
+                raise LifecycleError(
+                    "a DriverRuntime is open already in this process; close it first "
+                    "(one runtime at a time)"
+                )
+            _active = self
+        self._thread = threading.get_ident()
+        self._activity = Activity()
+        self._wait_lock = threading.Lock()
+        self._waits: set[SyncWait] = set()
+        self._quit = False
+        self._shut_down = False
+        self._closed = False
+        self._background: list[BackgroundDispatcher] = []
+        try:
+            self._foreground = ForegroundDispatcher(self)
+        except BaseException:
+            with _active_lock:
+                _active = None
+            raise
+        self._activity.wake_foreground = self._foreground.loop.wake
+        thread_state.dispatcher = self._foreground
+
+    @staticmethod
+    def current() -> DriverRuntime | None:
+        """The open runtime of this process, if any."""
+        return _active
+
+    @property
+    def foreground_dispatcher(self) -> ForegroundDispatcher:
+        """The dispatcher attached to the test's thread (run only inside run calls)."""
+        return self._foreground
+
+    @property
+    def background_dispatchers(self) -> list[BackgroundDispatcher]:
+        """Every background dispatcher started so far (a copy)."""
+        return list(self._background)
+
+    def now(self) -> float:
+        """The foreground's virtual clock in seconds (``foreground_dispatcher.loop.time()``)."""
+        return self._foreground.loop.time()
+
+    # -- run calls ------------------------------------------------------------------------------
+
+    def run_until_idle(self) -> None:
+        """Run foreground callbacks, due timers and ready I/O until none is left.
+
+        Never waits and never moves the virtual clock.
+        """
+        self._pump("run_until_idle", None, None, jump=False)
+
+    def run_until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Run the foreground until ``condition()`` holds (checked between callbacks).
+
+        Args:
+            condition: checked before every loop iteration.
+            timeout: virtual seconds (also bounds real waits for other threads).
+
+        Returns:
+            True when the condition holds, False when the timeout fired first.
+        """
+        return self._pump("run_until", condition, timeout, jump=True)
+
+    def run_with_timeout(self, timeout: float) -> bool:
+        """Run the foreground for ``timeout`` virtual seconds, or until :meth:`quit`.
+
+        Returns:
+            True if the timeout fired, False if :meth:`quit` was called.
+        """
+        return not self._pump("run_with_timeout", self._quitting, timeout, jump=True)
+
+    def run(self) -> None:
+        """Run the foreground until :meth:`quit` is called (returns at once if it was)."""
+        self._pump("run", self._quitting, None, jump=True)
+
+    def quit(self) -> None:
+        """Make :meth:`run` / :meth:`run_with_timeout` return. Callable from any thread."""
+        self._quit = True
+        if threading.get_ident() != self._thread:
+            self._foreground.loop.wake()
+
+    def reset_quit(self) -> None:
+        """Forget an earlier :meth:`quit`, so :meth:`run` runs again."""
+        self._check("reset_quit")
+        self._quit = False
+
+    @overload
+    def run_to_completion(
+        self, awaitable: Coroutine[Any, Any, T], timeout: float | None = None
+    ) -> T: ...
+    @overload
+    def run_to_completion(
+        self, awaitable: concurrent.futures.Future[T], timeout: float | None = None
+    ) -> T: ...
+    @overload
+    def run_to_completion(self, awaitable: Awaitable[T], timeout: float | None = None) -> T: ...
+
+    def run_to_completion(self, awaitable: Any, timeout: float | None = None) -> Any:
+        """Run the foreground until ``awaitable`` finishes; return its result or raise its error.
+
+        Args:
+            awaitable: a coroutine (run as a foreground task), a foreground task or future,
+                a ``concurrent.futures.Future`` (e.g. from a background dispatcher or
+                ``DispatcherBound.async_call``) or any other awaitable.
+            timeout: virtual seconds (also bounds real waits for other threads).
+
+        Raises:
+            TimeoutError: not done within ``timeout``; a task made here from a coroutine is
+                cancelled then.
+            TypeError: ``awaitable`` is an asyncio future of another loop, or not awaitable.
+            Exception: whatever the awaitable raised.
+        """
+        loop = self._foreground.loop
+        created = False
+        future: asyncio.Future[Any]
+        if isinstance(awaitable, concurrent.futures.Future):
+            future = asyncio.wrap_future(awaitable, loop=loop)
+        elif isinstance(awaitable, asyncio.Future):
+            if awaitable.get_loop() is not loop:
+                raise TypeError(
+                    "run_to_completion() got an asyncio future of another loop; a background "
+                    "dispatcher's spawn() returns a thread-safe future to pass instead"
+                )
+            future = awaitable
+        elif inspect.iscoroutine(awaitable) or inspect.isawaitable(awaitable):
+            self._check("run_to_completion")
+            coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
+            future = loop.create_task(coro)
+            created = True
+        else:
+            raise TypeError(f"run_to_completion() needs an awaitable, got {awaitable!r}")
+        if not self._pump("run_to_completion", future.done, timeout, jump=True):
+            if created:
+                future.cancel()
+                self._pump("run_to_completion", None, None, jump=False)
+            raise TimeoutError(f"run_to_completion(): not done after {timeout} s (virtual time)")
+        return future.result()
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the virtual clock ``seconds`` forward, running timers in order as they fall due.
+
+        At every step the foreground runs until idle and other threads have settled (so work
+        a timer hands to a background dispatcher is finished before the clock moves on).
+
+        Raises:
+            ValueError: ``seconds`` is negative.
+        """
+        if seconds < 0:
+            raise ValueError(f"advance_time() cannot go back in time (got {seconds})")
+        self._pump("advance_time", None, seconds, jump=True, real_timeout=False)
+
+    def perform_blocking_work(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on a new thread while pumping the foreground; return its result.
+
+        Use it for code that blocks on the foreground (a sync call into a foreground object).
+        The virtual clock stays still while ``fn`` runs, except while it is blocked in a kit
+        ``sync_call``.
+
+        Raises:
+            Exception: whatever ``fn`` raised.
+        """
+        self._check("perform_blocking_work")
+        activity = self._activity
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        outcome = asyncio.wrap_future(result, loop=self._foreground.loop)
+
+        def work() -> None:
+            try:
+                value = activity.run_helper(fn, *args)
+            except BaseException as exc:
+                result.set_exception(exc)
+            else:
+                result.set_result(value)
+            finally:
+                activity.helper_finished()
+
+        activity.helper_started()
+        thread = threading.Thread(target=work, name="tether-blocking-work", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            activity.helper_finished()
+            raise
+        try:
+            return self.run_to_completion(outcome)
+        finally:
+            thread.join()
+
+    # -- dispatchers ----------------------------------------------------------------------------
+
+    def start_background_dispatcher(self, name: str | None = None) -> BackgroundDispatcher:
+        """Start a dispatcher on a thread of its own, owned by this runtime.
+
+        Objects living there must not be touched from the test directly: wrap them in
+        :class:`~tether.testing.DispatcherBound`.
+        """
+        self._check("start_background_dispatcher")
+        dispatcher = BackgroundDispatcher(self, name or f"background-{len(self._background) + 1}")
+        self._background.append(dispatcher)
+        return dispatcher
+
+    def shutdown_all_dispatchers(self) -> None:
+        """Shut every dispatcher down and join every thread; run calls are refused afterwards.
+
+        Order: foreground tasks are cancelled (and unwind while the background still runs);
+        background dispatchers cancel their tasks and stop, while the foreground is pumped so
+        their last calls into it complete; then the foreground's remaining callbacks, async
+        generators and executor finish. Calls still pending fail with LifecycleError; blocked
+        ``sync_call`` waits are released. Idempotent.
+        """
+        self._check("shutdown_all_dispatchers")
+        if self._shut_down:
+            return
+        loop = self._foreground.loop
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self._pump("shutdown", lambda: all(t.done() for t in tasks), None, jump=True)
+        background = [d for d in self._background if not d.shut_down]
+        for dispatcher in background:
+            dispatcher._request_shutdown()
+        finished = [asyncio.wrap_future(d.finished, loop=loop) for d in background]
+        self._pump("shutdown", lambda: all(f.done() for f in finished), None, jump=True)
+        for dispatcher in background:
+            dispatcher.thread.join()
+            dispatcher._fail_pending()
+        self._pump("shutdown", None, None, jump=False)
+        self.run_to_completion(loop.shutdown_asyncgens())
+        self.run_to_completion(loop.shutdown_default_executor())
+        self._foreground._shut_down = True
+        self._foreground._fail_pending()
+        self._shut_down = True
+        with self._wait_lock:
+            waits = list(self._waits)
+        for wait in waits:
+            wait.fail(LifecycleError(f"{wait.what}: the runtime shut down while it was blocked"))
+
+    def close(self) -> None:
+        """Shut all dispatchers down and release the runtime (a new one may be made). Idempotent.
+
+        Raises:
+            LifecycleError: called from another thread than the one that made the runtime.
+        """
+        global _active
+        if self._closed:
+            return
+        self._check("close")
+        try:
+            self.shutdown_all_dispatchers()
+        finally:
+            self._closed = True
+            self._foreground.loop.close()
+            thread_state.dispatcher = None
+            with _active_lock:
+                if _active is self:
+                    _active = None
+
+    def __enter__(self) -> DriverRuntime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "shut down" if self._shut_down else "open"
+        return f"<DriverRuntime {state} t={self.now():g}s background={len(self._background)}>"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _quitting(self) -> bool:
+        return self._quit
+
+    def _check(self, method: str) -> None:
+        if threading.get_ident() != self._thread:
+            raise LifecycleError(
+                f"DriverRuntime.{method}() must be called on the thread that created the "
+                f"runtime (thread {self._thread}), not thread {threading.get_ident()}"
+            )
+        if self._closed:
+            raise LifecycleError(f"DriverRuntime.{method}(): the runtime is closed")
+        if self._shut_down and method in _RUN_CALLS:
+            raise LifecycleError(
+                f"DriverRuntime.{method}() is not allowed after shutdown_all_dispatchers()"
+            )
+
+    def _pump(
+        self,
+        method: str,
+        stop: Callable[[], bool] | None,
+        timeout: float | None,
+        *,
+        jump: bool,
+        real_timeout: bool = True,
+    ) -> bool:
+        """The one run loop behind every run call; True when ``stop()`` held, else False.
+
+        Args:
+            stop: ends the call when it holds (checked before every loop iteration).
+            timeout: virtual seconds; also bounds real waits unless ``real_timeout`` is False.
+            jump: auto-jump the clock when everything is settled (else return when idle).
+        """
+        self._check(method)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"{method}(): timeout must not be negative (got {timeout})")
+        loop = self._foreground.loop
+        virtual_deadline = None if timeout is None else loop.time() + timeout
+        real_deadline = None if timeout is None or not real_timeout else time.monotonic() + timeout
+        with loop.entered():
+            while True:
+                if loop.dispatch(stop):
+                    return True
+                if not jump:
+                    return False
+                settled = loop.idle_and_settled()
+                if settled is None:
+                    continue  # a post arrived between dispatch and the check
+                if not settled:
+                    remaining = None if real_deadline is None else real_deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        loop.wait_for_events(0)
+                        return False
+                    loop.wait_for_events(remaining)
+                    continue
+                # Other threads may have changed what stop() looks at before they settled.
+                if stop is not None and stop():
+                    return True
+                when = loop.next_timer()
+                if virtual_deadline is not None and (when is None or when > virtual_deadline):
+                    loop.advance_to(virtual_deadline)
+                    return False
+                if when is None:
+                    # Nothing can happen by itself: wait for I/O, a post, or another thread
+                    # going busy and settling again (the waiting mark makes that wake us).
+                    loop.set_waiting()
+                    if stop is not None and stop():
+                        loop.wait_for_events(0)
+                        return True
+                    loop.wait_for_events(None)
+                    continue
+                loop.advance_to(when)

@@ -1,0 +1,82 @@
+"""``serve(driver)``: a driver and its client tree in one process, over the real protocol.
+
+The driver runs on an event loop thread; the client talks to it over a socket pair with the
+same frames a remote client would use. Client classes are trusted (the driver is local).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
+from tether.wire import ClientConnection, LoopThread, ServerProtocol
+
+__all__ = ["LocalSession", "serve"]
+
+
+class LocalSession:
+    """A session over one host, for in-process serving."""
+
+    def __init__(self, host: DriverHost) -> None:
+        self.host = host
+        self.protocols: set[ServerProtocol] = set()
+
+    def attach(self, protocol: ServerProtocol) -> None:
+        self.protocols.add(protocol)
+
+    def detach(self, protocol: ServerProtocol) -> None:
+        self.protocols.discard(protocol)
+
+    async def resolve(self, meta: dict[str, Any]) -> tuple[LocalSession, dict[str, Any]]:
+        return self, {"report": self.host.report()}
+
+
+@contextmanager
+def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
+    """Serve ``driver`` in-process and yield its client tree.
+
+    Teardown closes the connection, then runs every driver's ``prepare_stop`` and ``stop``.
+
+    Raises:
+        Whatever the driver's ``start`` raised.
+    """
+    loop_thread = LoopThread("tether-serve")
+    host = DriverHost(driver, name)
+    session = LocalSession(host)
+    client_sock, server_sock = socket.socketpair()
+    protocol: ServerProtocol | None = None
+
+    async def open_server() -> ServerProtocol:
+        await host.start()
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.connect_accepted_socket(
+            lambda: ServerProtocol(session.resolve), server_sock
+        )
+        return proto
+
+    connection: ClientConnection | None = None
+    try:
+        protocol = loop_thread.run(open_server())
+        connection = ClientConnection(client_sock, keepalive=None)
+        yield build_client_tree(
+            connection.server_meta["report"], connection, ClientPolicy(unsafe=True)
+        )
+    finally:
+        if connection is not None:
+            connection.close()
+        else:
+            client_sock.close()
+
+        async def close_server() -> None:
+            if protocol is not None:
+                protocol.close()
+            await host.stop()
+
+        try:
+            loop_thread.run(close_server())
+        finally:
+            loop_thread.close()

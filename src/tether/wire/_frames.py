@@ -1,0 +1,247 @@
+"""Frame codec: events to bytes and bytes to events, no state beyond a receive buffer.
+
+Every frame is a 10-byte header followed by ``length`` payload bytes::
+
+    +----------------+--------+--------+----------------+
+    | length: u32 BE | type u8| flags u8| stream id u32 BE|
+    +----------------+--------+--------+----------------+
+
+Payloads are msgpack (msgspec) except DATA (raw bytes), WINDOW (u32 BE) and PING/PONG (8 raw
+bytes). The full layout is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Any
+
+import msgspec
+
+from tether.errors import LocalProtocolError, RemoteProtocolError
+
+from ._events import (
+    Call,
+    Cancel,
+    Data,
+    Error,
+    Event,
+    GoAway,
+    Hello,
+    Item,
+    OpenStream,
+    Ping,
+    Pong,
+    Result,
+    WindowUpdate,
+)
+
+__all__ = ["HEADER", "FrameDecoder", "FrameType", "encode_data_header", "encode_event"]
+
+HEADER = struct.Struct("!IBBI")
+FLAG_END = 0x01
+
+
+class FrameType(IntEnum):
+    HELLO = 1
+    CALL = 2
+    OPEN = 3
+    RESULT = 4
+    ITEM = 5
+    ERROR = 6
+    CANCEL = 7
+    DATA = 8
+    WINDOW = 9
+    PING = 10
+    PONG = 11
+    GOAWAY = 12
+
+
+def _encode_extension(value: Any) -> Any:
+    """Values msgpack lacks: pydantic models travel as their dicts, sets as lists."""
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump()
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot encode a {type(value).__qualname__}")
+
+
+_encode = msgspec.msgpack.Encoder(enc_hook=_encode_extension).encode
+_decode = msgspec.msgpack.Decoder().decode
+_U32 = struct.Struct("!I")
+_pack_header = HEADER.pack
+
+
+def _frame(ftype: int, stream_id: int, payload: bytes, flags: int = 0) -> bytes:
+    return _pack_header(len(payload), ftype, flags, stream_id) + payload
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode one msgpack value; unencodable values are the caller's error."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"value cannot be sent on the wire: {exc}") from exc
+
+
+def encode_data_header(event: Data) -> bytes:
+    """Just the header of a DATA frame, for writing header and payload without joining."""
+    return _pack_header(len(event.data), FrameType.DATA, FLAG_END * event.end, event.stream_id)
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialise one event as a whole frame."""
+    cls = type(event)
+    if cls is Call or cls is OpenStream:
+        assert isinstance(event, Call | OpenStream)
+        ftype = FrameType.CALL if cls is Call else FrameType.OPEN
+        payload = encode_value((event.node, event.method, event.args, event.kwargs))
+        return _frame(ftype, event.stream_id, payload)
+    if cls is Result:
+        assert isinstance(event, Result)
+        return _frame(FrameType.RESULT, event.stream_id, encode_value(event.value))
+    if cls is Item:
+        assert isinstance(event, Item)
+        return _frame(FrameType.ITEM, event.stream_id, encode_value(event.value))
+    if cls is Data:
+        assert isinstance(event, Data)
+        return _frame(FrameType.DATA, event.stream_id, bytes(event.data), FLAG_END * event.end)
+    if cls is WindowUpdate:
+        assert isinstance(event, WindowUpdate)
+        return _frame(FrameType.WINDOW, event.stream_id, _U32.pack(event.increment))
+    if cls is Error:
+        assert isinstance(event, Error)
+        return _frame(FrameType.ERROR, event.stream_id, encode_value(event.error))
+    if cls is Cancel:
+        assert isinstance(event, Cancel)
+        return _frame(FrameType.CANCEL, event.stream_id, b"")
+    if cls is Hello:
+        assert isinstance(event, Hello)
+        return _frame(FrameType.HELLO, 0, encode_value((event.version, event.meta)))
+    if cls is Ping:
+        assert isinstance(event, Ping)
+        return _frame(FrameType.PING, 0, event.payload)
+    if cls is Pong:
+        assert isinstance(event, Pong)
+        return _frame(FrameType.PONG, 0, event.payload)
+    if cls is GoAway:
+        assert isinstance(event, GoAway)
+        return _frame(FrameType.GOAWAY, 0, encode_value((event.code, event.message)))
+    raise LocalProtocolError(f"{cls.__name__} cannot be sent")
+
+
+class FrameDecoder:
+    """Accumulates bytes and yields whole events; raises RemoteProtocolError on garbage.
+
+    ``max_payload`` bounds one frame's payload so a peer cannot make us buffer without limit.
+
+    Received ``bytes`` are parsed in place: DATA payloads are zero-copy memoryviews of the
+    chunk the transport delivered (bytes are immutable, so that is safe). Only a frame split
+    across chunks is copied into the pending buffer.
+    """
+
+    __slots__ = ("_chunk", "_pending", "_pos", "max_payload")
+
+    def __init__(self, max_payload: int) -> None:
+        self._chunk: bytes | bytearray = b""
+        self._pos = 0
+        self._pending = bytearray()
+        self.max_payload = max_payload
+
+    def feed(self, data: bytes) -> None:
+        rest = len(self._chunk) - self._pos
+        if rest == 0 and not self._pending:
+            self._chunk = data
+            self._pos = 0
+            return
+        if rest:
+            self._pending += memoryview(self._chunk)[self._pos :]
+        self._pending += data
+        self._chunk = self._pending
+        self._pending = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._chunk) - self._pos
+
+    def next_frame(self) -> tuple[Event, int] | None:
+        """Return ``(event, payload_length)`` or ``None`` until a whole frame is buffered."""
+        chunk = self._chunk
+        pos = self._pos
+        if len(chunk) - pos < 10:
+            return None
+        length, ftype, flags, stream_id = HEADER.unpack_from(chunk, pos)
+        if length > self.max_payload:
+            raise RemoteProtocolError(
+                f"frame of {length} bytes exceeds the limit of {self.max_payload}"
+            )
+        end = pos + 10 + length
+        if len(chunk) < end:
+            return None
+        self._pos = end
+        if type(chunk) is bytes:
+            payload: bytes | memoryview = memoryview(chunk)[pos + 10 : end]
+        else:
+            payload = bytes(chunk[pos + 10 : end])  # a bytearray may be reused: copy
+        if end == len(chunk):
+            self._chunk = b""
+            self._pos = 0
+        return _decode_frame(ftype, flags, stream_id, payload), length
+
+
+def _value(payload: bytes | memoryview) -> Any:
+    try:
+        return _decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError(f"malformed msgpack payload: {exc}") from exc
+
+
+def _decode_frame(ftype: int, flags: int, stream_id: int, payload: bytes | memoryview) -> Event:
+    try:
+        if ftype == FrameType.DATA:
+            return Data(stream_id, payload, bool(flags & FLAG_END))
+        if ftype == FrameType.RESULT:
+            return Result(stream_id, _value(payload))
+        if ftype == FrameType.ITEM:
+            return Item(stream_id, _value(payload))
+        if ftype == FrameType.CALL or ftype == FrameType.OPEN:
+            fields = _value(payload)
+            if not isinstance(fields, list) or len(fields) != 4:
+                raise RemoteProtocolError("CALL/OPEN payload must be [node, method, args, kwargs]")
+            cls = Call if ftype == FrameType.CALL else OpenStream
+            return cls(stream_id, *fields)
+        if ftype == FrameType.WINDOW:
+            if len(payload) != 4:
+                raise RemoteProtocolError("WINDOW payload must be 4 bytes")
+            return WindowUpdate(stream_id, _U32.unpack(payload)[0])
+        if ftype == FrameType.ERROR:
+            return Error(stream_id, _value(payload))
+        if ftype == FrameType.CANCEL:
+            return Cancel(stream_id)
+        if ftype == FrameType.PING:
+            return Ping(bytes(payload))
+        if ftype == FrameType.PONG:
+            return Pong(bytes(payload))
+        if ftype == FrameType.HELLO:
+            fields = _value(payload)
+            if not isinstance(fields, list) or len(fields) != 2:
+                raise RemoteProtocolError("HELLO payload must be [version, meta]")
+            return Hello(*fields)
+        if ftype == FrameType.GOAWAY:
+            fields = _value(payload)
+            if not isinstance(fields, list) or len(fields) != 2:
+                raise RemoteProtocolError("GOAWAY payload must be [code, message]")
+            return GoAway(*fields)
+    except LocalProtocolError as exc:
+        # An event constructor rejected a field the peer sent: that is the peer's error.
+        raise RemoteProtocolError(f"invalid {_name(ftype)} frame: {exc}") from exc
+    raise RemoteProtocolError(f"unknown frame type {ftype}")
+
+
+def _name(ftype: int) -> str:
+    try:
+        return FrameType(ftype).name
+    except ValueError:
+        return f"type-{ftype}"

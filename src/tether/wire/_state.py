@@ -1,0 +1,124 @@
+"""Every legal transition of the protocol, as data.
+
+Two levels, both owned here:
+
+* the **connection**: the hello handshake, then OPEN, CLOSING after a GoAway, CLOSED when the
+  transport ends, ERROR after any violation;
+* each **stream**: a call stream (CALL → ITEM* → RESULT | ERROR) or a byte stream (OPEN, then
+  DATA both ways, each direction ending with its own END flag; RESULT acknowledges the open;
+  ERROR or CANCEL abort it).
+
+``Connection`` consults these tables and raises :class:`~tether.errors.LocalProtocolError` or
+:class:`~tether.errors.RemoteProtocolError` naming the role, state and event when a move is not
+in them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ._events import (
+    Call,
+    Cancel,
+    ConnectionClosed,
+    Data,
+    Error,
+    Event,
+    GoAway,
+    Hello,
+    Item,
+    OpenStream,
+    Ping,
+    Pong,
+    Result,
+    WindowUpdate,
+)
+
+__all__ = [
+    "CONNECTION_TRANSITIONS",
+    "STREAM_EVENTS",
+    "ConnState",
+    "Direction",
+    "Role",
+    "StreamKind",
+    "may_send",
+]
+
+
+class _Enum(Enum):
+    # Enum hashes by name in Python code; identity is enough for singletons and this sits on
+    # the per-frame path (state sets and transition tables).
+    __hash__ = object.__hash__
+
+
+class Role(_Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Direction(_Enum):
+    SEND = "send"
+    RECEIVE = "receive"
+
+
+class ConnState(_Enum):
+    START = "START"
+    HELLO_SENT = "HELLO_SENT"
+    HELLO_RECEIVED = "HELLO_RECEIVED"
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+    ERROR = "ERROR"
+
+
+class StreamKind(_Enum):
+    CALL = "call"
+    BYTES = "bytes"
+
+
+_ANY_ROLE = (Role.CLIENT, Role.SERVER)
+_LIVE = (ConnState.HELLO_SENT, ConnState.HELLO_RECEIVED, ConnState.OPEN, ConnState.CLOSING)
+
+#: (role, state, direction, event type) -> next connection state, for connection-level events.
+CONNECTION_TRANSITIONS: dict[tuple[Role, ConnState, Direction, type[Event]], ConnState] = {
+    (Role.CLIENT, ConnState.START, Direction.SEND, Hello): ConnState.HELLO_SENT,
+    (Role.CLIENT, ConnState.HELLO_SENT, Direction.RECEIVE, Hello): ConnState.OPEN,
+    (Role.SERVER, ConnState.START, Direction.RECEIVE, Hello): ConnState.HELLO_RECEIVED,
+    (Role.SERVER, ConnState.HELLO_RECEIVED, Direction.SEND, Hello): ConnState.OPEN,
+}
+for _role in _ANY_ROLE:
+    for _state in _LIVE:
+        for _direction in Direction:
+            CONNECTION_TRANSITIONS[(_role, _state, _direction, GoAway)] = ConnState.CLOSING
+    for _state in (ConnState.OPEN, ConnState.CLOSING):
+        for _direction in Direction:
+            CONNECTION_TRANSITIONS[(_role, _state, _direction, Ping)] = _state
+            CONNECTION_TRANSITIONS[(_role, _state, _direction, Pong)] = _state
+    for _state in ConnState:
+        if _state is not ConnState.ERROR:
+            CONNECTION_TRANSITIONS[(_role, _state, Direction.RECEIVE, ConnectionClosed)] = (
+                ConnState.CLOSED
+            )
+
+#: Stream events each role may send; the peer may receive exactly these from that role.
+STREAM_EVENTS: dict[Role, frozenset[type[Event]]] = {
+    Role.CLIENT: frozenset({Call, OpenStream, Cancel, Data, WindowUpdate}),
+    Role.SERVER: frozenset({Result, Item, Error, Data, WindowUpdate}),
+}
+
+#: Connection states in which streams may carry events, and in which new ones may open.
+STREAM_STATES = frozenset({ConnState.OPEN, ConnState.CLOSING})
+OPENING_STATES = frozenset({ConnState.OPEN})
+
+#: Which stream events are legal on which kind of stream (beyond who may send them).
+KIND_EVENTS: dict[StreamKind, frozenset[type[Event]]] = {
+    StreamKind.CALL: frozenset({Item, Result, Error, Cancel}),
+    StreamKind.BYTES: frozenset({Data, WindowUpdate, Result, Error, Cancel}),
+}
+
+#: Events that finish a stream outright, whatever direction is still open.
+CLOSING_EVENTS = frozenset({Error, Cancel})
+
+
+def may_send(role: Role, event_type: type[Event]) -> bool:
+    return event_type in STREAM_EVENTS[role]

@@ -1,0 +1,1 @@
+"""Shared fixtures. Tests never sleep to wait: they wait on events or use the test kit."""

@@ -1,0 +1,285 @@
+"""End to end through ``serve()``: the real protocol over a socket pair, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+from pydantic import BaseModel
+
+from tether import Driver, export, export_stream
+from tether.drivers.network import TcpNetwork
+from tether.drivers.power import MockPower, PowerReading
+from tether.errors import (
+    DriverError,
+    DriverNotImplemented,
+    DriverTimeout,
+    InvalidArgument,
+    MethodNotFound,
+)
+from tether.testing import serve
+
+
+class Settings(BaseModel):
+    level: int
+
+
+class Gadget(Driver):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.stopped = threading.Event()
+        self.cancelled = threading.Event()
+        self.started_wait = threading.Event()
+
+    @export
+    async def echo(self, value: object) -> object:
+        return value
+
+    @export
+    async def apply(self, settings: Settings) -> Settings:
+        return Settings(level=settings.level + 1)
+
+    @export
+    def add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    @export
+    async def fail(self) -> None:
+        raise ValueError("bad thing")
+
+    @export
+    async def unimplemented(self) -> None:
+        raise NotImplementedError
+
+    @export
+    async def slow(self) -> None:
+        raise TimeoutError("too slow")
+
+    @export
+    async def wait_forever(self) -> None:
+        self.started_wait.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    @export
+    async def count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    @export
+    def sync_count(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+    @export
+    async def endless(self) -> AsyncIterator[int]:
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+        finally:
+            self.cancelled.set()
+
+    @export
+    async def unencodable(self) -> object:
+        return object()
+
+    @export_stream
+    @asynccontextmanager
+    async def upper(self) -> AsyncIterator[object]:
+        yield _UpperStream()
+
+    def hidden(self) -> str:
+        return "secret"
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class _UpperStream:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def send(self, data: bytes) -> None:
+        await self.queue.put(data.upper())
+
+    async def send_eof(self) -> None:
+        await self.queue.put(b"")
+
+    async def receive(self) -> bytes:
+        return await self.queue.get()
+
+
+@pytest.fixture
+def gadget() -> Iterator[tuple[Gadget, object]]:
+    driver = Gadget()
+    with serve(driver) as client:
+        yield driver, client
+
+
+def test_unary_values_round_trip(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    for value in [None, 1, -2.5, "text", b"\x00bytes", [1, [2]], {"k": {"n": True}}]:
+        assert client.call("echo", value) == value  # type: ignore[attr-defined]
+
+
+def test_sync_methods_and_defaults(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    assert client.call("add", 2) == 3  # type: ignore[attr-defined]
+    assert client.call("add", a=2, b=5) == 7  # type: ignore[attr-defined]
+
+
+def test_models_travel_as_dicts(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    assert client.call("apply", Settings(level=1)) == {"level": 2}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "error", "match"),
+    [
+        ("nope", [], MethodNotFound, "no exported method 'nope'"),
+        ("hidden", [], MethodNotFound, "no exported method 'hidden'"),
+        ("add", ["x"], InvalidArgument, "argument 'a'"),
+        ("add", [], InvalidArgument, "missing a required argument: 'a'"),
+        ("fail", [], DriverError, "ValueError: bad thing"),
+        ("unimplemented", [], DriverNotImplemented, "unimplemented is not implemented"),
+        ("slow", [], DriverTimeout, "too slow"),
+        ("unencodable", [], DriverError, "result cannot be sent"),
+        ("upper", [], MethodNotFound, "is a byte stream"),
+    ],
+)
+def test_errors_reach_the_client_and_the_exporter_keeps_serving(
+    gadget: tuple[Gadget, object],
+    method: str,
+    args: list[object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    _, client = gadget
+    with pytest.raises(error, match=match):
+        client.call(method, *args)  # type: ignore[attr-defined]
+    assert client.call("echo", "still here") == "still here"  # type: ignore[attr-defined]
+
+
+def test_builtin_errors_are_catchable_as_python_errors(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    with pytest.raises(NotImplementedError):
+        client.call("unimplemented")  # type: ignore[attr-defined]
+    with pytest.raises(TimeoutError):
+        client.call("slow")  # type: ignore[attr-defined]
+
+
+def test_streaming_calls(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    assert list(client.streaming_call("count", 5)) == [0, 1, 2, 3, 4]  # type: ignore[attr-defined]
+    assert list(client.streaming_call("sync_count", 3)) == [0, 1, 2]  # type: ignore[attr-defined]
+
+
+def test_leaving_a_stream_early_cancels_the_driver_generator(gadget: tuple[Gadget, object]) -> None:
+    driver, client = gadget
+    items = client.streaming_call("endless")  # type: ignore[attr-defined]
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert driver.cancelled.wait(10)
+    assert client.call("echo", 1) == 1  # type: ignore[attr-defined]
+
+
+def test_a_blocked_call_does_not_block_other_threads(gadget: tuple[Gadget, object]) -> None:
+    driver, client = gadget
+    outcome: list[BaseException] = []
+
+    def waiting_call() -> None:
+        try:
+            client.call("wait_forever")  # type: ignore[attr-defined]
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiting_call)
+    thread.start()
+    assert driver.started_wait.wait(10)
+    assert client.call("add", 1, 1) == 2  # type: ignore[attr-defined]
+    client._target.close()  # type: ignore[attr-defined]
+    thread.join(10)
+    assert [type(e).__name__ for e in outcome] == ["ConnectionLost"]
+
+
+def test_ctrl_c_cancels_the_call_on_the_driver(gadget: tuple[Gadget, object]) -> None:
+    driver, client = gadget
+
+    def interrupt_when_waiting() -> None:
+        driver.started_wait.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    threading.Thread(target=interrupt_when_waiting).start()
+    with pytest.raises(KeyboardInterrupt):
+        client.call("wait_forever")  # type: ignore[attr-defined]
+    assert driver.cancelled.wait(10)
+    assert client.call("echo", "alive") == "alive"  # type: ignore[attr-defined]
+
+
+def test_byte_stream_round_trip(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    with client.stream("upper") as stream:  # type: ignore[attr-defined]
+        stream.send(b"hello ")
+        stream.send(b"world")
+        assert stream.receive() == b"HELLO "
+        assert stream.receive() == b"WORLD"
+        stream.send_eof()
+        assert stream.receive() == b""
+
+
+def test_opening_a_missing_stream_fails_at_open(gadget: tuple[Gadget, object]) -> None:
+    _, client = gadget
+    with pytest.raises(MethodNotFound, match="not a byte stream"), client.stream("count", 1):  # type: ignore[attr-defined]
+        pass
+
+
+def test_teardown_runs_stop() -> None:
+    driver = Gadget()
+    with serve(driver) as client:
+        client.call("echo", 1)  # type: ignore[attr-defined]
+    assert driver.stopped.is_set()
+
+
+def test_typed_power_client() -> None:
+    with serve(MockPower(voltage=3.3, samples=2)) as power:
+        assert power.status() is False  # type: ignore[attr-defined]
+        power.on()  # type: ignore[attr-defined]
+        assert power.status() is True  # type: ignore[attr-defined]
+        readings = list(power.read())  # type: ignore[attr-defined]
+        assert readings == [PowerReading(voltage=3.3, current=0.5)] * 2
+
+
+def test_tcp_network_stream_to_a_real_socket() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo_once)
+    thread.start()
+    payload = bytes(range(256)) * 8192  # 2 MiB: crosses several windows
+    received = bytearray()
+    with serve(TcpNetwork(host="127.0.0.1", port=port)) as network:
+        assert network.address() == f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+        with network.connect() as stream:  # type: ignore[attr-defined]
+            sender = threading.Thread(target=lambda: (stream.send(payload), stream.send_eof()))
+            sender.start()
+            while chunk := stream.receive():
+                received += chunk
+            sender.join()
+    thread.join(10)
+    server.close()
+    assert bytes(received) == payload
