@@ -123,6 +123,22 @@ class Target:
     factor: float
     text: str
 
+    def ratio(
+        self, row: Row, ours: float | None, columns: Mapping[str, float | None]
+    ) -> float | None:
+        """How many times better than required-against tether is (``None``: not measured).
+
+        ``against`` is a column (``"jumpstarter"``, ``"raw"``) or ``"absolute"``, for which
+        ``factor`` is the value itself to reach (so the verdict compares the ratio with 1).
+        """
+        if self.against == "absolute":
+            return _ratio(row, ours, self.factor)
+        return _ratio(row, ours, columns.get(self.against))
+
+    @property
+    def required(self) -> float:
+        return 1.0 if self.against == "absolute" else self.factor
+
 
 ROWS: tuple[Row, ...] = (
     Row("call_p50_us", "call p50 (raw: TCP ping-pong)", "us", lower_is_better=True),
@@ -148,6 +164,38 @@ ROWS: tuple[Row, ...] = (
         jumpstarter_key="serve_call_ms",
     ),
     Row("storage_mb_s", "storage mux image write", "MB/s", lower_is_better=False),
+    Row(
+        "tls_call_p50_us",
+        "call p50, exporter process over TLS (js: local)",
+        "us",
+        lower_is_better=True,
+        jumpstarter_key="call_p50_us",
+        raw_key="call_p50_us",
+    ),
+    Row(
+        "tls_stream_mb_s",
+        "byte stream, exporter process over TLS (js: local)",
+        "MB/s",
+        lower_is_better=False,
+        jumpstarter_key="bytes_mb_s",
+        raw_key="relay_mb_s",
+    ),
+    Row(
+        "storage_tls_mb_s",
+        "storage write, exporter over TLS (js: local)",
+        "MB/s",
+        lower_is_better=False,
+        jumpstarter_key="storage_mb_s",
+    ),
+    Row("direct_call_p50_us", "call p50, direct TLS (relay baseline)", "us", True),
+    Row("relay_call_p50_us", "call p50 through the router relay", "us", True),
+    Row("relay_call_ratio", "relay / direct call p50", "x", lower_is_better=True),
+    Row("direct_bytes_mb_s", "byte stream, direct TLS (relay baseline)", "MB/s", False),
+    Row("relay_bytes_mb_s", "byte stream through the router relay", "MB/s", False),
+    Row("relay_bytes_ratio", "relay / direct byte stream", "x", lower_is_better=False),
+    Row("grant_p50_ms", "controller: lease grant p50 (5,000 exporters, 500 queued)", "ms", True),
+    Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
+    Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -162,6 +210,14 @@ TARGETS: tuple[Target, ...] = (
         50.0,
         "DriverUnderTest start-call-stop >= 50x cheaper than Jumpstarter serve()+call",
     ),
+    Target(
+        "tls_call_p50_us", "jumpstarter", 5.0, "TLS exporter call p50 >= 5x lower than js local"
+    ),
+    Target("tls_stream_mb_s", "jumpstarter", 4.0, "TLS exporter byte stream >= 4x js local"),
+    Target("storage_tls_mb_s", "absolute", 200.0, "remote TLS flash of 256 MiB >= 200 MB/s"),
+    Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
+    Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
+    Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
 )
 
 
@@ -202,14 +258,14 @@ def build_rows(
         for target in targets:
             if target.row != row.key:
                 continue
-            ratio = ratios.get(target.against)
+            ratio = target.ratio(row, values["tether"], values)
             verdicts.append(
                 {
                     "target": target.text,
                     "against": target.against,
                     "factor": target.factor,
                     "ratio": ratio,
-                    "pass": None if ratio is None else ratio >= target.factor,
+                    "pass": None if ratio is None else ratio >= target.required,
                 }
             )
         out.append(
@@ -255,6 +311,9 @@ def _verdict_text(verdicts: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     parts = []
     for verdict in verdicts:
         word = {True: "PASS", False: "FAIL", None: "n/a"}[verdict["pass"]]
+        if verdict["against"] == "absolute":
+            parts.append(f"{word} {verdict['factor']:g}")
+            continue
         short = "js" if verdict["against"] == "jumpstarter" else verdict["against"]
         parts.append(f"{word} {verdict['factor']:g}x {short}")
     passes = [v["pass"] for v in verdicts]

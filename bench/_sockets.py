@@ -2,12 +2,15 @@
 
 Everything here binds or connects to 127.0.0.1 only, and every loop is bounded by a byte count,
 a deadline, or a socket time-out. Standard library only (also used in the Jumpstarter venv).
+The sink runs in a process of its own, for every peer alike (see :class:`Sink`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,63 +28,112 @@ def _listen() -> socket.socket:
     return server
 
 
+_SINK_MAIN = r"""
+import os, selectors, socket, sys, time
+
+selector = selectors.DefaultSelector()
+server = socket.create_server(("127.0.0.1", 0))
+server.setblocking(False)
+selector.register(server, selectors.EVENT_READ, "accept")
+selector.register(0, selectors.EVENT_READ, "command")
+view = memoryview(bytearray(1 << 20))
+received, waiting, commands = 0, None, b""
+sys.stdout.write(f"{server.getsockname()[1]}\n")
+sys.stdout.flush()
+
+def reply(text):
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+while True:
+    timeout = None if waiting is None else max(0.0, waiting[1] - time.monotonic())
+    for key, _ in selector.select(timeout):
+        if key.data == "accept":
+            conn, _ = server.accept()
+            conn.setblocking(False)
+            selector.register(conn, selectors.EVENT_READ, "data")
+        elif key.data == "data":
+            try:
+                n = key.fileobj.recv_into(view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            if n:
+                received += n
+            else:
+                selector.unregister(key.fileobj)
+                key.fileobj.close()
+        else:
+            chunk = os.read(0, 4096)
+            if not chunk:
+                sys.exit(0)
+            commands += chunk
+            while b"\n" in commands:
+                line, commands = commands.split(b"\n", 1)
+                word, *args = line.split()
+                if word == b"reset":
+                    received = 0
+                    reply("ok")
+                elif word == b"wait":
+                    waiting = (int(args[0]), time.monotonic() + float(args[1]))
+    if waiting is not None:
+        if received >= waiting[0] or time.monotonic() >= waiting[1]:
+            reply(f"{int(received >= waiting[0])} {received}")
+            waiting = None
+"""
+
+
 class Sink:
     """A TCP server on 127.0.0.1 that reads and discards, counting the bytes it got.
 
-    Accepts connections one after another on a daemon thread until :meth:`close`.
+    It runs in its own process (standard library only, started with this interpreter): the
+    endpoint a byte stream reaches is never inside the exporter's or the client's process, and
+    a sink thread would compete for the GIL with the code being measured. Accepts any number of
+    connections until :meth:`close`.
     """
 
     def __init__(self) -> None:
-        self._server = _listen()
-        self.port: int = self._server.getsockname()[1]
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SINK_MAIN],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._commands = self._proc.stdin
+        self._replies = self._proc.stdout
+        self.port: int = int(self._replies.readline())
         self.received = 0
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sink", daemon=True)
-        self._thread.start()
+
+    def _ask(self, command: str) -> str:
+        self._commands.write(command + "\n")
+        self._commands.flush()
+        answer = self._replies.readline().strip()
+        if not answer:
+            raise RuntimeError(f"the sink process ended (exit code {self._proc.poll()})")
+        return answer
 
     def reset(self) -> None:
         """Set the byte counter back to zero."""
-        with self._lock:
-            self.received = 0
+        self._ask("reset")
+        self.received = 0
 
     def wait_for(self, nbytes: int, timeout: float) -> bool:
-        """Poll until ``nbytes`` arrived since :meth:`reset`; False on time-out."""
-        deadline = time.perf_counter() + timeout
-        while self.received < nbytes:
-            if time.perf_counter() >= deadline:
-                return False
-            time.sleep(0.0002)
-        return True
-
-    def _run(self) -> None:
-        buf = bytearray(_RECV)
-        view = memoryview(buf)
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(_POLL)
-                while not self._closed.is_set():
-                    try:
-                        n = conn.recv_into(view)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        break
-                    if not n:
-                        break
-                    with self._lock:
-                        self.received += n
+        """Wait until ``nbytes`` arrived since :meth:`reset`; False on time-out."""
+        ok, received = self._ask(f"wait {nbytes} {timeout}").split()
+        self.received = int(received)
+        return ok == "1"
 
     def close(self) -> None:
-        self._closed.set()
-        self._server.close()
-        self._thread.join(timeout=2.0)
+        with contextlib.suppress(OSError):
+            self._commands.close()
+        try:
+            self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._replies.close()
 
     def __enter__(self) -> Sink:
         return self

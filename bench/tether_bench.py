@@ -8,7 +8,8 @@ Metrics:
     call_p50_us, call_p99_us, calls_per_s: ``MockPower.on()`` through ``tether.testing.serve``;
     stream_call_p50_us: one whole ``read()`` of two readings (as Jumpstarter's MockPower);
     stream_items_per_s: a ``read()`` of STREAM_ITEMS readings;
-    bytes_mb_s: 64 KiB blocks through ``TcpNetwork`` to a discarding sink on 127.0.0.1;
+    bytes_mb_s: 64 KiB blocks through ``TcpNetwork`` to a discarding sink on 127.0.0.1 (the
+        sink runs in a process of its own, ``bench._sockets.Sink``);
     serve_call_ms: ``serve(MockPower())`` + one ``on()`` + teardown, median;
     dut_start_call_stop_ms: test kit ``DriverUnderTest`` start + one call + stop, median;
     storage_mb_s: storage mux write of a BENCH_STORAGE_MB MiB image file.
@@ -155,7 +156,6 @@ def bench_driver_under_test(quick: bool) -> dict[str, Any]:
 def bench_storage(quick: bool, size_mb: int) -> dict[str, Any]:
     """Storage mux write of an image file; the driver's API is a guess until it exists."""
     from tether.drivers.storage import MockStorageMux  # type: ignore[import-not-found]
-
     from tether.testing import serve
 
     if size_mb <= 0:
@@ -178,7 +178,13 @@ def run(quick: bool = False, storage_mb: int | None = None) -> dict[str, Any]:
     """Measure every part that exists; missing or failing parts become notes."""
     if storage_mb is None:
         storage_mb = int(os.environ.get("BENCH_STORAGE_MB", "256"))
-    out: dict[str, Any] = {"notes": []}
+    out: dict[str, Any] = {
+        "notes": [
+            "measured in-process through tether.testing.serve() (client thread and exporter "
+            "loop thread in one process, unix socketpair), as a test suite runs it; the "
+            "byte-stream sink is a separate process for every peer"
+        ]
+    }
     with contextlib.suppress(Exception):
         import tether
 

@@ -20,10 +20,12 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "ConnectionLost",
+    "ControllerError",
     "DeadlockError",
     "DriverError",
     "DriverNotImplemented",
     "DriverTimeout",
+    "HookFailed",
     "InterfaceVersionMismatch",
     "InvalidArgument",
     "LifecycleError",
@@ -31,7 +33,9 @@ __all__ = [
     "MethodNotFound",
     "NodeNotFound",
     "ProtocolError",
+    "RelayRefused",
     "RemoteProtocolError",
+    "SelectorError",
     "TetherConnectionError",
     "TetherError",
     "error_from_wire",
@@ -47,6 +51,10 @@ class ConfigError(TetherError, ValueError):
 
     The message names where (file, line, key path) and what was expected.
     """
+
+
+class HookFailed(TetherError):
+    """An exporter hook (``before_lease``/``after_lease``) exited non-zero or timed out."""
 
 
 class LifecycleError(TetherError, RuntimeError):
@@ -95,8 +103,43 @@ class AuthenticationFailed(ConnectFailed):
     """The peer rejected our credentials (bad or missing token)."""
 
 
+class RelayRefused(ConnectFailed):
+    """The controller's relay refused a dial. ``code`` says why: ``forbidden`` (not this lease's
+    holder or exporter), ``lease_ended``, ``exporter_unavailable``, ``bad_preamble``..."""
+
+    def __init__(self, message: str, *, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ConnectionLost(TetherConnectionError):
     """The connection died with calls in flight (peer killed, network cut, keepalive expired)."""
+
+
+# -- controller -------------------------------------------------------------------------------
+
+
+class ControllerError(TetherError):
+    """The controller refused a request. ``code`` and ``status`` become the HTTP error answer.
+
+    ``details`` are extra JSON fields of the answer (e.g. ``position`` of a selector error).
+    """
+
+    def __init__(
+        self, message: str, *, code: str = "bad_request", status: int = 400, **details: Any
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.details = details
+
+
+class SelectorError(ControllerError, ValueError):
+    """A label selector does not parse; ``details["position"]`` is the 0-based offset."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, code="bad_selector", status=422, **details)
 
 
 # -- calls ------------------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel
 
 from tether import Driver, export, export_stream
-from tether.driver import MethodKind
+from tether.driver import MethodKind, exported_methods
 from tether.errors import InvalidArgument
 
 
@@ -95,3 +97,20 @@ def test_describe_lists_parameters_and_doc() -> None:
     }
     assert description["params"][1]["default"] == 1.0
     assert description["signature"].startswith("move(point: ")
+
+
+class _Mode(enum.Enum):
+    HOST = "host"
+    DUT = "dut"
+
+
+class _Mux(Driver):
+    @export
+    async def switch(self, mode: _Mode, speed: Literal[1, 2] = 1, name: str = "") -> None: ...
+
+
+def test_enum_and_literal_parameters_report_their_choices() -> None:
+    params = {p["name"]: p for p in exported_methods(_Mux)["switch"].describe()["params"]}
+    assert params["mode"]["choices"] == ["host", "dut"]
+    assert params["speed"]["choices"] == [1, 2]
+    assert "choices" not in params["name"]

@@ -32,7 +32,7 @@ def test_report_describes_every_node() -> None:
     assert entry["parent"] == entries[0]["uuid"]
     assert entry["interface"] == "tether.power" and entry["version"] == 1
     assert entry["client"] == "tether.drivers.power.PowerClient"
-    assert set(entry["methods"]) == {"on", "off", "status", "read"}
+    assert set(entry["methods"]) == {"on", "off", "cycle", "status", "read"}
     assert entry["labels"] == {"rail": "5v"} and entry["description"] == "bench PSU"
 
 

@@ -82,7 +82,7 @@ BAD: list[tuple[str, int | None, str, str]] = [
         2,
         "lables",
         "unknown key (expected one of: name, labels, controller, hooks, listen, tls, tokens, "
-        "keepalive, export); did you mean 'labels'?",
+        "keepalive, session_grace, export); did you mean 'labels'?",
     ),
     (
         "unknown_node_key.yaml",
@@ -249,6 +249,12 @@ BAD: list[tuple[str, int | None, str, str]] = [
         4,
         "hooks.on_failure",
         "expected 'warn', 'end_lease' or 'exit' (got 'explode')",
+    ),
+    (
+        "session_grace_negative.yaml",
+        2,
+        "session_grace",
+        "expected a number greater than or equal to 0 (got -1)",
     ),
     (
         "hooks_timeout_negative.yaml",
@@ -438,6 +444,7 @@ def test_defaults() -> None:
     assert config.listen == ()
     assert config.tls is None and config.tokens is None
     assert config.keepalive == 10.0
+    assert config.session_grace == 30.0
     assert config.export == {}
     assert config.source == "<string>"
     root, uses = build_tree(config)

@@ -259,3 +259,30 @@ def test_a_sync_call_from_the_foreground_into_the_background_is_fine(
         return on_bg.sync_call(Counter.add, 2)  # blocks the foreground thread briefly
 
     assert rt.run_to_completion(from_foreground()) == 2
+
+
+class Sleeper:
+    async def nap(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return asyncio.get_running_loop().time()
+
+
+def test_a_sync_call_from_the_test_thread_waits_in_virtual_time(
+    rt: DriverRuntime, bg: BackgroundDispatcher
+) -> None:
+    sleeper = DispatcherBound(bg, Sleeper)
+    assert sleeper.sync_call(Sleeper.nap, 30) == 30.0  # the clock jumped for the call's timer
+    assert rt.now() == 30.0
+
+
+def test_a_sync_call_that_needs_a_foreground_timer_first_raises(
+    rt: DriverRuntime, bg: BackgroundDispatcher
+) -> None:
+    fired: list[float] = []
+    rt.foreground_dispatcher.loop.call_later(10, lambda: fired.append(rt.now()))
+    sleeper = DispatcherBound(bg, Sleeper)
+    with pytest.raises(DeadlockError, match=r"a foreground timer is due first \(t=10s\)"):
+        sleeper.sync_call(Sleeper.nap, 30)
+    assert rt.now() == 0.0
+    assert rt.run_to_completion(sleeper.async_call(Sleeper.nap, 30)) == 30.0
+    assert fired == [10.0]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 
 import pytest
 
-from tether import Driver, export
+from tether import Driver, Interface, export
 from tether.errors import ConfigError, LifecycleError
 from tether.testing import (
     DispatcherBound,
@@ -210,3 +212,45 @@ def test_it_belongs_to_the_dispatcher_that_made_it(rt: DriverRuntime) -> None:
     rt.run_to_completion(bound.async_call(DriverUnderTest.prepare_stop))
     bound.sync_call(DriverUnderTest.stop)
     bound.close()
+
+
+class Dimmer(Interface):
+    name = "test.dimmer"
+
+    @abstractmethod
+    async def level(self) -> int: ...
+
+
+class DimmerLamp(Dimmer, Lamp):
+    @export
+    async def level(self) -> int:
+        return self.brightness
+
+
+def test_stop_withdraws_what_the_driver_offered(rt: DriverRuntime) -> None:
+    args, _, outgoing = TestNode("lamp").create_start_args_and_serve()
+    dut = DriverUnderTest(DimmerLamp, brightness=30)
+    rt.run_to_completion(dut.start(args))
+    assert outgoing.services() == [("test.dimmer", "default")]
+    assert rt.run_to_completion(outgoing.connect(Dimmer).level()) == 30
+    rt.run_to_completion(dut.prepare_stop())
+    dut.stop()
+    assert outgoing.services() == []
+
+
+def test_a_whole_driver_test_leaves_no_cyclic_garbage() -> None:
+    # Everything is freed by reference counting: a big test process pays no full collections.
+    gc.collect()
+    gc.disable()
+    try:
+        with DriverRuntime() as runtime:
+            args, _, _ = TestNode("lamp").create_start_args_and_serve()
+            dut = DriverUnderTest(DimmerLamp)
+            runtime.run_to_completion(dut.start(args))
+            assert runtime.run_to_completion(dut.driver.level()) == 50
+            runtime.run_to_completion(dut.prepare_stop())
+            dut.stop()
+        del runtime, args, dut
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -231,8 +231,7 @@ def test_a_borrowed_runtime_stays_open() -> None:
 # -- BackgroundDriverTest -----------------------------------------------------------------------
 
 
-def test_background_driver_with_child_and_service() -> None:
-    # A background driver runs on real time: keep its timer out of the way, call it instead.
+def test_background_driver_with_timer_child_and_service() -> None:
     config = DriverTestConfig(TemperatureMonitor, LabEnvironment, {"period": 3600})
     with BackgroundDriverTest(config) as test:
         test.start_driver()
@@ -252,6 +251,28 @@ def test_background_driver_with_child_and_service() -> None:
         test.shutdown_and_destroy_driver()
         with pytest.raises(LifecycleError, match="in state idle"):
             test.run_in_driver_context(driver_thread)
+
+
+def test_a_background_drivers_timer_follows_the_virtual_clock() -> None:
+    with BackgroundDriverTest(CONFIG) as test:
+        test.start_driver()
+        test.runtime.advance_time(60 * 5)
+        assert test.run_in_driver_context(lambda d: list(d.history)) == [20.0] * 5
+        assert test.run_in_environment_context(lambda env: env.thermometer.reads) == 5
+        assert test.runtime.now() == 300.0
+
+
+def test_starting_background_drivers_leaves_the_clock_alone() -> None:
+    # The driver's start hops to the node's dispatcher (add_child) while the foreground has a
+    # timer pending: at no moment may everything look settled, or the clock would jump.
+    with DriverRuntime() as runtime, BackgroundDriverTest(CONFIG, runtime=runtime) as test:
+        fired: list[float] = []
+        runtime.foreground_dispatcher.loop.call_later(5, lambda: fired.append(runtime.now()))
+        for _ in range(10):
+            test.start_driver()
+            test.stop_driver()
+            test.shutdown_and_destroy_driver()
+        assert (fired, runtime.now()) == ([], 0.0)
 
 
 def test_background_failed_start_and_bad_config() -> None:

@@ -113,6 +113,22 @@ def test_run_until_idle_never_moves_the_clock(rt: DriverRuntime) -> None:
     assert rt.now() == 0.0
 
 
+def test_run_until_idle_jumps_to_the_next_timer_when_asked(rt: DriverRuntime) -> None:
+    fg = rt.foreground_dispatcher
+    bg = rt.start_background_dispatcher()
+    fired: list[tuple[str, float]] = []
+    fg.loop.call_later(5, lambda: fired.append(("fg", rt.now())))
+    fg.loop.call_later(9, lambda: fired.append(("fg", rt.now())))
+    bg.post(lambda: bg.loop.call_later(3, lambda: fired.append(("bg", bg.loop.time()))))
+    assert rt.run_until_idle(jump_to_next_timer=True) is True
+    assert fired == [("bg", 3.0)]  # the earliest timer of any dispatcher, and only it
+    assert rt.run_until_idle(jump_to_next_timer=True) is True
+    assert rt.run_until_idle(jump_to_next_timer=True) is True
+    assert fired == [("bg", 3.0), ("fg", 5.0), ("fg", 9.0)]
+    assert rt.run_until_idle(jump_to_next_timer=True) is False  # no timer left
+    assert rt.now() == 9.0
+
+
 def test_a_failing_posted_callback_fails_the_run_call(rt: DriverRuntime) -> None:
     def boom() -> None:
         raise ValueError("callback failed")
@@ -180,6 +196,57 @@ def test_hours_of_periodic_timers_run_in_virtual_time(rt: DriverRuntime) -> None
     assert rt.run_with_timeout(3600) is True
     assert len(ticks) == 60
     assert ticks[-1] == 3600.0
+
+
+def test_background_timers_follow_the_same_virtual_clock(rt: DriverRuntime) -> None:
+    bg = rt.start_background_dispatcher()
+
+    async def wait() -> float:
+        await asyncio.sleep(30)
+        return asyncio.get_running_loop().time()
+
+    started = time.perf_counter()
+    assert rt.run_to_completion(bg.spawn(wait())) == 30.0
+    assert time.perf_counter() - started < 0.5
+    assert rt.now() == 30.0
+
+
+def test_advance_time_interleaves_foreground_and_background_timers(rt: DriverRuntime) -> None:
+    fg = rt.foreground_dispatcher
+    first, second = rt.start_background_dispatcher(), rt.start_background_dispatcher()
+    seen: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def record(name: str, loop: asyncio.AbstractEventLoop) -> None:
+        with lock:
+            seen.append((name, loop.time()))
+
+    fg.loop.call_later(10, record, "fg", fg.loop)
+    fg.loop.call_later(40, record, "fg", fg.loop)
+    for bg, delay in ((first, 20), (second, 30)):
+        bg.post(lambda bg=bg, delay=delay: bg.loop.call_later(delay, record, bg.name, bg.loop))
+    rt.advance_time(25)
+    assert seen == [("fg", 10.0), ("background-1", 20.0)]
+    assert rt.now() == 25.0
+    rt.advance_time(25)
+    assert seen[2:] == [("background-2", 30.0), ("fg", 40.0)]
+
+
+def test_work_a_background_timer_posts_back_runs_before_the_clock_moves_on(
+    rt: DriverRuntime,
+) -> None:
+    fg = rt.foreground_dispatcher
+    bg = rt.start_background_dispatcher()
+    seen: list[float] = []
+
+    async def relay() -> None:
+        while True:
+            await asyncio.sleep(10)
+            fg.post(lambda: seen.append(rt.now()))
+
+    bg.spawn(relay())
+    rt.advance_time(35)
+    assert seen == [10.0, 20.0, 30.0]
 
 
 def test_run_with_timeout_reports_timeout_or_quit(rt: DriverRuntime) -> None:
@@ -250,7 +317,8 @@ def test_run_to_completion_accepts_every_kind_of_awaitable(rt: DriverRuntime) ->
     assert rt.run_to_completion(future) == 3
     assert rt.run_to_completion(Custom()) == 4
 
-    async def at_once(x: int) -> int:  # background dispatchers run on real time: no timers
+    async def at_once(x: int) -> int:
+        await asyncio.sleep(2)  # background timers follow the virtual clock too
         return x
 
     bg = rt.start_background_dispatcher()
@@ -551,3 +619,32 @@ def test_async_generators_are_finalized_on_shutdown() -> None:
     with DriverRuntime() as runtime:
         assert runtime.run_to_completion(take_one()) == 1
     assert closed == [True]
+
+
+# -- the parked foreground loop -----------------------------------------------------------------
+
+
+def test_a_closed_runtimes_clean_loop_serves_the_next_one_from_time_zero() -> None:
+    with DriverRuntime() as first:
+        first.advance_time(50)
+        loop = first.foreground_dispatcher.loop
+        loop.call_later(10, print)  # a timer left behind is dropped, not inherited
+    with DriverRuntime() as second:
+        assert second.foreground_dispatcher.loop is loop
+        assert (second.now(), loop.time(), loop.next_timer()) == (0.0, 0.0, None)
+        assert second.run_to_completion(asyncio.sleep(3, "ok")) == "ok"
+        assert second.now() == 3.0
+
+
+def test_a_loop_left_with_registered_io_is_closed_not_reused() -> None:
+    left, right = socket.socketpair()
+    try:
+        with DriverRuntime() as first:
+            loop = first.foreground_dispatcher.loop
+            loop.add_reader(left, print)
+        assert loop.is_closed()
+        with DriverRuntime() as second:
+            assert second.foreground_dispatcher.loop is not loop
+    finally:
+        left.close()
+        right.close()

@@ -121,11 +121,6 @@ def test_a_hello_with_bad_limits_is_a_remote_protocol_error(meta: dict[str, obje
     assert_in_error(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _connection.py Connection._accept_hello never checks Hello.version against "
-    "PROTOCOL_VERSION; a v2 peer is accepted and then spoken to in v1",
-)
 def test_a_hello_with_an_unknown_version_is_refused() -> None:
     server = Connection(Role.SERVER)
     with pytest.raises(RemoteProtocolError, match="version"):
@@ -159,12 +154,6 @@ def test_the_client_accepts_a_large_server_hello() -> None:
     assert pair.to_client(pair.server.hello(report=report)) == [pair.server.hello(report=report)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _connection.py Connection._accept_hello raises the server's frame limit to "
-    "max_frame as soon as the client's Hello arrives, before the server has accepted it "
-    "(token check): an unauthenticated peer may make the server buffer 1 MiB frames",
-)
 def test_the_server_keeps_the_64_kib_limit_until_it_has_sent_its_hello() -> None:
     server = Connection(Role.SERVER)
     deliver(encode_event(Hello(1, {"token": "unchecked"})), server)
@@ -492,12 +481,6 @@ def test_illegal_send_message_names_role_event_and_state() -> None:
     assert str(info.value) == "client may not send Call in connection state HELLO_SENT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _connection.py Connection._illegal: on receive the message puts the *peer's* "
-    "role before 'receive' ('client may not receive Call in connection state START' when "
-    "the server received a Call): it should name the receiving role",
-)
 def test_illegal_receive_message_names_the_receiving_role() -> None:
     server = Connection(Role.SERVER)
     server.receive_data(encode_event(Call(1, "n", "m")))
@@ -526,15 +509,6 @@ def test_a_frame_over_the_peers_limit_cannot_be_sent() -> None:
         pair.server.send(Result(1, b"x" * 2000))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _connection.py Connection.send (and send_parts) checks peer_max_frame after "
-    "_stream_event already moved the state (stream deleted, window debited) and moves the "
-    "connection to ERROR; an "
-    "oversize Result should fail that send only, like an unencodable value, so the server "
-    "can still send an Error (today ServerProtocol._send_result then raises in ERROR and "
-    "the connection is wedged)",
-)
 def test_a_frame_over_the_peers_limit_fails_that_send_only() -> None:
     pair = ConnectionPair(client_max_frame=1000).handshake()
     pair.to_server(Call(1, "n", "m"))
@@ -696,13 +670,6 @@ def test_ack_data_after_the_peers_end_sends_nothing() -> None:
     assert pair.server.ack_data(1, 14) == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _state.py KIND_EVENTS[StreamKind.CALL] lacks WindowUpdate: ITEMs are flow "
-    "controlled and ClientConnection.streaming_call acks them with ack_data, but the "
-    "server refuses the WINDOW frame ('may not receive WindowUpdate on a call stream') and "
-    "drops the connection once a streaming call has carried a quarter of its call window",
-)
 def test_a_streaming_call_can_be_acknowledged() -> None:
     pair = ConnectionPair(client_window=400 * CALL_WINDOW_SHARE).handshake()
     pair.to_server(Call(1, "n", "count"))
@@ -717,13 +684,6 @@ def test_a_streaming_call_can_be_acknowledged() -> None:
     assert pair.server.send_window(1) == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _connection.py Connection._stream_event (WindowUpdate branch): a "
-    "WindowUpdate passed to send() grants the peer credit but does not add it to this "
-    "side's recv_window (only ack_data does), so the peer spending that credit is later "
-    "called an overrun",
-)
 def test_a_window_update_sent_by_hand_is_honoured_by_the_receiver() -> None:
     pair = ConnectionPair(server_window=100, server_max_frame=100).handshake()
     pair.to_server(OpenStream(1, "n", "m"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,12 +208,6 @@ def mutate(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
     return bytes(buf)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG _frames.py _value() lets msgspec's UnicodeDecodeError (a msgpack str that is not "
-    "UTF-8) escape instead of raising RemoteProtocolError",
-)
 @FUZZ
 @given(edits=mutations, chunks=st.lists(st.integers(1, 40), max_size=10))
 def test_mutated_valid_streams(edits: list[tuple[str, int, int]], chunks: list[int]) -> None:

@@ -13,204 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tether import Driver, export, export_stream
-from tether.driver import DriverHost
-from tether.errors import ConnectionLost
-from tether.testing._serve import LocalSession
+from tether.errors import DriverError
 from tether.wire import (
+    DEFAULT_MAX_FRAME,
     NEED_DATA,
     ClientConnection,
     Connection,
     ConnState,
     Data,
-    Event,
     GoAway,
     Hello,
     OpenStream,
     Result,
     Role,
-    ServerProtocol,
     WindowUpdate,
     connect_socket,
-    new_event_loop,
     parse_address,
 )
-from tether.wire._frames import HEADER, FrameDecoder, FrameType, encode_event
+from tether.wire._frames import HEADER, FrameType, encode_event
 
-T = TypeVar("T")
-CHUNK = 4096
-SAFETY = 10.0  # seconds; only ever reached when something hangs
-
-
-# -- the driver -------------------------------------------------------------------------------
-
-
-class Firehose(Driver):
-    """Answers calls; its byte stream produces data for as long as anyone asks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.produced = 0
-        self.on_chunk: Callable[[], None] = lambda: None
-
-    @export
-    async def echo(self, value: object) -> object:
-        return value
-
-    @export
-    async def blobs(self, count: int, size: int) -> AsyncIterator[bytes]:
-        for _ in range(count):
-            yield bytes(size)
-
-    @export_stream
-    @asynccontextmanager
-    async def firehose(self) -> AsyncIterator[object]:
-        yield _FirehoseStream(self)
-
-
-class _FirehoseStream:
-    def __init__(self, driver: Firehose) -> None:
-        self.driver = driver
-
-    async def send(self, data: bytes) -> None:
-        pass
-
-    async def receive(self) -> bytes:
-        self.driver.on_chunk()
-        self.driver.produced += CHUNK
-        return bytes(CHUNK)
-
-
-# -- the server -------------------------------------------------------------------------------
-
-
-class _RecordingProtocol(ServerProtocol):
-    """A ServerProtocol that shows the test its transport and when it was connected."""
-
-    transport: asyncio.WriteTransport
-
-    def __init__(self, server: Server, *args: Any) -> None:
-        super().__init__(*args)
-        self._server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        super().connection_made(transport)
-        self._server.protocols.append(self)
-        self._server.connected.put_nowait(self)
-
-
-class Server:
-    def __init__(self, path: str, driver: Firehose) -> None:
-        self.path = path
-        self.driver = driver
-        self.protocols: list[_RecordingProtocol] = []
-        self.connected: asyncio.Queue[_RecordingProtocol] = asyncio.Queue()
-
-    async def next_protocol(self) -> _RecordingProtocol:
-        """The server side of the next connection, once the server has accepted it."""
-        return await asyncio.wait_for(self.connected.get(), SAFETY)
-
-    async def connect_raw(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, self.path)
-        return sock
-
-    def good_call(self, value: object) -> object:
-        """A well-behaved blocking client: connect, call, close (run it on a worker thread)."""
-        sock = connect_socket(parse_address(f"unix://{self.path}"))
-        with ClientConnection(sock, keepalive=None) as client:
-            return client.call(self.driver.uuid, "echo", [value], {})
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Awaitable[T]], T]]:
-    """Run a coroutine to completion on a fresh loop of the parametrised kind."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        yield lambda coro: runner.run(asyncio.wait_for(coro, 60))
-
-
-@pytest.fixture
-def socket_dir() -> Iterator[str]:
-    # Not tmp_path: unix socket paths must stay under ~100 bytes.
-    with tempfile.TemporaryDirectory(prefix="tether-wire-") as path:
-        yield path
-
-
-@asynccontextmanager
-async def serving(socket_dir: str) -> AsyncIterator[Server]:
-    driver = Firehose()
-    host = DriverHost(driver)
-    session = LocalSession(host)
-    await host.start()
-    server = Server(str(Path(socket_dir) / "s"), driver)
-
-    listener = await asyncio.get_running_loop().create_unix_server(
-        lambda: _RecordingProtocol(server, session.resolve), server.path
-    )
-    try:
-        yield server
-    finally:
-        listener.close()
-        for protocol in server.protocols:
-            protocol.close()
-        await listener.wait_closed()
-        await host.stop()
-
-
-# -- raw client helpers -----------------------------------------------------------------------
-
-
-async def read_until_eof(sock: socket.socket) -> list[Event]:
-    """Every frame the server sends until it closes the connection."""
-    loop = asyncio.get_running_loop()
-    decoder = FrameDecoder(1 << 24)
-    events: list[Event] = []
-    while True:
-        try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), SAFETY)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            assert decoder.buffered == 0, "the server closed in the middle of a frame"
-            return events
-        decoder.feed(data)
-        while (frame := decoder.next_frame()) is not None:
-            events.append(frame[0])
-
-
-async def handshake(sock: socket.socket, conn: Connection) -> Hello:
-    loop = asyncio.get_running_loop()
-    await loop.sock_sendall(sock, conn.send(conn.hello()))
-    while True:
-        data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), SAFETY)
-        assert data, "the server closed during the handshake"
-        conn.receive_data(data)
-        event = conn.next_event()
-        if isinstance(event, Hello):
-            return event
-
-
-def assert_goaway_protocol_error(events: list[Event], match: str = "") -> None:
-    assert len(events) == 1 and isinstance(events[0], GoAway), events
-    assert events[0].code == "protocol_error"
-    assert match in events[0].message
-
-
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.wait_for(asyncio.to_thread(fn, *args), SAFETY)
-
+from ._server_kit import (
+    CHUNK,
+    SAFETY,
+    assert_goaway_protocol_error,
+    handshake,
+    in_thread,
+    read_until_eof,
+    serving,
+)
 
 # -- garbage ----------------------------------------------------------------------------------
 
@@ -304,12 +140,6 @@ def test_half_a_frame_then_close(
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _frames.py _value(): msgspec's UnicodeDecodeError escapes next_event and "
-    "ServerProtocol._feed (which catches ProtocolError only), so the loop's fatal-error path "
-    "drops the connection without a GOAWAY protocol_error",
-)
 def test_a_hello_with_invalid_utf8_gets_goaway(
     run: Callable[[Awaitable[None]], None], socket_dir: str
 ) -> None:
@@ -411,14 +241,6 @@ def test_a_byte_stream_larger_than_the_window_flows_with_acks(
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionLost,
-    reason="BUG _state.py KIND_EVENTS[StreamKind.CALL] lacks WindowUpdate: once the client has "
-    "consumed a quarter of the call window (64 KiB by default) of items it acks them, and the "
-    "server drops the connection with GOAWAY protocol_error ('may not receive WindowUpdate on "
-    "a call stream'); a streaming call can never carry more than one call window of items",
-)
 def test_a_streaming_call_larger_than_a_quarter_window(
     run: Callable[[Awaitable[None]], None], socket_dir: str
 ) -> None:
@@ -452,12 +274,6 @@ def test_closing_the_server_closes_its_connections(
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG _server.py ServerProtocol.close()/_close() (code 'normal') just closes the "
-    "transport; its docstring says 'Say goodbye' but no GOAWAY normal is sent, so the client "
-    "cannot tell a clean shutdown from a crash",
-)
 def test_a_normal_close_says_goodbye(
     run: Callable[[Awaitable[None]], None], socket_dir: str
 ) -> None:
@@ -468,5 +284,68 @@ def test_a_normal_close_says_goodbye(
                 await handshake(sock, Connection(Role.CLIENT))
                 protocol.close()
                 assert await read_until_eof(sock) == [GoAway("normal", "")]
+
+    run(main())
+
+
+def test_a_hello_with_an_unknown_version_gets_goaway(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir) as server:
+            with await server.connect_raw() as sock:
+                await asyncio.get_running_loop().sock_sendall(sock, encode_event(Hello(2)))
+                assert_goaway_protocol_error(await read_until_eof(sock), "version 2")
+            assert await in_thread(server.good_call, "v1") == "v1"
+
+    run(main())
+
+
+def test_a_result_over_the_clients_frame_limit_fails_that_call_only(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir) as server:
+
+            def call_big_then_echo() -> object:
+                sock = connect_socket(parse_address(f"unix://{server.path}"))
+                with ClientConnection(sock, keepalive=None) as client:
+                    with pytest.raises(DriverError, match="exceeds the peer's limit"):
+                        client.call(server.driver.uuid, "big", [DEFAULT_MAX_FRAME + 1], {})
+                    return client.call(server.driver.uuid, "echo", ["after"], {})
+
+            assert await in_thread(call_big_then_echo) == "after"
+
+    run(main())
+
+
+def test_an_upload_arrives_intact_however_its_frames_are_read(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    """The server reads its socket into one reused buffer and hands the driver each read's
+    payloads joined: every byte must arrive once, in order, whatever the frame sizes."""
+    payload = hashlib.sha256(b"seed").digest() * (1 << 17)  # 4 MiB, not one repeated byte
+    sizes = [1, 7, 4096, 65536, 100_000, 1 << 20, 3]
+
+    async def main() -> None:
+        async with serving(socket_dir) as server:
+
+            def upload() -> None:
+                sock = connect_socket(parse_address(f"unix://{server.path}"))
+                with (
+                    ClientConnection(sock, keepalive=None) as client,
+                    client.open_stream(server.driver.uuid, "sink", [], {}) as stream,
+                ):
+                    position = 0
+                    for turn in range(10_000):
+                        if position >= len(payload):
+                            break
+                        size = sizes[turn % len(sizes)]
+                        stream.send(payload[position : position + size])
+                        position += size
+
+            await in_thread(upload)
+            assert server.driver.sunk == len(payload)
+            assert server.driver.sunk_digest.digest() == hashlib.sha256(payload).digest()
 
     run(main())

@@ -61,6 +61,7 @@ class Driver:
 
     _config_model: ClassVar[type[pydantic.BaseModel]]
     _config_fields: ClassVar[tuple[str, ...]] = ()
+    _interfaces: ClassVar[tuple[type[Interface], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -87,6 +88,7 @@ class Driver:
             **fields,
         )
         exported_methods(cls)  # build (and check) the call table once, at class creation
+        cls._interfaces = tuple(interfaces_of(cls))
 
     def __init__(
         self,
@@ -179,7 +181,7 @@ class Driver:
 
     @classmethod
     def interfaces(cls) -> list[type[Interface]]:
-        return interfaces_of(cls)
+        return list(cls._interfaces)
 
     def _guard(self, method: str, *allowed: DriverState) -> None:
         if self.state not in allowed:
@@ -191,7 +193,7 @@ class Driver:
     async def _run_start(self, args: StartArgs) -> None:
         self._guard("start", DriverState.CREATED)
         self._start_args = args
-        interfaces = self.interfaces()
+        interfaces = self._interfaces
         if interfaces:
             args.outgoing.add_service(interfaces[0], self)
         self.state = DriverState.STARTING

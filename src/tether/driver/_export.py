@@ -105,6 +105,9 @@ class ExportedMethod:
             entry: dict[str, Any] = {"name": param.name, "kind": param.kind.name.lower()}
             if param.annotation is not inspect.Parameter.empty:
                 entry["type"] = _type_name(param.annotation)
+                choices = _choices(param.annotation)
+                if choices is not None:
+                    entry["choices"] = choices
             if param.default is not inspect.Parameter.empty:
                 default = param.default
                 entry["default"] = default if type(default) in _SIMPLE else repr(default)
@@ -128,6 +131,15 @@ def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
+
+
+def _choices(annotation: Any) -> list[Any] | None:
+    """The allowed values of an Enum or Literal annotation (for ``dut --help``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [member.value for member in annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return None
 
 
 def exported_methods(cls: type) -> dict[str, ExportedMethod]:

@@ -95,7 +95,14 @@ def build_client_tree(
         by_parent.setdefault(entry.get("parent"), []).append(entry)
 
     def make(entry: dict[str, Any]) -> DriverClient:
-        children = {child["name"]: make(child) for child in by_parent.get(entry["uuid"], [])}
+        # A driver shown under two names (a ``ref``) has one uuid but two paths: its children
+        # are reported under each path, so pick the ones below this entry's own path.
+        path = entry.get("path")
+        children = {
+            child["name"]: make(child)
+            for child in by_parent.get(entry["uuid"], [])
+            if path is None or _parent_path(child.get("path")) in (path, None)
+        }
         cls, reason = _load_client(entry, policy)
         return cls(target=target, report=entry, children=children, unavailable=reason)
 
@@ -103,6 +110,10 @@ def build_client_tree(
     if len(roots) != 1:
         raise ValueError(f"the report must have exactly one root, found {len(roots)}")
     return make(roots[0])
+
+
+def _parent_path(path: str | None) -> str | None:
+    return None if path is None else path.rpartition(".")[0]
 
 
 def _load_client(

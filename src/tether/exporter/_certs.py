@@ -12,24 +12,15 @@ The context helpers pin TLS 1.2 as the minimum and turn file and ssl errors into
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from tether.errors import ConfigError
 
 __all__ = ["LabCerts", "client_ssl_context", "init_lab_certs", "server_ssl_context"]
-
-_CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,60 +96,9 @@ def init_lab_certs(
             )
     directory.mkdir(parents=True, exist_ok=True)
 
-    now = datetime.datetime.now(datetime.UTC)
-    not_before, not_after = now - _CLOCK_SKEW, now + datetime.timedelta(days=days)
+    from ._certgen import write_lab  # lazily: cryptography is slow to import
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether lab CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def leaf(
-        common_name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    server_cert, server_key = leaf(
-        server_names[0], ExtendedKeyUsageOID.SERVER_AUTH, [_san(n) for n in server_names]
-    )
-    client_cert, client_key = leaf(client_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
-
-    _write_key(paths.ca_key, ca_key)
-    _write_cert(paths.ca, ca_cert)
-    _write_key(paths.server_key, server_key)
-    _write_cert(paths.server_cert, server_cert)
-    _write_key(paths.client_key, client_key)
-    _write_cert(paths.client_cert, client_cert)
+    write_lab(paths, server_names=server_names, days=days, client_name=client_name)
     return paths
 
 
@@ -241,42 +181,3 @@ def _map_ssl_errors(where: str | Path, what: str) -> Iterator[None]:
         raise ConfigError(f"{where}: invalid {what} ({exc.reason or exc})") from exc
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {what} ({exc.strerror or exc})") from exc
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _san(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    # Create with 0600 from the start (no window where the key is world-readable), and
-    # chmod in case the file existed with wider permissions.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        os.fchmod(file.fileno(), 0o600)
-        file.write(data)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -134,10 +134,13 @@ class HooksConfig(_Model):
 
 
 class ControllerConfig(_Model):
-    """The controller to register with (``controller:``)."""
+    """The controller to register with (``controller:``): its URL, the exporter's token (inline
+    or in ``token_file``) and ``ca``, the CA that signed the controller's certificate."""
 
     endpoint: _NonEmpty
+    token: str | None = Field(default=None, repr=False)
     token_file: ConfigPath | None = None
+    ca: ConfigPath | None = None
 
 
 class TLSConfig(_Model):
@@ -187,6 +190,7 @@ class ExporterConfig(_Model):
     tls: TLSConfig | None = None
     tokens: TokensConfig | None = None
     keepalive: float = Field(default=10.0, gt=0, strict=True)
+    session_grace: float = Field(default=30.0, ge=0, strict=True)
     export: dict[str, NodeConfig] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<config>")

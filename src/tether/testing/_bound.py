@@ -12,7 +12,12 @@ Deadlock rule (see docs/testing.md): ``sync_call`` blocks the calling thread, so
 2. the target dispatcher's thread is blocked in a sync call that waits, directly or through other
    blocked dispatchers, on the caller's dispatcher, or
 3. while it is blocked, the call (or a task it started) posts work to a dispatcher that is blocked
-   waiting for it: the blocked ``sync_call`` then raises at once.
+   waiting for it: the blocked ``sync_call`` then raises at once, or
+4. the caller is the test thread, the call waits on a timer, and a foreground timer is due
+   before it (the foreground cannot run while its thread is blocked).
+
+A ``sync_call`` from the test thread whose work waits on background timers moves the virtual
+clock to them, as a run call would (everything else must have settled first).
 
 ``async_call`` never blocks, so it never deadlocks: from the test thread, pass its future to
 ``DriverRuntime.run_to_completion`` (which pumps the foreground while waiting).
@@ -135,6 +140,7 @@ class DispatcherBound(Generic[T]):
         """Call ``fn(obj, *args)`` on the dispatcher and block until it returns its result.
 
         Once the dispatcher is shut down the call runs synchronously on the caller's thread.
+        From the test thread, the virtual clock moves for the call's background timers.
 
         Raises:
             DeadlockError: blocking would never end (see the module's deadlock rule).

@@ -10,6 +10,8 @@ dispatcher, or to a dispatcher whose thread is (transitively) blocked waiting on
 raises :class:`~tether.errors.DeadlockError` at once. While blocked, the waiter is recorded in
 the posted work's context (see ``_loop.SYNC_CHAIN``), so work that the call itself posts back to
 the blocked dispatcher fails the wait at once too.
+The test thread, blocked in a sync call, is not in a run call, so nothing else would move the
+virtual clock for the call's timers: it does so itself (``_wait_on_the_test_thread``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import contextvars
 import inspect
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,12 +64,21 @@ class Dispatcher:
         self.name = name
         self.loop = loop
         loop.owner = self
-        self._runtime = runtime
+        # Weak: a closed runtime and its dispatchers are freed by reference counting, not by
+        # the cycle collector (a full collection is slow in a big test process).
+        self._runtime_ref = weakref.ref(runtime)
         self._shut_down = False
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         #: the dispatcher this one's thread is blocked on in a sync call, if any
         self.blocked_on: Dispatcher | None = None
+
+    @property
+    def _runtime(self) -> DriverRuntime:
+        runtime = self._runtime_ref()
+        if runtime is None:
+            raise LifecycleError(f"dispatcher {self.name!r}: its runtime is gone")
+        return runtime
 
     @property
     def shut_down(self) -> bool:
@@ -164,8 +176,9 @@ class Dispatcher:
 
         Raises:
             DeadlockError: the caller runs on this dispatcher, this dispatcher's thread is
-                (transitively) blocked waiting on the caller, or the call posts work back to a
-                dispatcher blocked on it.
+                (transitively) blocked waiting on the caller, the call posts work back to a
+                dispatcher blocked on it, or (from the test thread) the call waits on a timer
+                that a foreground timer precedes.
         """
         if self._shut_down:
             return self.submit(fn, *args).result()
@@ -196,8 +209,7 @@ class Dispatcher:
                 caller.blocked_on = self
             runtime._waits.add(wait)
         try:
-            future = self.submit(fn, *args, wait=wait)
-            return _block(future, wait)
+            return _block(lambda: self.submit(fn, *args, wait=wait), wait)
         finally:
             with runtime._wait_lock:
                 wait.active = False
@@ -206,27 +218,76 @@ class Dispatcher:
                     caller.blocked_on = None
 
 
-def _block(future: concurrent.futures.Future[T], wait: SyncWait) -> T:
-    """Block this thread until ``future`` is done or the wait fails; settle it meanwhile."""
+def _block(submit: Callable[[], concurrent.futures.Future[T]], wait: SyncWait) -> T:
+    """Submit the call and block this thread until it is done or the wait fails.
+
+    The blocked thread counts as settled meanwhile (a background loop, or a tracked helper
+    thread); ``wait.release`` counts it busy again before waking it.
+    """
     caller = wait.blocked
     helper = thread_state.helper
     background = caller.loop if caller is not None else None
-    future.add_done_callback(lambda _: wait.event.set())
-    if isinstance(background, BackgroundLoop):
-        background.set_blocked(True)
-    if helper is not None:
-        helper.helper_finished()
-    try:
-        wait.event.wait()
-    finally:
-        wait.active = False
-        if isinstance(background, BackgroundLoop):
+    if not isinstance(background, BackgroundLoop):
+        background = None
+
+    def settle() -> None:
+        if background is not None:
+            background.set_blocked(True)
+        if helper is not None:
+            helper.helper_finished()
+
+    def busy_again() -> None:
+        if background is not None:
             background.set_blocked(False)
         if helper is not None:
             helper.helper_started()
+
+    try:
+        future = submit()
+        future.add_done_callback(lambda _: wait.release())
+        wait.settle(settle, busy_again)
+        if caller is not None and isinstance(caller.loop, ForegroundLoop):
+            _wait_on_the_test_thread(wait, caller.loop)
+        else:
+            wait.event.wait()
+    finally:
+        wait.active = False
+        wait.release()
     if wait.error is not None:
         raise wait.error
     return future.result()
+
+
+def _wait_on_the_test_thread(wait: SyncWait, loop: ForegroundLoop) -> None:
+    """Block the test thread in a sync call, moving the virtual clock for the call's timers.
+
+    Only run calls move the clock, and the test thread is not in one. So when everything else
+    has settled and a background timer is pending, the call may be waiting for it: jump the
+    clock to it, as a run call would. If a foreground timer is due first, the clock cannot pass
+    it without running it, which the blocked thread cannot: that is a deadlock.
+    """
+    activity = loop.activity
+    nudged = activity.block_foreground(wait)
+    try:
+        while True:
+            if not nudged:
+                wait.event.wait()
+            nudged = False
+            if wait.ended():
+                return
+            settled, deadline = activity.settled_deadline()
+            if not settled or deadline is None:
+                continue  # busy, or waiting on I/O from outside
+            own = loop.next_timer()
+            if own is not None and own <= deadline:
+                raise DeadlockError(
+                    f"{wait.what}: the call waits on a timer at t={deadline:g}s (virtual), but "
+                    f"a foreground timer is due first (t={own:g}s) and the foreground cannot "
+                    f"run while its thread is blocked. Use async_call() and run_to_completion()."
+                )
+            loop.advance_to(deadline)
+    finally:
+        activity.block_foreground(None)
 
 
 class ForegroundDispatcher(Dispatcher):
@@ -235,7 +296,7 @@ class ForegroundDispatcher(Dispatcher):
     loop: ForegroundLoop
 
     def __init__(self, runtime: DriverRuntime) -> None:
-        super().__init__(runtime, "foreground", ForegroundLoop(runtime._activity))
+        super().__init__(runtime, "foreground", ForegroundLoop.acquire(runtime._activity))
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Create a task for ``coro`` on the foreground; it runs when the test pumps.

@@ -16,7 +16,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from tether.driver import Driver, StartArgs
+from tether.driver import Driver, ServiceNotFound, StartArgs
 from tether.errors import LifecycleError
 
 from ._dispatcher import Dispatcher, current_dispatcher
@@ -164,13 +164,28 @@ class DriverUnderTest(Generic[D]):
             self._state = _S.PREPARED
 
     def stop(self) -> None:
-        """Run the driver's ``stop`` (synchronous).
+        """Run the driver's ``stop`` (synchronous), then withdraw what the driver offered in its
+        outgoing directory.
 
         Raises:
             LifecycleError: ``prepare_stop`` has not completed (and start did not fail).
         """
         self._enter("stop")
-        self._driver._run_stop()
+        self._stop_driver()
+
+    def _stop_driver(self) -> None:
+        driver = self._driver
+        try:
+            driver._run_stop()
+        finally:
+            # A stopped driver offers nothing; this also breaks the reference cycle
+            # driver -> start args -> outgoing directory -> driver.
+            args = driver._start_args
+            interfaces = driver._interfaces
+            if args is not None and interfaces:
+                with contextlib.suppress(ServiceNotFound):
+                    if args.outgoing.get(interfaces[0]) is driver:
+                        args.outgoing.remove_service(interfaces[0])
 
     def close(self) -> None:
         """Stop the driver if that has not happened; never raises a lifecycle error."""
@@ -202,7 +217,7 @@ class DriverUnderTest(Generic[D]):
         if self._task is not None:
             self._task.cancel()
         self._state = _S.STOPPED
-        self._driver._run_stop()
+        self._stop_driver()
 
     def __enter__(self) -> DriverUnderTest[D]:
         return self

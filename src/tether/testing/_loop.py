@@ -3,25 +3,44 @@
 Theory of operation
 -------------------
 
-*Foreground loop* (:class:`ForegroundLoop`). A plain ``asyncio.SelectorEventLoop`` whose
-``time()`` is a virtual clock. It is never run with ``run_forever``: the runtime pumps it by
-calling ``_run_once()`` itself, and only when a callback is ready or a timer is due, so
-``_run_once`` always polls the selector with timeout 0 and never waits on real time. When a run
-call has to wait, it blocks on the loop's selector directly (``wait_for_events``): a callback
-posted from another thread (``call_soon_threadsafe``) writes to the loop's self-pipe and wakes it.
+*One virtual clock* (``Activity.now``). Every loop of a runtime, foreground and background,
+reads its ``time()`` from it, so every timer follows virtual time. Only the foreground's run
+calls move it, and only when nothing anywhere can make progress without it (see *Activity*).
 
-*Activity* (:class:`Activity`). Virtual time may only jump when nothing but foreground timers can
-make progress. Every background loop and every helper thread (``perform_blocking_work``, executor
+*Foreground loop* (:class:`ForegroundLoop`). A plain ``asyncio.SelectorEventLoop`` on the
+virtual clock. It is never run with ``run_forever``: the runtime pumps it by calling
+``_run_once()`` itself, and only when a callback is ready or a timer is due, so ``_run_once``
+always polls the selector with timeout 0 and never waits on real time. When a run call has to
+wait, it blocks on the loop's selector directly (``wait_for_events``): a callback posted from
+another thread (``call_soon_threadsafe``) writes to the loop's self-pipe and wakes it. Closing a
+runtime parks its clean foreground loop for the next runtime (making a loop costs a selector and
+a socket pair); a loop with anything left registered is closed instead.
+
+*Background loops* (:class:`BackgroundLoop`) run ``run_forever`` on their own threads. When one
+has nothing ready, its selector blocks without a timeout (real time never fires its timers) and
+reports the loop *settled* together with its next timer's deadline. When the foreground moves the
+clock to or past that deadline, it marks the loop busy and wakes it, under one lock, so the
+clock cannot move again before the loop has run its due timers and settled once more.
+
+*Activity* (:class:`Activity`). Virtual time may only jump when nothing but timers can make
+progress. Every background loop and every helper thread (``perform_blocking_work``, executor
 jobs) reports whether it is *settled* to one shared, lock-protected :class:`Activity`:
 
-- a background loop is settled while it blocks in ``select()`` with no timer pending and nothing
-  ready, or while its thread is blocked in a kit ``sync_call``; a post to it unsettles it at once
-  (the post and the flag change happen under the same lock, so there is no gap);
+- a background loop is settled while it blocks in ``select()`` with nothing ready (its next
+  timer, if any, is recorded as a deadline), or while its thread is blocked in a kit
+  ``sync_call``; a post to it unsettles it at once (the post and the flag change happen under the
+  same lock, so there is no gap);
 - a helper thread is busy from start until its result has been posted back, except while it
   blocks in a kit ``sync_call``.
 
 The foreground checks ``Activity.settled()`` under that lock together with its own ready queue;
-when something is still busy it blocks on its selector and whoever settles wakes it.
+when something is still busy it blocks on its selector and whoever settles wakes it. When all is
+settled, it may jump the clock to the earliest deadline: its own next timer or a background one.
+A blocked thread counts as busy again from the moment its wait ends (``SyncWait.release``), and
+a sync call settles its caller only after posting the call (which marks the target busy), so
+there is no gap between "the work is done" and "the waiter runs again" for the clock to slip
+through. The test thread blocked in a sync call is not pumping; it moves the clock to background
+deadlines itself (``_dispatcher._wait_on_the_test_thread``).
 
 *Sync-call chains* (:data:`SYNC_CHAIN`). A blocking call records a :class:`SyncWait` in a
 context variable of the work it posts. Context variables follow asyncio hops (tasks copy them,
@@ -32,13 +51,16 @@ dispatcher whose thread is blocked in one of the chain's waits, the tracked loop
 Private asyncio API used here (pinned by ``tests/testing/test_runtime.py``): ``_run_once``,
 ``_ready``, ``_scheduled`` (heap of ``TimerHandle`` with ``_when`` / ``_cancelled``),
 ``_timer_cancelled_count``, ``_clock_resolution``, ``_selector``, ``_process_events``,
-``_thread_id``, ``_asyncgen_firstiter_hook`` / ``_asyncgen_finalizer_hook`` and
-``asyncio.events._set_running_loop``: the same steps ``run_forever`` takes.
+``_thread_id``, ``_asyncgen_firstiter_hook`` / ``_asyncgen_finalizer_hook``, ``_write_to_self``,
+``_asyncgens`` / ``_asyncgens_shutdown_called`` / ``_executor_shutdown_called`` (reset when a
+parked loop is reused) and ``asyncio.events._set_running_loop``: the same steps ``run_forever``
+takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import contextvars
@@ -48,8 +70,7 @@ import selectors
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,7 +103,13 @@ thread_state = _ThreadState()
 
 @dataclass(eq=False)
 class SyncWait:
-    """One thread blocked in a kit sync call, waiting for ``target``."""
+    """One thread blocked in a kit sync call, waiting for ``target``.
+
+    Whichever thread ends the wait (the call's completion, a deadlock found by a post, a
+    shutdown) calls :meth:`release`, which first counts the blocked thread as busy again and
+    only then wakes it: there is no moment where the call is over but the waiter still looks
+    settled (the clock could jump then).
+    """
 
     blocked: Dispatcher | None
     target: Dispatcher
@@ -90,11 +117,53 @@ class SyncWait:
     event: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     active: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: bool = False
+    _on_release: Callable[[], None] | None = None
+
+    def settle(self, settle: Callable[[], None], busy_again: Callable[[], None]) -> None:
+        """Count the waiting thread as settled (``settle()``), unless the wait has ended
+        already; :meth:`release` then calls ``busy_again()``.
+
+        Called after the call was posted (the post marks its target busy first), so there is
+        no moment where neither the waiter nor the target counts as busy.
+        """
+        with self._lock:
+            if self._released:
+                return
+            self._on_release = busy_again
+            settle()
+
+    def release(self) -> None:
+        """End the wait (once; any thread)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            busy_again = self._on_release
+        if busy_again is not None:
+            busy_again()
+        self.event.set()
+
+    def nudge(self) -> None:
+        """Wake the waiting thread without ending the wait (it looks around and waits again)."""
+        self.event.set()
+
+    def ended(self) -> bool:
+        """True once the wait has ended; else re-arms the event for the next :meth:`nudge`."""
+        with self._lock:
+            if self._released:
+                return True
+            self.event.clear()
+            return False
 
     def fail(self, error: BaseException) -> None:
-        if self.active and self.error is None:
+        """End the wait with ``error`` unless it has ended already."""
+        with self._lock:
+            if not self.active or self._released or self.error is not None:
+                return
             self.error = error
-            self.event.set()
+        self.release()
 
 
 SYNC_CHAIN: contextvars.ContextVar[tuple[SyncWait, ...]] = contextvars.ContextVar(
@@ -116,13 +185,19 @@ def _check_post(owner: Dispatcher | None, context: contextvars.Context | None) -
 
 
 class Activity:
-    """Which threads besides the foreground may still do work (see the module docstring)."""
+    """The runtime's virtual clock, and which threads besides the foreground may still do work
+    (see the module docstring)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        #: the virtual clock every loop of the runtime reads (seconds from the runtime's start)
+        self.now = 0.0
         self._unsettled: set[BackgroundLoop] = set()
+        self._deadlines: dict[BackgroundLoop, float] = {}
         self._busy_helpers = 0
         self._foreground_waiting = False
+        #: the test thread's sync wait, while it blocks in one (see ``_dispatcher._block``)
+        self.foreground_wait: SyncWait | None = None
         self.wake_foreground: Callable[[], None] = _noop
 
     def settled(self) -> bool:
@@ -138,21 +213,64 @@ class Activity:
 
     def mark(self, loop: BackgroundLoop, busy: bool) -> None:
         with self.lock:
-            if busy:
-                self._unsettled.add(loop)
-                return
-            self._unsettled.discard(loop)
-            wake = self._changed()
+            wake = self.mark_locked(loop, busy)
         if wake:
             self.wake_foreground()
 
-    def mark_locked(self, loop: BackgroundLoop, busy: bool) -> bool:
-        """Like :meth:`mark` under a held ``lock``; returns whether to wake the foreground."""
+    def mark_locked(self, loop: BackgroundLoop, busy: bool, deadline: float | None = None) -> bool:
+        """Like :meth:`mark` under a held ``lock``; returns whether to wake the foreground.
+
+        Args:
+            deadline: when settling, the loop's next timer (virtual time), if it has one.
+        """
         if busy:
             self._unsettled.add(loop)
+            self._deadlines.pop(loop, None)
             return False
         self._unsettled.discard(loop)
+        if deadline is None:
+            self._deadlines.pop(loop, None)
+        else:
+            self._deadlines[loop] = deadline
         return self._changed()
+
+    def block_foreground(self, wait: SyncWait | None) -> bool:
+        """The test thread starts (``wait``) or stops (None) blocking in a sync call; returns
+        whether everything else is settled."""
+        with self.lock:
+            self.foreground_wait = wait
+            self._foreground_waiting = wait is not None
+            return self.settled()
+
+    def settled_deadline(self) -> tuple[bool, float | None]:
+        """Whether everything is settled, and the earliest background deadline; marks the
+        foreground as waiting again."""
+        with self.lock:
+            self._foreground_waiting = True
+            return self.settled(), min(self._deadlines.values(), default=None)
+
+    def next_background_timer(self) -> float | None:
+        """The earliest deadline of a settled background loop."""
+        with self.lock:
+            return min(self._deadlines.values(), default=None)
+
+    def advance_to(self, when: float, resolution: float) -> None:
+        """Move the clock to ``when`` (never back); wake background loops whose timers fall due.
+
+        Due loops are marked busy under the lock before they are woken, so the clock cannot
+        move on before they have run those timers.
+        """
+        if when <= self.now:
+            return
+        # Guarantee that a timer due at `when` passes _run_once's `when < now + resolution`.
+        now = when if when + resolution > when else math.nextafter(when, math.inf)
+        with self.lock:
+            self.now = now
+            due = [loop for loop, at in self._deadlines.items() if at < now + resolution]
+            for loop in due:
+                self.mark_locked(loop, busy=True)
+        for loop in due:
+            loop.wake()
 
     def helper_started(self) -> None:
         with self.lock:
@@ -179,7 +297,8 @@ def _noop() -> None:
 
 
 class _TrackedLoop(asyncio.SelectorEventLoop):
-    """Shared by both loops: deadlock checks on posts, tracked executor jobs."""
+    """Shared by both loops: the virtual clock, deadlock checks on posts, tracked executor
+    jobs."""
 
     _ready: deque[asyncio.Handle]
     _scheduled: list[asyncio.TimerHandle]
@@ -187,13 +306,16 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
     _clock_resolution: float
     _timer_cancelled_count: int
     _thread_id: int | None
+    _default_executor: concurrent.futures.ThreadPoolExecutor | None
 
     def __init__(self, activity: Activity, selector: selectors.BaseSelector) -> None:
         self.activity = activity
         self.owner: Dispatcher | None = None
         super().__init__(selector)
-        self.executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="tether-executor")
-        self.set_default_executor(self.executor)
+
+    def time(self) -> float:
+        """The runtime's virtual clock (seconds); moves only when the runtime moves it."""
+        return self.activity.now
 
     def call_soon_threadsafe(  # type: ignore[override]
         self,
@@ -218,10 +340,17 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
         func: Callable[..., T],
         *args: Any,
     ) -> asyncio.Future[T]:
+        if executor is None:
+            executor = self._default_executor
+            if executor is None:  # made on first use: most tests never need one
+                executor = concurrent.futures.ThreadPoolExecutor(
+                    thread_name_prefix="tether-executor"
+                )
+                self.set_default_executor(executor)
         activity = self.activity
         activity.helper_started()
         try:
-            job = (executor or self.executor).submit(activity.run_helper, func, *args)
+            job = executor.submit(activity.run_helper, func, *args)
         except BaseException:
             activity.helper_finished()
             raise
@@ -248,19 +377,63 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
         cast_any: Any = self
         cast_any._process_events(events)
 
+    def wake(self) -> None:
+        """Wake the loop's blocked ``select()`` from any thread (no callback, no checks)."""
+        cast_any: Any = self
+        cast_any._write_to_self()
+
 
 class ForegroundLoop(_TrackedLoop):
-    """The foreground dispatcher's loop: virtual clock, pumped by the runtime only."""
+    """The foreground dispatcher's loop: virtual clock, pumped by the runtime only.
+
+    Make one with :meth:`acquire` and give it back with :meth:`release`: a clean loop is parked
+    and reused by the next runtime.
+    """
 
     def __init__(self, activity: Activity) -> None:
-        self._now = 0.0
         super().__init__(activity, selectors.DefaultSelector())
         self._callback_errors: deque[BaseException] = deque()
         self.set_exception_handler(self._on_exception)
 
-    def time(self) -> float:
-        """The virtual clock (seconds); starts at 0 and moves only when the runtime moves it."""
-        return self._now
+    @classmethod
+    def acquire(cls, activity: Activity) -> ForegroundLoop:
+        """A foreground loop for a new runtime: the parked one if there is one."""
+        global _parked
+        with _parked_lock:
+            loop, _parked = _parked, None
+        if loop is None:
+            return cls(activity)
+        loop.activity = activity
+        return loop
+
+    def release(self) -> None:
+        """The runtime is done with this loop: park it for the next runtime if it is clean
+        (nothing registered but its self-pipe, nothing ready), else close it."""
+        global _parked
+        cast_any: Any = self
+        self.owner = None
+        self._scheduled.clear()
+        self._timer_cancelled_count = 0
+        self._callback_errors.clear()
+        clean = (
+            not self._ready
+            and not self.is_closed()
+            and len(self._selector.get_map()) == 1
+            and not cast_any._asyncgens
+            and self._default_executor is None
+            and self.get_task_factory() is None
+            and not self.get_debug()
+        )
+        if clean:
+            self.set_exception_handler(self._on_exception)
+            cast_any._asyncgens_shutdown_called = False
+            cast_any._executor_shutdown_called = False
+            self.activity = _IDLE_ACTIVITY
+            with _parked_lock:
+                if _parked is None:
+                    _parked = self
+                    return
+        self.close()
 
     def run_forever(self) -> None:
         raise LifecycleError(
@@ -277,9 +450,12 @@ class ForegroundLoop(_TrackedLoop):
 
     # -- pumping (foreground thread only) -------------------------------------------------------
 
-    @contextmanager
-    def entered(self) -> Iterator[None]:
-        """Make this the running loop of the calling thread, as ``run_forever`` does."""
+    def enter(self) -> tuple[Any, ...]:
+        """Make this the running loop of the calling thread, as ``run_forever`` does.
+
+        Returns:
+            What :meth:`leave` needs to restore (the thread's async generator hooks).
+        """
         if self._thread_id is not None:
             raise LifecycleError(
                 "a DriverRuntime run call was made from inside a foreground callback; "
@@ -294,17 +470,18 @@ class ForegroundLoop(_TrackedLoop):
             finalizer=cast_any._asyncgen_finalizer_hook,
         )
         asyncio.events._set_running_loop(self)
-        try:
-            yield
-        finally:
-            asyncio.events._set_running_loop(None)
-            self._thread_id = None
-            sys.set_asyncgen_hooks(*old_hooks)
+        return tuple(old_hooks)
+
+    def leave(self, old_hooks: tuple[Any, ...]) -> None:
+        """Undo :meth:`enter`."""
+        asyncio.events._set_running_loop(None)
+        self._thread_id = None
+        sys.set_asyncgen_hooks(*old_hooks)
 
     def _due(self) -> bool:
         when = self.next_timer()
         # The same test _run_once applies, so a "due" timer always runs.
-        return when is not None and when < self._now + self._clock_resolution
+        return when is not None and when < self.activity.now + self._clock_resolution
 
     def dispatch(self, stop: Callable[[], bool] | None) -> bool:
         """Run ready callbacks, due timers and ready I/O until none is left.
@@ -325,12 +502,17 @@ class ForegroundLoop(_TrackedLoop):
                 return False
             self.process_events(events)
 
+    def next_deadline(self) -> float | None:
+        """The earliest timer of any loop: this one's or a settled background loop's."""
+        own = self.next_timer()
+        other = self.activity.next_background_timer()
+        if own is None or other is None:
+            return own if other is None else other
+        return min(own, other)
+
     def advance_to(self, when: float) -> None:
         """Move the virtual clock forward to ``when`` (never backwards)."""
-        if when <= self._now:
-            return
-        # Guarantee that a timer due at `when` passes _run_once's `when < now + resolution`.
-        self._now = when if when + self._clock_resolution > when else math.nextafter(when, math.inf)
+        self.activity.advance_to(when, self._clock_resolution)
 
     def idle_and_settled(self) -> bool | None:
         """None: a callback is ready after all; False: another thread is busy (the foreground is
@@ -364,30 +546,51 @@ class ForegroundLoop(_TrackedLoop):
             asyncio.SelectorEventLoop.call_soon_threadsafe(self, _noop)
 
 
+_IDLE_ACTIVITY = Activity()  # a parked loop's: no runtime, clock at 0
+_parked_lock = threading.Lock()
+_parked: ForegroundLoop | None = None
+
+
+@atexit.register
+def _close_parked() -> None:
+    global _parked
+    with _parked_lock:
+        loop, _parked = _parked, None
+    if loop is not None:
+        loop.close()
+
+
 class _TrackingSelector(selectors.DefaultSelector):
-    """The background loop's selector: reports settled/busy around blocking selects."""
+    """The background loop's selector: settles the loop while it would wait, and waits for the
+    foreground to move the clock instead of for real time."""
 
     loop: BackgroundLoop | None = None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self.loop
-        if loop is None or timeout is not None:
-            # timeout 0: work is ready; timeout > 0: a timer is pending (busy until it fires).
+        if loop is None or timeout == 0:
             return super().select(timeout)
+        # Nothing is ready; timeout > 0 means a timer is pending, in virtual time. Only the
+        # foreground moves the clock, and it wakes this loop when the timer falls due.
+        scheduled = loop._scheduled
+        deadline = scheduled[0]._when if scheduled else None  # type: ignore[attr-defined]
         activity = loop.activity
+        if deadline is not None and deadline < activity.now + loop._clock_resolution:
+            return super().select(0)  # due already by _run_once's own test: run it next
         with activity.lock:
             settle = not loop._ready and not loop.blocked
-            wake = activity.mark_locked(loop, busy=False) if settle else False
+            wake = activity.mark_locked(loop, busy=False, deadline=deadline) if settle else False
         if wake:
             activity.wake_foreground()
         try:
-            return super().select(timeout)
+            return super().select(None)
         finally:
             activity.mark(loop, busy=True)
 
 
 class BackgroundLoop(_TrackedLoop):
-    """A background dispatcher's loop (real time), reporting its activity."""
+    """A background dispatcher's loop (on the runtime's virtual clock), reporting its
+    activity."""
 
     def __init__(self, activity: Activity) -> None:
         selector = _TrackingSelector()

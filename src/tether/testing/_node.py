@@ -236,29 +236,27 @@ class TestNode(Node):
 
 class _DriverLogger(logging.Logger):
     """A driver's logger: levels follow the Python logger of the same name; records go to the
-    driver's log sink."""
+    driver's log sink, or to that Python logger when the incoming directory has no sink.
+
+    No handler objects: each would cost a lock and a registration per driver start.
+    """
 
     def __init__(self, name: str, incoming: ServiceDirectory) -> None:
         super().__init__(name)
         self.parent = logging.getLogger(name)
         self.propagate = False
-        self.addHandler(_LogSinkHandler(incoming))
+        self._incoming = incoming
 
     def isEnabledFor(self, level: int) -> bool:
         assert self.parent is not None
         return self.parent.isEnabledFor(level)
 
-
-class _LogSinkHandler(logging.Handler):
-    def __init__(self, incoming: ServiceDirectory) -> None:
-        super().__init__()
-        self._incoming = incoming
-
-    def emit(self, record: logging.LogRecord) -> None:
+    def callHandlers(self, record: logging.LogRecord) -> None:
         try:
             sink = self._incoming.get(LOG_SINK_PROTOCOL)
         except ServiceNotFound:
-            logging.getLogger(record.name).handle(record)
+            assert self.parent is not None
+            self.parent.handle(record)
             return
         sink.write(record)
 

@@ -4,13 +4,14 @@ One runtime exists per process at a time, and its methods are called from the th
 it (``quit`` excepted). It owns the foreground dispatcher, attached to that thread and pumped only
 inside run calls, and every background dispatcher it starts.
 
-Virtual time (theory): the foreground loop's clock moves only when the runtime moves it.
-``advance_time`` moves it explicitly; ``run_until_idle`` never moves it; the other run calls
+Virtual time (theory): every dispatcher's loop, foreground and background, reads one virtual
+clock, which moves only when the runtime moves it. ``advance_time`` moves it explicitly;
+``run_until_idle`` moves it only when asked (``jump_to_next_timer``); the other run calls
 *auto-jump*: when nothing is runnable on the foreground and no other thread is busy (see
-``_loop.Activity``), they jump the clock to the next foreground timer, or to their deadline.
-A run call's ``timeout`` is virtual seconds; while the call waits for another thread, the same
-number of real seconds bounds that wait, so a background dispatcher that never answers still
-ends the call.
+``_loop.Activity``), they jump the clock to the next timer of any dispatcher, or to their
+deadline. A run call's ``timeout`` is virtual seconds; while the call waits for another thread,
+the same number of real seconds bounds that wait, so a background dispatcher that never answers
+still ends the call.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from typing import Any, TypeVar, overload
 from tether.errors import LifecycleError
 
 from ._dispatcher import BackgroundDispatcher, ForegroundDispatcher, _await
-from ._loop import Activity, SyncWait, thread_state
+from ._loop import Activity, ForegroundLoop, SyncWait, thread_state
 
 __all__ = ["DriverRuntime"]
+
+
+def _noop() -> None:
+    pass
+
 
 T = TypeVar("T")
 
@@ -82,7 +88,7 @@ class DriverRuntime:
             with _active_lock:
                 _active = None
             raise
-        self._activity.wake_foreground = self._foreground.loop.wake
+        self._activity.wake_foreground = self._wake_foreground
         thread_state.dispatcher = self._foreground
 
     @staticmethod
@@ -101,17 +107,30 @@ class DriverRuntime:
         return list(self._background)
 
     def now(self) -> float:
-        """The foreground's virtual clock in seconds (``foreground_dispatcher.loop.time()``)."""
-        return self._foreground.loop.time()
+        """The virtual clock in seconds (every dispatcher's ``loop.time()``); starts at 0."""
+        return self._activity.now
 
     # -- run calls ------------------------------------------------------------------------------
 
-    def run_until_idle(self) -> None:
+    def run_until_idle(self, *, jump_to_next_timer: bool = False) -> bool:
         """Run foreground callbacks, due timers and ready I/O until none is left.
 
-        Never waits and never moves the virtual clock.
+        By default it never waits and never moves the virtual clock.
+
+        Args:
+            jump_to_next_timer: also wait until every other thread has settled, then jump the
+                clock to the next timer of any dispatcher (if there is one), run what falls due,
+                and return once all is idle and settled again.
+
+        Returns:
+            True when the clock jumped.
         """
-        self._pump("run_until_idle", None, None, jump=False)
+        if not jump_to_next_timer:
+            self._pump("run_until_idle", None, None, jumps=0)
+            return False
+        before = self._activity.now
+        self._pump("run_until_idle", None, None, jumps=1)
+        return self._activity.now != before
 
     def run_until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
         """Run the foreground until ``condition()`` holds (checked between callbacks).
@@ -123,7 +142,7 @@ class DriverRuntime:
         Returns:
             True when the condition holds, False when the timeout fired first.
         """
-        return self._pump("run_until", condition, timeout, jump=True)
+        return self._pump("run_until", condition, timeout)
 
     def run_with_timeout(self, timeout: float) -> bool:
         """Run the foreground for ``timeout`` virtual seconds, or until :meth:`quit`.
@@ -131,11 +150,11 @@ class DriverRuntime:
         Returns:
             True if the timeout fired, False if :meth:`quit` was called.
         """
-        return not self._pump("run_with_timeout", self._quitting, timeout, jump=True)
+        return not self._pump("run_with_timeout", self._quitting, timeout)
 
     def run(self) -> None:
         """Run the foreground until :meth:`quit` is called (returns at once if it was)."""
-        self._pump("run", self._quitting, None, jump=True)
+        self._pump("run", self._quitting, None)
 
     def quit(self) -> None:
         """Make :meth:`run` / :meth:`run_with_timeout` return. Callable from any thread."""
@@ -193,10 +212,10 @@ class DriverRuntime:
             created = True
         else:
             raise TypeError(f"run_to_completion() needs an awaitable, got {awaitable!r}")
-        if not self._pump("run_to_completion", future.done, timeout, jump=True):
+        if not self._pump("run_to_completion", future.done, timeout):
             if created:
                 future.cancel()
-                self._pump("run_to_completion", None, None, jump=False)
+                self._pump("run_to_completion", None, None, jumps=0)
             raise TimeoutError(f"run_to_completion(): not done after {timeout} s (virtual time)")
         return future.result()
 
@@ -211,7 +230,7 @@ class DriverRuntime:
         """
         if seconds < 0:
             raise ValueError(f"advance_time() cannot go back in time (got {seconds})")
-        self._pump("advance_time", None, seconds, jump=True, real_timeout=False)
+        self._pump("advance_time", None, seconds, real_timeout=False)
 
     def perform_blocking_work(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on a new thread while pumping the foreground; return its result.
@@ -280,18 +299,21 @@ class DriverRuntime:
         for task in tasks:
             task.cancel()
         if tasks:
-            self._pump("shutdown", lambda: all(t.done() for t in tasks), None, jump=True)
+            self._pump("shutdown", lambda: all(t.done() for t in tasks), None)
         background = [d for d in self._background if not d.shut_down]
-        for dispatcher in background:
-            dispatcher._request_shutdown()
-        finished = [asyncio.wrap_future(d.finished, loop=loop) for d in background]
-        self._pump("shutdown", lambda: all(f.done() for f in finished), None, jump=True)
-        for dispatcher in background:
-            dispatcher.thread.join()
-            dispatcher._fail_pending()
-        self._pump("shutdown", None, None, jump=False)
-        self.run_to_completion(loop.shutdown_asyncgens())
-        self.run_to_completion(loop.shutdown_default_executor())
+        if background:
+            for dispatcher in background:
+                dispatcher._request_shutdown()
+            finished = [asyncio.wrap_future(d.finished, loop=loop) for d in background]
+            self._pump("shutdown", lambda: all(f.done() for f in finished), None)
+            for dispatcher in background:
+                dispatcher.thread.join()
+                dispatcher._fail_pending()
+        self._pump("shutdown", None, None, jumps=0)
+        if loop._asyncgens:  # type: ignore[attr-defined]
+            self.run_to_completion(loop.shutdown_asyncgens())
+        if loop._default_executor is not None:
+            self.run_to_completion(loop.shutdown_default_executor())
         self._foreground._shut_down = True
         self._foreground._fail_pending()
         self._shut_down = True
@@ -314,7 +336,8 @@ class DriverRuntime:
             self.shutdown_all_dispatchers()
         finally:
             self._closed = True
-            self._foreground.loop.close()
+            self._foreground.loop.release()
+            self._activity.wake_foreground = _noop  # no cycle back to the runtime
             thread_state.dispatcher = None
             with _active_lock:
                 if _active is self:
@@ -336,6 +359,13 @@ class DriverRuntime:
         return f"<DriverRuntime {state} t={self.now():g}s background={len(self._background)}>"
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _wake_foreground(self) -> None:
+        """Wake the foreground's run call, and the test thread blocked in a sync call."""
+        self._foreground.loop.wake()
+        wait = self._activity.foreground_wait
+        if wait is not None:
+            wait.nudge()
 
     def _quitting(self) -> bool:
         return self._quit
@@ -359,7 +389,7 @@ class DriverRuntime:
         stop: Callable[[], bool] | None,
         timeout: float | None,
         *,
-        jump: bool,
+        jumps: int | None = None,
         real_timeout: bool = True,
     ) -> bool:
         """The one run loop behind every run call; True when ``stop()`` held, else False.
@@ -367,36 +397,55 @@ class DriverRuntime:
         Args:
             stop: ends the call when it holds (checked before every loop iteration).
             timeout: virtual seconds; also bounds real waits unless ``real_timeout`` is False.
-            jump: auto-jump the clock when everything is settled (else return when idle).
+            jumps: how often the clock may auto-jump when everything is settled (None: no
+                limit); with 0 the call returns when the foreground is idle, without waiting
+                for other threads; else it returns once all is settled and no jump is left.
         """
         self._check(method)
         if timeout is not None and timeout < 0:
             raise ValueError(f"{method}(): timeout must not be negative (got {timeout})")
         loop = self._foreground.loop
+        hooks = loop.enter()
+        try:
+            return self._pump_entered(loop, stop, timeout, jumps, real_timeout)
+        finally:
+            loop.leave(hooks)
+
+    def _pump_entered(
+        self,
+        loop: ForegroundLoop,
+        stop: Callable[[], bool] | None,
+        timeout: float | None,
+        jumps: int | None,
+        real_timeout: bool,
+    ) -> bool:
+        if loop.dispatch(stop):
+            return True
+        if jumps == 0:
+            return False
         virtual_deadline = None if timeout is None else loop.time() + timeout
         real_deadline = None if timeout is None or not real_timeout else time.monotonic() + timeout
-        with loop.entered():
-            while True:
-                if loop.dispatch(stop):
-                    return True
-                if not jump:
+        while True:
+            settled = loop.idle_and_settled()
+            if settled is None:
+                pass  # a post arrived between dispatch and the check
+            elif not settled:
+                remaining = None if real_deadline is None else real_deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    loop.wait_for_events(0)
                     return False
-                settled = loop.idle_and_settled()
-                if settled is None:
-                    continue  # a post arrived between dispatch and the check
-                if not settled:
-                    remaining = None if real_deadline is None else real_deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        loop.wait_for_events(0)
-                        return False
-                    loop.wait_for_events(remaining)
-                    continue
-                # Other threads may have changed what stop() looks at before they settled.
-                if stop is not None and stop():
-                    return True
-                when = loop.next_timer()
+                loop.wait_for_events(remaining)
+            # Other threads may have changed what stop() looks at before they settled.
+            elif stop is not None and stop():
+                return True
+            elif jumps == 0:
+                return False
+            else:
+                when = loop.next_deadline()
                 if virtual_deadline is not None and (when is None or when > virtual_deadline):
                     loop.advance_to(virtual_deadline)
+                    return False
+                if when is None and jumps is not None:
                     return False
                 if when is None:
                     # Nothing can happen by itself: wait for I/O, a post, or another thread
@@ -406,5 +455,9 @@ class DriverRuntime:
                         loop.wait_for_events(0)
                         return True
                     loop.wait_for_events(None)
-                    continue
-                loop.advance_to(when)
+                else:
+                    loop.advance_to(when)
+                    if jumps is not None:
+                        jumps -= 1
+            if loop.dispatch(stop):
+                return True

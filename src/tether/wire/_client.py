@@ -12,7 +12,7 @@ a GoAway is seen and a dead server is noticed between calls.
 
 Keepalive: when nothing was received for ``keepalive`` seconds the reader sends a PING; if
 nothing arrives for ``2 * keepalive`` more, the connection is declared dead and every call in
-flight fails with :class:`~tether.errors.ConnectionLost`.
+flight fails with :class:`~tether.errors.ConnectionLost` (so within about ``3 * keepalive``).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ __all__ = ["ClientConnection", "ClientStream"]
 log = logging.getLogger("tether.wire.client")
 _READ_CHUNK = 1 << 18
 _CLOSED = object()
+#: The idle reader's longest nap (seconds): how late an idle client may answer a PING.
+_IDLE_PERIOD_MAX = 1.0
 
 
 class _Waiter:
@@ -74,6 +76,19 @@ class _Waiter:
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.item_sizes: collections.deque[int] = collections.deque()
         self.waiting = False
+
+
+class _Opening:
+    """A stream being opened, filled in step by step so that an interruption at any point
+    tells :meth:`ClientConnection._abandon` whether the frame reached the exporter."""
+
+    __slots__ = ("sent", "sid", "size", "waiter")
+
+    def __init__(self) -> None:
+        self.sid = 0
+        self.size = -1
+        self.sent: list[int] = []
+        self.waiter = _Waiter()
 
 
 #: Put in a waiter's queue: "the read lock is free, take your turn at reading".
@@ -105,7 +120,6 @@ class ClientConnection:
         handshake_timeout: float = 10.0,
     ) -> None:
         self._sock = sock
-        self._sent_all = False
         self.conn = Connection(Role.CLIENT)
         self._state_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -115,6 +129,7 @@ class ClientConnection:
         self._keepalive = keepalive
         self._read_lock = threading.Lock()
         self._pinged_at: float | None = None
+        self._received_at = time.monotonic()
         self.server_meta = self._handshake(meta or {}, handshake_timeout)
         self._timeout: float | None = -1.0
         self._stopping = threading.Event()
@@ -159,11 +174,8 @@ class ClientConnection:
         """Next event for ``waiter``; reads the socket itself when nobody else does."""
         events = waiter.events
         while True:
-            try:
+            if not events.empty():  # only this thread takes from its own queue
                 event = events.get_nowait()
-            except queue.Empty:
-                pass
-            else:
                 if event is not _YOUR_TURN:
                     return event
                 continue
@@ -177,7 +189,8 @@ class ClientConnection:
                             self._read_once(blocking=True)
                     finally:
                         self._read_lock.release()
-                        self._hand_off()
+                        if len(self._waiters) > 1:  # someone else may be waiting
+                            self._hand_off()
                     continue
                 event = events.get()
                 if event is not _YOUR_TURN:
@@ -198,17 +211,23 @@ class ClientConnection:
             return
         try:
             try:
-                timeout = self._keepalive if blocking else 0.0
-                if timeout != self._timeout:
-                    self._sock.settimeout(timeout)
-                    self._timeout = timeout
-                data = self._sock.recv(_READ_CHUNK)
+                if blocking:
+                    if self._keepalive != self._timeout:
+                        self._sock.settimeout(self._keepalive)
+                        self._timeout = self._keepalive
+                    data = self._sock.recv(_READ_CHUNK)
+                else:
+                    # Not settimeout(0): that would make a concurrent sender's socket
+                    # non-blocking too, and a full send buffer would look like a dead peer.
+                    data = self._sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
             except (BlockingIOError, ssl.SSLWantReadError):
                 return
             except TimeoutError:
-                self._keepalive_tick()
+                self._keepalive_tick(silent=True)  # a whole ``keepalive`` without a byte
                 return
             self._pinged_at = None
+            if self._keepalive is not None:
+                self._received_at = time.monotonic()
             with self._state_lock:
                 self.conn.receive_data(data)
                 events: list[tuple[Event, int]] = []
@@ -235,11 +254,14 @@ class ClientConnection:
             error.__cause__ = exc
             self._fail_all(error)
 
-    def _keepalive_tick(self) -> None:
+    def _keepalive_tick(self, *, silent: bool = False) -> None:
+        """PING after ``keepalive`` of silence; raise ConnectionLost ``2 * keepalive`` later."""
         if self._keepalive is None:
             return
         now = time.monotonic()
         if self._pinged_at is None:
+            if not silent and now - self._received_at < self._keepalive:
+                return  # the idle timer ticked, but the peer spoke recently
             self._pinged_at = now
             with contextlib.suppress(TetherError):
                 self._send(Ping())
@@ -247,14 +269,16 @@ class ClientConnection:
             raise ConnectionLost(f"no answer from the peer for {3 * self._keepalive:g} s")
 
     def _idle_loop(self) -> None:
-        """Every ``keepalive / 2`` seconds, read whatever arrived if no caller is reading.
+        """Every ``keepalive / 2`` seconds (at most 1 s), read whatever arrived if no caller is
+        reading: answer the server's PINGs, notice a GoAway, and PING a silent server.
 
         A timer, not a watcher: watching the socket would wake this thread on every reply and
-        cost each call a thread switch. Pings come only after ``keepalive`` of silence and may
-        be answered within ``2 * keepalive``, so this period is always in time.
+        cost each call a thread switch. The 1 s cap bounds how late an idle client answers a
+        server's PING, whatever its own ``keepalive``.
         """
         assert self._keepalive is not None
-        while not self._stopping.wait(self._keepalive / 2):
+        period = min(self._keepalive / 2, _IDLE_PERIOD_MAX)
+        while not self._stopping.wait(period):
             if self._error is not None:
                 return
             if not self._read_lock.acquire(blocking=False):
@@ -299,33 +323,41 @@ class ClientConnection:
 
     def _fail_all(self, error: BaseException) -> None:
         with self._state_lock:
-            if self._error is None:
+            first = self._error is None
+            if first:
                 self._error = error
             waiters = list(self._waiters.values())
+        if first:
+            # Wakes a sender blocked on a peer that will never read again.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         for waiter in waiters:
             waiter.events.put(error)
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _transmit(self, parts: list[Any]) -> bool:
-        """Write whole frames (write lock held). Returns True; on an interruption (Ctrl-C)
-        re-raises after noting whether everything went out (``_sent_all``).
+    def _transmit(self, parts: list[Any], sent: list[int] | None = None) -> None:
+        """Write whole frames (write lock held); ``sent`` collects the count of every send.
 
-        A frame cut in half would corrupt the stream, so an interruption in the middle of one
-        breaks the connection instead.
+        A frame cut in half would corrupt the stream, so an interruption (Ctrl-C) in the
+        middle of one breaks the connection instead.
         """
-        total = sum(len(part) for part in parts)
-        sent = 0
+        sock = self._sock
+        done: list[int] = [] if sent is None else sent
+        total = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
         try:
-            if not isinstance(self._sock, socket.socket) or len(parts) == 1:
-                view = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
-                while sent < total:
-                    sent += self._sock.send(view[sent:])
+            if len(parts) == 1 or not isinstance(sock, socket.socket):
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._patiently(done, sock.send, data)  # almost always all of it at once
+                if done[-1] < total:
+                    view = memoryview(data)
+                    while (count := sum(done)) < total:
+                        self._patiently(done, sock.send, view[count:])
             else:
                 pending = list(parts)
                 while pending:
-                    count = self._sock.sendmsg(pending)
-                    sent += count
+                    self._patiently(done, sock.sendmsg, pending)
+                    count = done[-1]
                     while pending and count >= len(pending[0]):
                         count -= len(pending.pop(0))
                     if count:
@@ -333,13 +365,25 @@ class ClientConnection:
         except OSError as exc:
             raise ConnectionLost(f"connection lost: {exc}") from exc
         except BaseException:
-            self._sent_all = sent == total
-            if 0 < sent < total:
+            if 0 < sum(done) < total:
                 self._fail_all(ConnectionLost("interrupted in the middle of a frame"))
-                with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
             raise
-        return True
+
+    def _patiently(self, done: list[int], send: Any, data: Any) -> None:
+        """``send(data)``, its count appended to ``done``; waits through the socket's time-out.
+
+        ``extend(map(...))`` calls ``send`` and stores its count from C: a Ctrl-C is raised at
+        the next bytecode after the system call, and must not lose how much went out. A peer
+        that is slow to read is not a dead one: keepalive decides that, and then shuts the
+        socket down, which ends this wait with an OSError.
+        """
+        while True:
+            try:
+                done.extend(map(send, (data,)))
+                return
+            except TimeoutError:
+                if self._error is not None or self._closed:
+                    raise
 
     def _send(self, event: Event) -> None:
         with self._write_lock:
@@ -360,30 +404,30 @@ class ClientConnection:
 
     def _open(
         self,
+        opening: _Opening,
         cls: type[Call] | type[OpenStream],
         node: str,
         method: str,
         args: list[Any],
         kwargs: dict[str, Any],
-    ) -> tuple[int, _Waiter]:
-        waiter = _Waiter()
-        try:
-            with self._write_lock:
-                with self._state_lock:
-                    self._check_open()
-                    sid = self.conn.next_stream_id()
-                    data = self.conn.send(cls(sid, node, method, args, kwargs))
-                    self._waiters[sid] = waiter
-                self._sent_all = False
-                self._transmit([data])
-        except BaseException:
-            if "sid" in locals():
-                if self._sent_all:
-                    self._cancel(sid)  # the call reached the exporter: cancel it there
-                else:
-                    self._waiters.pop(sid, None)
-            raise
-        return sid, waiter
+    ) -> None:
+        """Open a stream, recording each step in ``opening`` for :meth:`_abandon`."""
+        with self._write_lock:
+            with self._state_lock:
+                self._check_open()
+                opening.sid = sid = self.conn.next_stream_id()
+                data = self.conn.send(cls(sid, node, method, args, kwargs))
+                self._waiters[sid] = opening.waiter
+            opening.size = len(data)
+            self._transmit([data], opening.sent)
+
+    def _abandon(self, opening: _Opening) -> None:
+        """The caller gave up (an error, Ctrl-C) at any point of opening or waiting."""
+        sent = sum(opening.sent)
+        if sent and sent == opening.size:
+            self._cancel(opening.sid)  # the frame reached the exporter: cancel it there
+        else:
+            self._waiters.pop(opening.sid, None)
 
     def _check_open(self) -> None:
         if self._error is not None:
@@ -407,13 +451,16 @@ class ClientConnection:
     # -- CallTarget ---------------------------------------------------------------------------
 
     def call(self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        sid, waiter = self._open(Call, node, method, args, kwargs)
+        opening = _Opening()
+        # One try around opening and waiting: an interruption between the two (even at the
+        # return of _open) still cancels the call on the exporter.
         try:
-            event = self._wait(waiter)
+            self._open(opening, Call, node, method, args, kwargs)
+            event = self._wait(opening.waiter)
         except BaseException:
-            self._cancel(sid)
+            self._abandon(opening)
             raise
-        self._waiters.pop(sid, None)
+        self._waiters.pop(opening.sid, None)
         if type(event) is Result:
             return event.value
         self._raise_if_error(event)
@@ -422,7 +469,13 @@ class ClientConnection:
     def streaming_call(
         self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
-        sid, waiter = self._open(Call, node, method, args, kwargs)
+        opening = _Opening()
+        try:
+            self._open(opening, Call, node, method, args, kwargs)
+        except BaseException:
+            self._abandon(opening)
+            raise
+        sid, waiter = opening.sid, opening.waiter
         finished = False
         try:
             while True:
@@ -456,7 +509,13 @@ class ClientConnection:
     def open_stream(
         self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Iterator[ClientStream]:
-        sid, waiter = self._open(OpenStream, node, method, args, kwargs)
+        opening = _Opening()
+        try:
+            self._open(opening, OpenStream, node, method, args, kwargs)
+        except BaseException:
+            self._abandon(opening)
+            raise
+        sid, waiter = opening.sid, opening.waiter
         stream = ClientStream(self, sid, waiter)
         try:
             event = self._wait(waiter)

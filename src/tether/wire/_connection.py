@@ -79,7 +79,8 @@ NEED_DATA: Final = _NeedData()
 @dataclass(slots=True)
 class _Stream:
     kind: StreamKind
-    allowed: frozenset[type[Event]]
+    sends: frozenset[type[Event]]
+    receives: frozenset[type[Event]]
     local_open: bool
     remote_open: bool
     send_window: int
@@ -109,11 +110,34 @@ class Connection:
         self.window = window
         self.max_frame = max_frame
         self.peer_window = DEFAULT_WINDOW
-        self.peer_max_frame = DEFAULT_MAX_FRAME
+        # Until the peer's Hello says otherwise it accepts only handshake-sized frames.
+        self.peer_max_frame = HANDSHAKE_MAX_FRAME
         self.peer_hello: Hello | None = None
         self._peer_role = Role.SERVER if role is Role.CLIENT else Role.CLIENT
         self._sends = STREAM_EVENTS[role]
         self._receives = STREAM_EVENTS[self._peer_role]
+        # Per kind of stream: (kind, what we send, what we receive, local open, remote open,
+        # window share). The client sends nothing but Cancel and WINDOW on a call stream; the
+        # server sends the results.
+        is_client = role is Role.CLIENT
+        self._shapes = {
+            Call: (
+                StreamKind.CALL,
+                KIND_EVENTS[StreamKind.CALL, role],
+                KIND_EVENTS[StreamKind.CALL, self._peer_role],
+                not is_client,
+                is_client,
+                CALL_WINDOW_SHARE,
+            ),
+            OpenStream: (
+                StreamKind.BYTES,
+                KIND_EVENTS[StreamKind.BYTES, role],
+                KIND_EVENTS[StreamKind.BYTES, self._peer_role],
+                True,
+                True,
+                1,
+            ),
+        }
         self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self._streams: dict[int, _Stream] = {}
         self._highest_stream_id = 0
@@ -142,20 +166,29 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the transport; ``b""`` means the peer closed it."""
+    def receive_data(self, data: bytes | memoryview, *, borrowed: bool = False) -> None:
+        """Feed bytes read from the transport; ``b""`` means the peer closed it.
+
+        ``borrowed=True`` lends ``data`` (a view of a buffer the caller reuses for its next
+        read): DATA payloads returned are then views of it, valid until the next call; the
+        caller must drain :meth:`next_event` to ``NEED_DATA`` before reusing the buffer and
+        copy any payload it keeps.
+        """
         self._check_usable()
         if not data:
             self._closed_by_peer = True
             return
-        self._decoder.feed(data)
+        self._decoder.feed(data, borrowed=borrowed)
 
     def next_event(self) -> Event | _NeedData:
         """Return the next whole event, or ``NEED_DATA``. Raises RemoteProtocolError."""
-        self._check_usable()
+        if self.state is ConnState.ERROR:
+            self._check_usable()
+        next_frame = self._decoder.next_frame
+        receives = self._receives
         try:
             while True:
-                frame = self._decoder.next_frame()
+                frame = next_frame()
                 if frame is None:
                     if self._closed_by_peer:
                         if self._decoder.buffered:
@@ -167,7 +200,10 @@ class Connection:
                 event, length = frame
                 counted = length + HEADER_SIZE
                 self.last_frame_size = counted
-                processed = self._process_received(event, counted)
+                if type(event) in receives:
+                    processed = self._stream_event(Direction.RECEIVE, event, counted)
+                else:
+                    processed = self._connection_event(event)
                 if processed is not NEED_DATA:
                     return processed
                 # A late frame for an ended stream was dropped: look at the next one.
@@ -175,10 +211,8 @@ class Connection:
             self.state = ConnState.ERROR
             raise
 
-    def _process_received(self, event: Event, counted: int) -> Event | _NeedData:
+    def _connection_event(self, event: Event) -> Event:
         cls = type(event)
-        if cls in self._receives:
-            return self._stream_event(Direction.RECEIVE, event, counted)
         if cls in self._sends:
             raise RemoteProtocolError(
                 f"{self._peer_role.value} may not send {cls.__name__} (state {self.state.name})"
@@ -190,6 +224,11 @@ class Connection:
         return event
 
     def _accept_hello(self, hello: Hello) -> None:
+        if hello.version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"hello: unsupported protocol version {hello.version} "
+                f"(this side speaks {PROTOCOL_VERSION})"
+            )
         self.peer_hello = hello
         window = hello.meta.get("window", DEFAULT_WINDOW)
         max_frame = hello.meta.get("max_frame", DEFAULT_MAX_FRAME)
@@ -197,7 +236,8 @@ class Connection:
             raise RemoteProtocolError("hello: window and max_frame must be positive ints")
         self.peer_window = window
         self.peer_max_frame = max_frame
-        self._decoder.max_payload = self.max_frame
+        # Our own limit rises when we send our Hello: for the server that is after its
+        # resolver accepted the client, so an unauthenticated peer stays at 64 KiB.
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -211,10 +251,12 @@ class Connection:
         Raises:
             LocalProtocolError: the event is not legal now; the connection is in ERROR after.
         """
-        self._check_usable()
-        # Encoding comes first and changes no state: an unencodable value is the caller's
-        # error for that event only, not a broken connection.
+        if self.state is ConnState.ERROR:
+            self._check_usable()
+        # Encoding and the size check come first and change no state: an unencodable or
+        # oversized value is the caller's error for that event only, not a broken connection.
         data = encode_event(event)
+        self._check_size(len(data) - HEADER_SIZE)
         try:
             cls = type(event)
             if cls in self._sends:
@@ -226,15 +268,16 @@ class Connection:
                 self._transition(Direction.SEND, event)
                 if cls is Hello:
                     self._decoder.max_payload = self.max_frame
-            if len(data) - HEADER_SIZE > self.peer_max_frame:
-                raise LocalProtocolError(
-                    f"frame of {len(data) - HEADER_SIZE} bytes exceeds the peer's limit of "
-                    f"{self.peer_max_frame}"
-                )
             return data
         except LocalProtocolError:
             self.state = ConnState.ERROR
             raise
+
+    def _check_size(self, size: int) -> None:
+        if size > self.peer_max_frame:
+            raise LocalProtocolError(
+                f"frame of {size} bytes exceeds the peer's limit of {self.peer_max_frame}"
+            )
 
     def send_parts(self, event: Data) -> list[bytes | bytearray | memoryview]:
         """Like :meth:`send` for DATA, but header and payload unjoined (no copy of the payload).
@@ -243,13 +286,10 @@ class Connection:
         """
         self._check_usable()
         size = len(event.data)
+        self._check_size(size)
         try:
             if self._stream_event(Direction.SEND, event, size + HEADER_SIZE) is NEED_DATA:
                 return []
-            if size > self.peer_max_frame:
-                raise LocalProtocolError(
-                    f"frame of {size} bytes exceeds the peer's limit of {self.peer_max_frame}"
-                )
         except LocalProtocolError:
             self.state = ConnState.ERROR
             raise
@@ -287,8 +327,7 @@ class Connection:
 
     def _illegal(self, direction: Direction, event: Event, why: str) -> None:
         error = LocalProtocolError if direction is Direction.SEND else RemoteProtocolError
-        who = self.role if direction is Direction.SEND else self._peer_role
-        raise error(f"{who.value} may not {direction.value} {type(event).__name__} {why}")
+        raise error(f"{self.role.value} may not {direction.value} {type(event).__name__} {why}")
 
     def _stream_event(self, direction: Direction, event: Event, counted: int) -> Event | _NeedData:
         if self.state not in STREAM_STATES:
@@ -305,7 +344,7 @@ class Connection:
                 return NEED_DATA
             self._illegal(direction, event, f"on stream {stream_id}, which was never opened")
             raise AssertionError  # unreachable; _illegal raises
-        if cls not in stream.allowed:
+        if cls not in (stream.sends if direction is Direction.SEND else stream.receives):
             self._illegal(direction, event, f"on a {stream.kind.value} stream")
         if cls in CLOSING_EVENTS:
             del self._streams[stream_id]
@@ -314,6 +353,8 @@ class Connection:
             assert isinstance(event, WindowUpdate)
             if direction is Direction.RECEIVE:
                 stream.send_window += event.increment
+            else:
+                stream.recv_window += event.increment  # the credit we grant the peer
             return event
         sending = direction is Direction.SEND
         if (stream.local_open if sending else stream.remote_open) is False:
@@ -348,20 +389,11 @@ class Connection:
             if direction is Direction.RECEIVE:
                 return NEED_DATA  # crossed our GoAway: ignore, the connection is closing
             self._illegal(direction, event, f"in connection state {self.state.name}")
-        is_call = type(event) is Call
-        # The client sends nothing but Cancel on a call stream; the server sends the results.
-        local_open = not (is_call and self.role is Role.CLIENT)
-        remote_open = not (is_call and self.role is Role.SERVER)
-        kind = StreamKind.CALL if is_call else StreamKind.BYTES
-        share = CALL_WINDOW_SHARE if is_call else 1
+        kind, sends, receives, local_open, remote_open, share = self._shapes[type(event)]
+        window = self.window // share
+        send_window = self.peer_window // share
         self._streams[stream_id] = _Stream(
-            kind=kind,
-            allowed=KIND_EVENTS[kind],
-            local_open=local_open,
-            remote_open=remote_open,
-            send_window=self.peer_window // share,
-            recv_window=self.window // share,
-            window=self.window // share,
+            kind, sends, receives, local_open, remote_open, send_window, window, window
         )
         return event
 

@@ -118,8 +118,8 @@ class Item(Event):
 
 @dataclass(frozen=True, slots=True)
 class Error(Event):
-    """Either side: the stream failed. ``error`` is a dict with at least ``code`` and
-    ``message``; from the client it aborts a byte stream it opened."""
+    """Server → client: the call or byte stream failed. ``error`` is a dict with at least
+    ``code`` and ``message`` (see ``docs/protocol.md`` section 7)."""
 
     stream_id: int
     error: dict[str, Any]
@@ -132,7 +132,8 @@ class Error(Event):
 
 @dataclass(frozen=True, slots=True)
 class Cancel(Event):
-    """Client → server: cancel a call or byte stream; the server answers with an Error."""
+    """Client → server: cancel a call or byte stream. Both sides forget the stream at once;
+    no reply is sent."""
 
     stream_id: int
 

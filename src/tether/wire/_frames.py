@@ -138,22 +138,34 @@ class FrameDecoder:
 
     Received ``bytes`` are parsed in place: DATA payloads are zero-copy memoryviews of the
     chunk the transport delivered (bytes are immutable, so that is safe). Only a frame split
-    across chunks is copied into the pending buffer.
+    across chunks is copied into the pending buffer (a private one, never written again, so
+    payloads are views of it too).
+
+    ``feed(view, borrowed=True)`` lends a buffer the caller will reuse: payloads are then
+    views of it, valid until the caller's next ``feed``, and the caller must drain
+    ``next_frame`` until it returns ``None`` first (the decoder then copies the unparsed tail
+    for itself). This saves a copy of every received byte for an I/O loop that copies the
+    payloads it keeps anyway.
     """
 
-    __slots__ = ("_chunk", "_pending", "_pos", "max_payload")
+    __slots__ = ("_borrowed", "_chunk", "_pending", "_pos", "_views", "max_payload")
 
     def __init__(self, max_payload: int) -> None:
-        self._chunk: bytes | bytearray = b""
+        self._chunk: bytes | bytearray | memoryview = b""
         self._pos = 0
         self._pending = bytearray()
+        self._views = True  # payloads may be views of _chunk
+        self._borrowed = False
         self.max_payload = max_payload
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview, *, borrowed: bool = False) -> None:
         rest = len(self._chunk) - self._pos
         if rest == 0 and not self._pending:
             self._chunk = data
             self._pos = 0
+            self._borrowed = borrowed
+            # A buffer the caller may write again, and did not lend: copy each payload.
+            self._views = borrowed or type(data) is bytes
             return
         if rest:
             self._pending += memoryview(self._chunk)[self._pos :]
@@ -161,6 +173,14 @@ class FrameDecoder:
         self._chunk = self._pending
         self._pending = bytearray()
         self._pos = 0
+        self._views = True
+        self._borrowed = False
+
+    def _keep_tail(self) -> None:
+        """Before returning None on a lent buffer: copy what is left of it."""
+        self._chunk = bytes(self._chunk[self._pos :])
+        self._pos = 0
+        self._borrowed = False
 
     @property
     def buffered(self) -> int:
@@ -171,6 +191,8 @@ class FrameDecoder:
         chunk = self._chunk
         pos = self._pos
         if len(chunk) - pos < 10:
+            if self._borrowed:
+                self._keep_tail()
             return None
         length, ftype, flags, stream_id = HEADER.unpack_from(chunk, pos)
         if length > self.max_payload:
@@ -179,22 +201,27 @@ class FrameDecoder:
             )
         end = pos + 10 + length
         if len(chunk) < end:
+            if self._borrowed:
+                self._keep_tail()
             return None
         self._pos = end
-        if type(chunk) is bytes:
+        if self._views:
             payload: bytes | memoryview = memoryview(chunk)[pos + 10 : end]
         else:
-            payload = bytes(chunk[pos + 10 : end])  # a bytearray may be reused: copy
+            payload = bytes(chunk[pos + 10 : end])  # the caller may write its buffer again
         if end == len(chunk):
             self._chunk = b""
             self._pos = 0
+            self._borrowed = False
         return _decode_frame(ftype, flags, stream_id, payload), length
 
 
 def _value(payload: bytes | memoryview) -> Any:
     try:
         return _decode(payload)
-    except msgspec.DecodeError as exc:
+    # msgspec reports a str that is not UTF-8 as UnicodeDecodeError (a ValueError) and deep
+    # nesting as RecursionError, not as DecodeError: all three are the peer's garbage.
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise RemoteProtocolError(f"malformed msgpack payload: {exc}") from exc
 
 

@@ -6,6 +6,7 @@ exporter's in-process modes; the server side of tether always runs on asyncio.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import concurrent.futures
 import threading
@@ -31,14 +32,23 @@ class LoopThread:
 
     def __init__(self, name: str = "tether-loop") -> None:
         self.loop = new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        self.name = name
+        self._finished = threading.Event()
+        # Started with _thread, not threading.Thread: Thread.start() blocks until the new
+        # thread has run, a round of wake-ups that costs a scheduler tick (milliseconds) on a
+        # busy machine, and serve() starts one per test. Nothing waits for the loop to come
+        # up either: work submitted before it runs is queued (call_soon_threadsafe).
+        _thread.start_new_thread(self._main, ())
 
     def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._ready.set)
+        try:
+            threading.current_thread().name = self.name
+            asyncio.set_event_loop(self.loop)
+            self._run()
+        finally:
+            self._finished.set()
+
+    def _run(self) -> None:
         self.loop.run_forever()
         # Cancel whatever is left so nothing is destroyed pending.
         pending = asyncio.all_tasks(self.loop)
@@ -57,6 +67,7 @@ class LoopThread:
         return self.submit(coro).result(timeout)
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        """Stop the loop, cancel what is left on it, and wait for its thread to end."""
+        if not self._finished.is_set():
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join()
+            self._finished.wait()

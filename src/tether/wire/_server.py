@@ -7,6 +7,10 @@ become ERROR frames on that call only; a protocol violation closes this connecti
 
 Sessions are resolved at the handshake by a ``SessionResolver`` (the exporter checks the token
 there and picks or creates the session); nothing driver-related runs before it accepts.
+
+Keepalive is one timer per connection (``loop.call_at``), never touched on the per-frame path:
+``_feed`` only stamps ``last_received``, and the timer, when it fires, works out from that
+stamp whether to re-arm, PING, or give up on the client.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tether.driver import Driver, DriverHost, MethodKind
 from tether.errors import (
     AuthenticationFailed,
     CallError,
+    ConfigError,
     DriverError,
     DriverNotImplemented,
     DriverTimeout,
@@ -79,12 +84,40 @@ SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict
 
 
 _READ_CHUNK = 1 << 18
+_PING_PAYLOAD = b"tether\0\0"
 
 
 class ServerProtocol(asyncio.BufferedProtocol):
-    """One server connection. Create one per accepted transport."""
+    """One server connection. Create one per accepted transport.
 
-    def __init__(self, resolve: SessionResolver, *, window: int | None = None) -> None:
+    Args:
+        resolve: authenticates the client's Hello and returns its session.
+        window: the receive window granted per stream (default ``DEFAULT_WINDOW``).
+        keepalive: seconds without any frame from the client before the server sends a PING;
+            ``None`` (the default) disables keepalive.
+        keepalive_timeout: seconds to wait for any frame after that PING before the client
+            is declared dead: the server sends ``GOAWAY keepalive_timeout``, closes the
+            transport and cancels the connection's tasks. Defaults to ``keepalive``. A dead
+            or silent client is therefore dropped within ``keepalive + keepalive_timeout``;
+            one that never sends its Hello is dropped after the same silence.
+
+    Raises:
+        ConfigError: ``keepalive`` or ``keepalive_timeout`` is not a positive number.
+    """
+
+    def __init__(
+        self,
+        resolve: SessionResolver,
+        *,
+        window: int | None = None,
+        keepalive: float | None = None,
+        keepalive_timeout: float | None = None,
+    ) -> None:
+        for name, value in (("keepalive", keepalive), ("keepalive_timeout", keepalive_timeout)):
+            if value is not None and not value > 0:
+                raise ConfigError(
+                    f"ServerProtocol: {name} must be positive seconds or None, got {value!r}"
+                )
         kwargs = {"window": window} if window else {}
         self.conn = Connection(Role.SERVER, **kwargs)
         self._view = memoryview(bytearray(_READ_CHUNK))
@@ -92,26 +125,42 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._session: ServerSession | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._inbound: dict[int, asyncio.Queue[bytes | bytearray | memoryview | None]] = {}
+        self._inbound: dict[int, _Inbox] = {}
+        #: Inboxes holding views of the receive buffer, until the end of this _feed.
+        self._lent: list[_Inbox] = []
         self._window_waiters: dict[int, asyncio.Event] = {}
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._handshake: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = asyncio.Event()
+        #: Loop time (``loop.time()``) at which the last bytes arrived from the client.
         self.last_received = 0.0
+        self._keepalive = keepalive
+        self._keepalive_timeout = keepalive_timeout if keepalive_timeout else keepalive
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        #: Loop time of the PING (or the missed Hello) we are waiting on an answer to.
+        self._probe_at: float | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.last_received = asyncio.get_running_loop().time()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every use.
+        self._loop = loop = asyncio.get_running_loop()
+        self.last_received = loop.time()
+        if self._keepalive is not None:
+            self._keepalive_timer = loop.call_at(
+                self.last_received + self._keepalive, self._keepalive_check
+            )
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        # One copy out of the receive buffer; the decoder then slices frames from it freely.
-        self._feed(self._view[:nbytes].tobytes())
+        # The receive buffer is lent to the decoder, not copied: _feed copies the DATA
+        # payloads it keeps (one copy per read, joined per stream) before uvloop reuses it.
+        self._feed(self._view[:nbytes], borrowed=True)
 
     def eof_received(self) -> bool:
         self._feed(b"")
@@ -126,21 +175,57 @@ class ServerProtocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._can_write.set()
 
+    # -- keepalive ----------------------------------------------------------------------------
+
+    def _keepalive_check(self) -> None:
+        """Timer callback: re-arm while the client talks, PING when it is silent, then give up."""
+        assert self._keepalive is not None and self._keepalive_timeout is not None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        if self._probe_at is not None and self.last_received < self._probe_at:
+            # Waiting on an answer since _probe_at: nothing at all has arrived since then.
+            deadline = self._probe_at + self._keepalive_timeout
+            if now >= deadline:
+                silent = now - self.last_received
+                log.warning("no frame from %s for %.1f s: closing", self.peer, silent)
+                self._keepalive_timer = None
+                self.close("keepalive_timeout", f"no frame from the client for {silent:.1f} s")
+                return
+            # Look again within one interval: an answer restarts the interval from its arrival.
+            deadline = min(deadline, now + self._keepalive)
+        else:
+            self._probe_at = None
+            deadline = self.last_received + self._keepalive
+            if now >= deadline:
+                state = self.conn.state
+                if state is ConnState.HELLO_RECEIVED:
+                    deadline = now + self._keepalive  # our resolver is busy, not the client
+                else:
+                    self._probe_at = now
+                    deadline = now + min(self._keepalive, self._keepalive_timeout)
+                    if state is ConnState.OPEN or state is ConnState.CLOSING:
+                        self._write(Ping(_PING_PAYLOAD))
+                    # In START the client owes us its Hello; we cannot PING before it.
+        self._keepalive_timer = loop.call_at(deadline, self._keepalive_check)
+
     # -- events -------------------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
-        if self.conn.state in (ConnState.ERROR, ConnState.CLOSED):
+    def _feed(self, data: bytes | memoryview, borrowed: bool = False) -> None:
+        conn = self.conn
+        if conn.state is ConnState.ERROR or conn.state is ConnState.CLOSED:
             return
-        loop = asyncio.get_running_loop()
-        self.last_received = loop.time()
+        assert self._loop is not None
+        self.last_received = self._loop.time()
         try:
-            self.conn.receive_data(data)
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    break
-                assert isinstance(event, Event)
-                self._dispatch(event)
+            conn.receive_data(data, borrowed=borrowed)
+            dispatch = self._dispatch
+            while (event := conn.next_event()) is not NEED_DATA:
+                dispatch(event)  # type: ignore[arg-type]
+            if self._lent:
+                for inbox in self._lent:
+                    inbox.keep()
+                self._lent.clear()
         except ProtocolError as exc:
             log.warning("protocol error from %s: %s", self.peer, exc)
             self._abort("protocol_error", str(exc))
@@ -155,12 +240,9 @@ class ServerProtocol(asyncio.BufferedProtocol):
             self._spawn(event.stream_id, runner(event))  # type: ignore[arg-type]
         elif cls is Data:
             assert isinstance(event, Data)
-            queue = self._inbound.get(event.stream_id)
-            if queue is not None:
-                if event.data:
-                    queue.put_nowait(event.data)
-                if event.end:
-                    queue.put_nowait(None)
+            inbox = self._inbound.get(event.stream_id)
+            if inbox is not None and inbox.put(event.data, event.end):
+                self._lent.append(inbox)
         elif cls is WindowUpdate:
             assert isinstance(event, WindowUpdate)
             waiter = self._window_waiters.get(event.stream_id)
@@ -176,7 +258,8 @@ class ServerProtocol(asyncio.BufferedProtocol):
             self._write(Pong(event.payload))
         elif cls is Hello:
             assert isinstance(event, Hello)
-            self._handshake = asyncio.get_running_loop().create_task(self._accept(event))
+            assert self._loop is not None
+            self._handshake = self._loop.create_task(self._accept(event))
         elif cls is GoAway or cls is ConnectionClosed:
             self._close()
 
@@ -202,9 +285,10 @@ class ServerProtocol(asyncio.BufferedProtocol):
     def _spawn(self, stream_id: int, coro: Coroutine[Any, Any, None]) -> None:
         # A real task even for calls that finish at once: driver code may use TaskGroup or
         # asyncio.timeout, which need a current task (so no hand-rolled eager start here).
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks[stream_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(stream_id, None))
+        # The runners forget their task themselves (``finally``): a done callback would cost
+        # the loop one more iteration per call.
+        assert self._loop is not None
+        self._tasks[stream_id] = self._loop.create_task(coro)
 
     def _method(self, event: Call | OpenStream) -> tuple[Driver, Any, Any]:
         assert self._session is not None
@@ -230,7 +314,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
                     value = await fn(*bound[0], **bound[1])
                 else:
                     call = functools.partial(fn, *bound[0], **bound[1])
-                    value = await asyncio.get_running_loop().run_in_executor(None, call)
+                    value = await self._loop.run_in_executor(None, call)  # type: ignore[union-attr]
                 self._send_result(sid, value)
                 return
             if method.is_async:
@@ -244,6 +328,10 @@ class ServerProtocol(asyncio.BufferedProtocol):
             raise
         except BaseException as exc:
             self._fail_call(sid, event.method, exc)
+        finally:
+            self._tasks.pop(sid, None)
+            if self._window_waiters:
+                self._window_waiters.pop(sid, None)
 
     def _send_result(self, sid: int, value: Any) -> None:
         try:
@@ -288,8 +376,8 @@ class ServerProtocol(asyncio.BufferedProtocol):
 
     async def _run_stream(self, event: OpenStream) -> None:
         sid = event.stream_id
-        queue: asyncio.Queue[bytes | bytearray | memoryview | None] = asyncio.Queue()
-        self._inbound[sid] = queue
+        assert self._loop is not None
+        inbox = self._inbound[sid] = _Inbox(self._loop)
         try:
             driver, method, bound = self._method(event)
             if method.kind is not MethodKind.BYTE_STREAM:
@@ -300,7 +388,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
             async with opener as stream:
                 self._write(Result(sid, None))
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._pump_in(sid, queue, stream))
+                    group.create_task(self._pump_in(sid, inbox, stream))
                     group.create_task(self._pump_out(sid, stream))
         except asyncio.CancelledError:
             raise
@@ -309,26 +397,29 @@ class ServerProtocol(asyncio.BufferedProtocol):
                 exc = exc.exceptions[0]
             self._fail_call(sid, event.method, exc)
         finally:
+            self._tasks.pop(sid, None)
             self._inbound.pop(sid, None)
             self._window_waiters.pop(sid, None)
 
-    async def _pump_in(
-        self, sid: int, queue: asyncio.Queue[bytes | bytearray | memoryview | None], stream: Any
-    ) -> None:
-        # Payloads are zero-copy views of received chunks; streams that do not say they take
-        # buffers (``accepts_buffers = True``) get plain bytes.
+    async def _pump_in(self, sid: int, inbox: _Inbox, stream: Any) -> None:
+        # Everything that arrived since the last turn goes to the driver in one send: one
+        # system call for the driver's socket instead of one per DATA frame. A lone payload
+        # is a zero-copy view of a received chunk; streams that do not say they take buffers
+        # (``accepts_buffers = True``) get plain bytes.
         as_bytes = not getattr(stream, "accepts_buffers", False)
         while True:
-            chunk = await queue.get()
-            if chunk is None:
+            chunks, counted, eof = await inbox.take()
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await stream.send(bytes(data) if as_bytes and type(data) is not bytes else data)
+                ack = self.conn.ack_data(sid, counted)
+                if ack and self._transport is not None:
+                    self._transport.write(ack)
+            if eof:
                 send_eof = getattr(stream, "send_eof", None)
                 if send_eof is not None:
                     await send_eof()
                 return
-            await stream.send(bytes(chunk) if as_bytes else chunk)
-            ack = self.conn.ack_data(sid, len(chunk) + HEADER_SIZE)
-            if ack and self._transport is not None:
-                self._transport.write(ack)
 
     async def _pump_out(self, sid: int, stream: Any) -> None:
         limit = self.conn.peer_max_frame
@@ -338,9 +429,16 @@ class ServerProtocol(asyncio.BufferedProtocol):
                 if self.conn.is_live(sid):
                     self._write(Data(sid, b"", end=True))
                 return
+            # A view of the chunk may wait in the transport's buffer: never of one the driver
+            # could write again.
+            view = memoryview(chunk if type(chunk) is bytes else bytes(chunk))
             for start in range(0, len(chunk), limit):
                 await self._wait_writable(sid)
-                self._write(Data(sid, chunk[start : start + limit]))
+                # Header and payload go out unjoined: no copy of the payload.
+                parts = self.conn.send_parts(Data(sid, view[start : start + limit]))
+                transport = self._transport
+                if parts and transport is not None and not transport.is_closing():
+                    transport.writelines(parts)
 
     # -- output and teardown ------------------------------------------------------------------
 
@@ -356,25 +454,36 @@ class ServerProtocol(asyncio.BufferedProtocol):
         return str(self._transport.get_extra_info("peername") or "local")
 
     def _abort(self, code: str, message: str) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(encode_event(GoAway(code, message)))
-            self._transport.close()
+        """The connection is broken (protocol error, refused handshake): say why and close."""
+        self._say_goodbye(code, message)
         self.conn.fail()
         self._teardown()
 
+    def _say_goodbye(self, code: str, message: str) -> None:
+        # GOAWAY is written raw: it is the last frame, and it must go out even in states where
+        # the table would refuse it (START, or after a protocol error).
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode_event(GoAway(code, message)))
+            self._transport.close()
+
     def _close(self) -> None:
+        """The client said goodbye or went away: close without a word."""
         if self._transport is not None:
             self._transport.close()
         self._teardown()
 
     def close(self, code: str = "normal", message: str = "") -> None:
-        """Say goodbye and close; calls in flight are cancelled."""
-        self._abort(code, message) if code != "normal" else self._close()
+        """Send ``GOAWAY [code, message]`` and close; calls in flight are cancelled."""
+        self._say_goodbye(code, message)
+        self._teardown()
 
     def _teardown(self) -> None:
         if self.closed.is_set():
             return
         self.closed.set()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
         if self._handshake is not None:
             self._handshake.cancel()
         for task in list(self._tasks.values()):
@@ -383,6 +492,61 @@ class ServerProtocol(asyncio.BufferedProtocol):
             waiter.set()
         if self._session is not None:
             self._session.detach(self)
+
+
+_Buffer = bytes | bytearray | memoryview
+
+
+class _Inbox:
+    """The DATA payloads received on one byte stream, taken by its pump in batches.
+
+    Payloads arrive as views of the protocol's receive buffer; :meth:`keep` (called before
+    the buffer is reused) replaces the views that arrived since the last call with one
+    ``bytes`` of them all: a single copy of the data, however many frames it came in.
+    """
+
+    __slots__ = ("_counted", "_end", "_items", "_kept", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._items: list[_Buffer] = []
+        self._kept = 0  # _items[:_kept] are our own bytes; the rest are lent views
+        self._counted = 0  # flow-control size of the payloads not yet taken
+        self._end = False
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, data: _Buffer, end: bool) -> bool:
+        """Add a payload; True when the inbox starts holding lent views (call :meth:`keep`)."""
+        lent = False
+        if data:
+            lent = self._kept == len(self._items)
+            self._items.append(data)
+            self._counted += len(data) + HEADER_SIZE
+        self._end = self._end or end
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return lent
+
+    def keep(self) -> None:
+        """Copy the lent views into one ``bytes`` of our own."""
+        items = self._items
+        lent = items[self._kept :]
+        if lent:
+            items[self._kept :] = [bytes(lent[0]) if len(lent) == 1 else b"".join(lent)]
+            self._kept = len(items)
+
+    async def take(self) -> tuple[list[_Buffer], int, bool]:
+        """Wait until something arrived; return the payloads, their flow-control size (for
+        the WINDOW credit) and whether the peer ended its side."""
+        while not self._items and not self._end:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        items, counted = self._items, self._counted
+        self._items, self._kept, self._counted = [], 0, 0
+        return items, counted, self._end
 
 
 async def _iterate_in_thread(iterator: Any) -> AsyncIterator[Any]:

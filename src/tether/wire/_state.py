@@ -35,8 +35,12 @@ from ._events import (
 )
 
 __all__ = [
+    "CLOSING_EVENTS",
     "CONNECTION_TRANSITIONS",
+    "KIND_EVENTS",
+    "OPENING_STATES",
     "STREAM_EVENTS",
+    "STREAM_STATES",
     "ConnState",
     "Direction",
     "Role",
@@ -110,10 +114,13 @@ STREAM_EVENTS: dict[Role, frozenset[type[Event]]] = {
 STREAM_STATES = frozenset({ConnState.OPEN, ConnState.CLOSING})
 OPENING_STATES = frozenset({ConnState.OPEN})
 
-#: Which stream events are legal on which kind of stream (beyond who may send them).
-KIND_EVENTS: dict[StreamKind, frozenset[type[Event]]] = {
-    StreamKind.CALL: frozenset({Item, Result, Error, Cancel}),
-    StreamKind.BYTES: frozenset({Data, WindowUpdate, Result, Error, Cancel}),
+#: (kind of stream, role of the sender) -> the stream events that sender may send on it. On a
+#: call stream the server sends the answer and the client only credits ITEMs or cancels.
+KIND_EVENTS: dict[tuple[StreamKind, Role], frozenset[type[Event]]] = {
+    (StreamKind.CALL, Role.CLIENT): frozenset({Cancel, WindowUpdate}),
+    (StreamKind.CALL, Role.SERVER): frozenset({Item, Result, Error}),
+    (StreamKind.BYTES, Role.CLIENT): frozenset({Data, WindowUpdate, Cancel}),
+    (StreamKind.BYTES, Role.SERVER): frozenset({Data, WindowUpdate, Result, Error}),
 }
 
 #: Events that finish a stream outright, whatever direction is still open.

@@ -58,17 +58,29 @@ class TLSChannel:
             with self._tls_lock:
                 data = self._outgoing.read()
             if data:
-                self._raw.sendall(data)
+                self._send_all(data)
 
     def send(self, data: Any) -> int:
         with self._out_lock:
             with self._tls_lock:
                 written = self._tls.write(data)
                 out = self._outgoing.read()
-            self._raw.sendall(out)
+            self._send_all(out)
         return written
 
-    def recv(self, size: int) -> bytes:
+    def _send_all(self, data: bytes) -> None:
+        # Not sendall(): its time-out would drop half a TLS record. The time-out set on the
+        # raw socket is the client's keepalive tick for reading; a dead peer is detected by
+        # the reader, which shuts the socket down and so ends this loop with an OSError.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._raw.send(view) :]
+            except TimeoutError:
+                continue
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        """Like ``socket.recv``; ``flags`` go to the raw socket (``MSG_DONTWAIT``)."""
         while True:
             with self._tls_lock:
                 data: bytes | None
@@ -83,7 +95,7 @@ class TLSChannel:
                 self._flush()
             if data is not None:
                 return data
-            raw = self._raw.recv(_RAW_CHUNK)  # may raise BlockingIOError or TimeoutError
+            raw = self._raw.recv(_RAW_CHUNK, flags)  # may raise BlockingIOError, TimeoutError
             with self._tls_lock:
                 if raw:
                     self._incoming.write(raw)

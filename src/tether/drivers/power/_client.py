@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from tether.driver import DriverClient
@@ -24,15 +23,17 @@ class PowerClient(DriverClient):
         self.call("off")
 
     def cycle(self, wait: float = 2.0) -> None:
-        """Power off, wait ``wait`` seconds, power on."""
-        self.off()
-        time.sleep(wait)
-        self.on()
+        """Power off, wait ``wait`` seconds, power on (the exporter times the wait)."""
+        self.call("cycle", wait)
 
     def status(self) -> bool:
         """True when power is on."""
         return bool(self.call("status"))
 
     def read(self) -> Iterator[PowerReading]:
-        """Yield power samples as the driver produces them."""
+        """Yield power samples as the driver produces them.
+
+        Raises:
+            DriverNotImplemented: the driver has no way to measure.
+        """
         yield from self.streaming_call("read")

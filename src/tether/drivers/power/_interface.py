@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 
-from tether.driver import Interface
+from tether.driver import Interface, export
 
 __all__ = ["PowerInterface", "PowerReading"]
 
@@ -18,7 +19,11 @@ class PowerReading(BaseModel):
 
 
 class PowerInterface(Interface):
-    """Switch a device's power."""
+    """Switch a device's power.
+
+    ``cycle`` is implemented here, on top of ``on`` and ``off``, so every power driver gets it:
+    the wait happens on the exporter, so a slow or lost client cannot stretch it.
+    """
 
     name = "tether.power"
     version = 1
@@ -39,3 +44,12 @@ class PowerInterface(Interface):
     @abstractmethod
     def read(self) -> AsyncIterator[PowerReading]:
         """Stream voltage/current samples."""
+
+    @export
+    async def cycle(self, wait: float = 2.0) -> None:
+        """Power off, wait ``wait`` seconds (on the exporter), power on."""
+        if wait < 0:
+            raise ValueError(f"cycle(): wait must not be negative (got {wait})")
+        await self.off()
+        await asyncio.sleep(wait)
+        await self.on()

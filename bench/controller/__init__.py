@@ -1,0 +1,1 @@
+"""Controller scale benchmark: ``python -m bench.controller`` (see ``__main__``)."""

@@ -1,0 +1,301 @@
+"""``python -m bench.controller``: one controller on SQLite, 5,000 exporters, 500 waiters.
+
+What runs (loopback only, TLS, bounded to well under two minutes):
+
+1. ``tether controller serve`` as a child process on a fresh SQLite file (heartbeat interval
+   30 s, timeout 90 s); 5,000 exporters and 600 clients are made with the admin API.
+2. Every exporter heartbeats once as fast as the server takes it (they come online), then
+   keeps heartbeating at its 30 s interval (≈167 heartbeats/s) for the rest of the run.
+3. 100 exporters labelled ``group=busy`` are leased by holders; 500 clients ask for
+   ``group=busy`` too and wait in the queue, each with a long-poll open.
+4. Measured meanwhile:
+   * ``grant``: a probe client asks for ``group=free`` (always available) and is granted on the
+     spot; the time of that POST, over a few hundred probes (each released at once);
+   * ``handoff``: a holder releases a busy exporter; the time until the head of the queue's
+     long-poll answers ``ready``.
+   * the achieved heartbeat rate, and how many heartbeats failed.
+
+Prints a table and one JSON line. Target: grant p50 < 50 ms with the 500 waiting.
+``--quick`` scales everything down by 10 for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tether.controller import Admin, Database
+from tether.exporter._certs import init_lab_certs
+
+TARGET_GRANT_P50_MS = 50.0
+
+
+def _start(tmp: Path, certs: Any) -> tuple[subprocess.Popen[str], str]:
+    argv = [
+        sys.executable,
+        "-c",
+        "from tether.cli import main; main()",
+        "controller",
+        "serve",
+        "--listen",
+        "https://127.0.0.1:0",
+        "--database",
+        f"sqlite:///{tmp / 'controller.db'}",
+        "--tls-cert",
+        str(certs.server_cert),
+        "--tls-key",
+        str(certs.server_key),
+        "--heartbeat-interval",
+        "30",
+        "--heartbeat-timeout",
+        "90",
+    ]
+    stderr = (tmp / "controller.stderr").open("w")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "ready at" in line:
+            return process, line.split("ready at", 1)[1].split()[0]
+    raise RuntimeError(f"controller did not start: {(tmp / 'controller.stderr').read_text()}")
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Lab:
+    def __init__(self, url: str, context: ssl.SSLContext) -> None:
+        self.url = url
+        self.context = context
+
+    def client(self, token: str | None = None, connections: int = 4) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(
+            base_url=self.url,
+            verify=self.context,
+            headers=headers,
+            timeout=120,
+            limits=httpx.Limits(max_connections=connections),
+        )
+
+
+async def _heartbeats(
+    lab: Lab,
+    tokens: list[str],
+    interval: float,
+    stop: asyncio.Event,
+    online: asyncio.Event,
+    stats: dict[str, int],
+) -> None:
+    """One quick round (everyone online), then each exporter every ``interval`` seconds."""
+    async with lab.client(connections=16) as http:
+
+        async def beat(token: str) -> None:
+            try:
+                answer = await http.post(
+                    "/v1/exporter/heartbeat",
+                    json={},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                stats["ok" if answer.status_code == 200 else "failed"] += 1
+            except httpx.HTTPError:
+                stats["failed"] += 1
+
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for token in tokens:
+            queue.put_nowait(token)
+
+        async def worker() -> None:
+            while not queue.empty():
+                await beat(queue.get_nowait())
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+        online.set()
+        in_flight: set[asyncio.Task[None]] = set()
+        start = time.perf_counter()
+        sent = 0
+        while not stop.is_set():
+            # Spread the steady heartbeats evenly over the interval.
+            due = start + sent * interval / len(tokens)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            task = asyncio.ensure_future(beat(tokens[sent % len(tokens)]))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            sent += 1
+        await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+async def _run(quick: bool) -> dict[str, Any]:
+    scale = 10 if quick else 1
+    n_exporters, n_busy, n_waiters = 5000 // scale, 100 // scale, 500 // scale
+    probes, handoffs = 300 // scale, 20 // max(1, scale // 2)
+    # SIGTERM (e.g. a time limit) cancels the run, so the controller child is stopped too.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    with tempfile.TemporaryDirectory(prefix="tether-bench-controller-") as tmp_name:
+        tmp = Path(tmp_name)
+        certs = init_lab_certs(tmp / "certs")
+        process, url = _start(tmp, certs)
+        try:
+            return await _measure(tmp, url, certs, n_exporters, n_busy, n_waiters, probes, handoffs)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+async def _measure(
+    tmp: Path,
+    url: str,
+    certs: Any,
+    n_exporters: int,
+    n_busy: int,
+    n_waiters: int,
+    probes: int,
+    handoffs: int,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    database = Database(f"sqlite:///{tmp / 'controller.db'}")
+    admin = Admin(database)
+    exporter_tokens = [
+        admin.create_exporter(
+            f"e{i:05d}", {"group": "busy" if i < n_busy else "free", "pool": f"p{i % 50}"}
+        ).token
+        for i in range(n_exporters)
+    ]
+    holder_tokens = [admin.create_client(f"holder{i}").token for i in range(n_busy)]
+    waiter_tokens = [admin.create_client(f"waiter{i}").token for i in range(n_waiters)]
+    probe_token = admin.create_client("probe").token
+    database.dispose()
+    setup_s = time.perf_counter() - t0
+    _log(f"made {n_exporters} exporters and {n_busy + n_waiters + 1} clients in {setup_s:.1f} s")
+
+    lab = Lab(url, ssl.create_default_context(cafile=str(certs.ca)))
+    stop = asyncio.Event()
+    beats = {"ok": 0, "failed": 0}
+    online = asyncio.Event()
+    t0 = time.perf_counter()
+    heartbeating = asyncio.ensure_future(
+        _heartbeats(lab, exporter_tokens, 30.0, stop, online, beats)
+    )
+    await online.wait()
+    online_s = time.perf_counter() - t0
+    _log(f"all exporters online after {online_s:.1f} s")
+
+    holders = [lab.client(t, 1) for t in holder_tokens]
+    held = []
+    for holder in holders:
+        answer = await holder.post("/v1/leases", json={"selector": "group=busy", "duration": "1h"})
+        held.append(answer.json())
+    assert all(item["state"] == "ready" for item in held), held[:2]
+
+    waiters = [lab.client(t, 1) for t in waiter_tokens]
+    queued = []
+    for waiter in waiters:
+        answer = await waiter.post("/v1/leases", json={"selector": "group=busy", "duration": "1h"})
+        queued.append(answer.json())
+    assert all(item["state"] == "pending" for item in queued)
+    assert queued[-1]["position"] == n_waiters
+    _log(f"{n_busy} busy exporters held, {n_waiters} clients queued")
+
+    async def wait_ready(index: int) -> float:
+        client, lease = waiters[index], queued[index]
+        while True:
+            answer = await client.get(
+                f"/v1/leases/{lease['id']}", params={"wait": 60, "state": "pending"}
+            )
+            if answer.json()["state"] != "pending":
+                return time.perf_counter()
+
+    polls = [asyncio.ensure_future(wait_ready(i)) for i in range(n_waiters)]
+
+    heartbeat_start, beats_before = time.perf_counter(), beats["ok"]
+    grant_ms: list[float] = []
+    release_ms: list[float] = []
+    async with lab.client(probe_token, 1) as probe:
+        for _ in range(probes):
+            start = time.perf_counter()
+            answer = await probe.post(
+                "/v1/leases", json={"selector": "group=free", "duration": "10m"}
+            )
+            grant_ms.append((time.perf_counter() - start) * 1000)
+            assert answer.json()["state"] == "ready", answer.text
+            start = time.perf_counter()
+            await probe.delete(f"/v1/leases/{answer.json()['id']}")
+            release_ms.append((time.perf_counter() - start) * 1000)
+
+    _log(f"{probes} probe grants done")
+    handoff_ms: list[float] = []
+    for k in range(handoffs):
+        start = time.perf_counter()
+        await holders[k].delete(f"/v1/leases/{held[k]['id']}")
+        done = await polls[k]
+        handoff_ms.append((done - start) * 1000)
+    heartbeat_rate = (beats["ok"] - beats_before) / (time.perf_counter() - heartbeat_start)
+
+    stop.set()
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+    await heartbeating
+    for client in holders + waiters:
+        await client.aclose()
+    return {
+        "exporters": n_exporters,
+        "waiting_clients": n_waiters,
+        "setup_s": round(setup_s, 1),
+        "all_online_s": round(online_s, 1),
+        "heartbeats_per_s": round(heartbeat_rate, 1),
+        "heartbeats_failed": beats["failed"],
+        "grant_p50_ms": round(statistics.median(grant_ms), 2),
+        "grant_p95_ms": round(_percentile(grant_ms, 0.95), 2),
+        "release_p50_ms": round(statistics.median(release_ms), 2),
+        "handoff_p50_ms": round(statistics.median(handoff_ms), 2),
+        "handoff_p95_ms": round(_percentile(handoff_ms, 0.95), 2),
+        "grant_target_ms": TARGET_GRANT_P50_MS,
+        "grant_target_met": statistics.median(grant_ms) < TARGET_GRANT_P50_MS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.controller", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a tenth of everything")
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    try:
+        result = asyncio.run(_run(args.quick))
+    except asyncio.CancelledError:
+        print("bench.controller: stopped (SIGTERM), controller too", file=sys.stderr)
+        sys.exit(143)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(result))
+    sys.exit(0 if result["grant_target_met"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""`tether controller serve` and `tether admin ...` (identities and access policies).
+
+Admin commands work on the controller's database directly (``--database`` or
+``$TETHER_DATABASE``), with or without a controller serving it. `lease` and `exporters` are
+placeholders for their owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.controller import Admin
+
+__all__ = ["admin", "controller", "exporters", "lease"]
+
+_DATABASE_HELP = (
+    "controller database: sqlite:///path (default ~/.local/state/tether/controller.db) "
+    "or postgresql://user@host/db; also $TETHER_DATABASE"
+)
+
+
+def _database_option(fn: Any) -> Any:
+    return click.option("--database", envvar="TETHER_DATABASE", default=None, help=_DATABASE_HELP)(
+        fn
+    )
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except TetherError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _url(database: str | None) -> str:
+    from tether.controller import default_database_url
+
+    return database or default_database_url()
+
+
+@click.group()
+def controller() -> None:
+    """Run the lab controller (leases, exporters, access)."""
+
+
+@controller.command()
+@click.option(
+    "--listen",
+    default="https://127.0.0.1:8443",
+    show_default=True,
+    help="https://HOST:PORT (port 0 picks a free one), or http:// for a plain socket",
+)
+@_database_option
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--heartbeat-interval", type=float, default=10.0, show_default=True)
+@click.option("--heartbeat-timeout", type=float, default=30.0, show_default=True)
+@click.option("--relay-listen", default=None, help="run the router relay too: tls://HOST:PORT")
+def serve(
+    listen: str,
+    database: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    heartbeat_interval: float,
+    heartbeat_timeout: float,
+    relay_listen: str | None,
+) -> None:
+    """Serve the HTTP API; prints 'tether controller ready at URL' once listening.
+
+    The database is migrated at start. Stop with SIGINT or SIGTERM.
+    """
+    from tether.controller import ServeOptions
+    from tether.controller import serve as run
+
+    options = ServeOptions(
+        listen=listen,
+        database=_url(database),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        relay_listen=relay_listen,
+    )
+
+    def ready(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    with _errors():
+        try:
+            import uvloop
+
+            runner: Any = uvloop.run
+        except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+            runner = asyncio.run
+        runner(run(options, ready=ready))
+
+
+# -- admin ------------------------------------------------------------------------------------
+
+
+@click.group()
+@_database_option
+@click.pass_context
+def admin(ctx: click.Context, database: str | None) -> None:
+    """Manage identities and access policies, directly on the controller database."""
+    ctx.obj = _url(database)
+
+
+def _admin(ctx: click.Context) -> Admin:
+    from tether.controller import Admin, Database
+
+    db = Database(ctx.obj)
+    db.migrate()
+    return Admin(db)
+
+
+_endpoint = click.option(
+    "--endpoint",
+    default="https://127.0.0.1:8443",
+    show_default=True,
+    help="controller URL written into the printed config",
+)
+_ca = click.option("--ca", default=None, help="CA file written into the printed config")
+
+
+@admin.command("create-client")
+@click.argument("name")
+@_endpoint
+@_ca
+@click.pass_context
+def create_client(ctx: click.Context, name: str, endpoint: str, ca: str | None) -> None:
+    """Make a client; prints its config with the token (shown only once)."""
+    with _errors():
+        click.echo(_admin(ctx).create_client(name).config(endpoint, ca), nl=False)
+
+
+@admin.command("create-exporter")
+@click.argument("name")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE (repeat)")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the token here (0600) and reference it instead of printing it",
+)
+@_endpoint
+@_ca
+@click.pass_context
+def create_exporter(
+    ctx: click.Context,
+    name: str,
+    labels: tuple[str, ...],
+    token_file: Path | None,
+    endpoint: str,
+    ca: str | None,
+) -> None:
+    """Make an exporter; prints its config (name, labels, controller section with the token)."""
+    parsed: dict[str, str] = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--label")
+        parsed[key] = value
+    with _errors():
+        new = _admin(ctx).create_exporter(name, parsed)
+        config = new.config(endpoint, ca)
+        if token_file is not None:
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(new.token + "\n")
+            config = config.replace(f"token: {new.token}", f"token_file: {token_file}")
+        click.echo(config, nl=False)
+
+
+@admin.command("rotate")
+@click.argument("kind", type=click.Choice(["client", "exporter"]))
+@click.argument("name")
+@_endpoint
+@_ca
+@click.pass_context
+def rotate(ctx: click.Context, kind: str, name: str, endpoint: str, ca: str | None) -> None:
+    """Give a client or exporter a new token (the old one stops working)."""
+    with _errors():
+        click.echo(_admin(ctx).rotate(kind, name).config(endpoint, ca), nl=False)
+
+
+@admin.command("delete")
+@click.argument("kind", type=click.Choice(["client", "exporter"]))
+@click.argument("name")
+@click.pass_context
+def delete(ctx: click.Context, kind: str, name: str) -> None:
+    """Delete a client or exporter; its live leases end."""
+    with _errors():
+        changes = _admin(ctx).delete(kind, name)
+        click.echo(f"deleted {kind} {name} ({len(changes.leases)} live lease(s) ended)")
+
+
+@admin.command("list")
+@click.argument("kind", type=click.Choice(["client", "exporter"]))
+@click.pass_context
+def list_identities(ctx: click.Context, kind: str) -> None:
+    """List clients or exporters."""
+    with _errors():
+        for row in _admin(ctx).identities(kind):
+            labels = row.get("labels")
+            suffix = " " + ",".join(f"{k}={v}" for k, v in labels.items()) if labels else ""
+            click.echo(f"{row['name']}{suffix}")
+
+
+@admin.group()
+def policy() -> None:
+    """Access policies: which clients may lease which exporters, priority, maximum length."""
+
+
+@policy.command("set")
+@click.argument("name")
+@click.option("--clients", default="*", show_default=True, help="comma-separated names, or *")
+@click.option("--selector", default="", help="exporters the clients may lease (empty: all)")
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--max-duration", default="8h", show_default=True)
+@click.pass_context
+def policy_set(
+    ctx: click.Context,
+    name: str,
+    clients: str,
+    selector: str,
+    priority: int,
+    max_duration: str,
+) -> None:
+    """Create or replace one policy."""
+    from tether.controller import make_policy
+
+    with _errors():
+        made = make_policy(
+            name=name,
+            clients=clients,
+            selector=selector,
+            priority=priority,
+            max_duration=max_duration,
+        )
+        _admin(ctx).set_policy(made)
+        click.echo(f"policy {name} set")
+
+
+@policy.command("delete")
+@click.argument("name")
+@click.pass_context
+def policy_delete(ctx: click.Context, name: str) -> None:
+    """Delete one policy."""
+    with _errors():
+        _admin(ctx).delete_policy(name)
+        click.echo(f"policy {name} deleted")
+
+
+@policy.command("list")
+@click.pass_context
+def policy_list(ctx: click.Context) -> None:
+    """List policies."""
+    with _errors():
+        for item in _admin(ctx).list_policies():
+            click.echo(
+                f"{item.name}: clients={','.join(item.clients)} selector='{item.selector}' "
+                f"priority={item.priority} max_duration={item.max_duration:g}s"
+            )
+
+
+@policy.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def policy_apply(ctx: click.Context, file: Path) -> None:
+    """Replace every policy with those in FILE (YAML, see docs/controller.md)."""
+    from tether.controller import load_policy_file
+
+    with _errors():
+        loaded = load_policy_file(file)
+        _admin(ctx).replace_policies(loaded)
+        click.echo(f"{len(loaded)} policies applied from {file}")
+
+
+# -- placeholders for the client side's owner ---------------------------------------------------
+
+
+# -- lease and exporters (the client side: tether.client._lease) -------------------------------
+
+
+def _client_options(fn: Any) -> Any:
+    """--controller/--token/--ca/--config (else TETHER_* env vars, else the client file)."""
+    for option in reversed(
+        [
+            click.option("--controller", help="controller URL; also $TETHER_CONTROLLER"),
+            click.option("--token", help="client token; also $TETHER_TOKEN"),
+            click.option("--ca", help="CA of the controller's certificate; also $TETHER_CA"),
+            click.option(
+                "--config",
+                "client_config",
+                help="client config (as printed by `tether admin create-client`); also "
+                "$TETHER_CONFIG; default ~/.config/tether/client.yaml",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def _lease_api(**options: Any) -> Iterator[Any]:
+    from tether.client import LeaseClient, load_client_settings
+
+    with _errors():
+        settings = load_client_settings(
+            options["controller"], options["token"], options["ca"], options["client_config"]
+        )
+        with LeaseClient(settings) as api:
+            yield api
+
+
+def _print_leases(leases: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("lease", "state", "exporters", "queue", "ends at", "reason")
+    for each in leases:
+        position = "" if each.position is None else str(each.position)
+        ends = each.ends_at
+        row = [each.id, each.state, ", ".join(each.exporters), position, ends, each.reason]
+        table.add_row(*(value or "" for value in row))
+    Console().print(table)
+
+
+@click.group()
+def lease() -> None:
+    """Acquire, list, extend and release leases on the controller."""
+
+
+@lease.command("acquire")
+@click.option("--selector", "-s", help="labels the exporter must match, e.g. board=rpi4")
+@click.option("--exporter", "-e", "exporter_name", help="lease this exporter by name instead")
+@click.option("--duration", "-d", default="30m", show_default=True, help="30m, 1h30m, seconds")
+@_client_options
+def lease_acquire(
+    selector: str | None, exporter_name: str | None, duration: str, **options: Any
+) -> None:
+    """Request a lease and wait for it (showing the queue position); prints it once ready.
+
+    The lease stays until `tether lease release ID` or its end. Ctrl-C while waiting leaves
+    the queue.
+    """
+    from rich.console import Console
+
+    if (selector is None) == (exporter_name is None):
+        raise click.UsageError("give exactly one of --selector and --exporter")
+    with _lease_api(**options) as api, _errors():
+        pending = api.request(selector, duration, exporter=exporter_name)
+        console = Console(stderr=True)
+        try:
+            with console.status(f"waiting for lease {pending.id}") as status:
+
+                def show(waiting: Any) -> None:
+                    line = f"waiting for lease {waiting.id}: position {waiting.position or '?'}"
+                    status.update(line)
+                    if not console.is_terminal:  # CI logs: one line per position
+                        click.echo(line, err=True)
+
+                granted = api.wait_ready(pending, show)
+        except KeyboardInterrupt:
+            api.release(pending.id)
+            click.echo(f"lease {pending.id} withdrawn from the queue", err=True)
+            sys.exit(130)
+        except BaseException:
+            with contextlib.suppress(TetherError):
+                api.release(pending.id)
+            raise
+        _print_leases([granted])
+
+
+@lease.command("list")
+@click.option("--all", "show_all", is_flag=True, help="include recently ended leases")
+@_client_options
+def lease_list(show_all: bool, **options: Any) -> None:
+    """Your leases."""
+    with _lease_api(**options) as api, _errors():
+        _print_leases(api.leases(all=show_all))
+
+
+@lease.command("release")
+@click.argument("lease_id")
+@_client_options
+def lease_release(lease_id: str, **options: Any) -> None:
+    """End a lease (or leave the queue)."""
+    with _lease_api(**options) as api, _errors():
+        ended = api.release(lease_id)
+    click.echo(f"lease {ended.id}: {ended.state}")
+
+
+@lease.command("extend")
+@click.argument("lease_id")
+@click.argument("duration")
+@_client_options
+def lease_extend(lease_id: str, duration: str, **options: Any) -> None:
+    """Move a lease's end later by DURATION (10m, 1h, seconds)."""
+    with _lease_api(**options) as api, _errors():
+        extended = api.extend(lease_id, duration)
+    click.echo(f"lease {extended.id}: ends at {extended.ends_at}")
+
+
+@click.command()
+@click.option("--selector", "-s", help="only exporters matching these labels")
+@_client_options
+def exporters(selector: str | None, **options: Any) -> None:
+    """The controller's exporters: labels, status (available, leased, hook, offline), lease."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _lease_api(**options) as api, _errors():
+        found = api.exporters(selector)
+    table = Table("exporter", "labels", "status", "lease", "last seen")
+    for each in found:
+        labels = ",".join(f"{k}={v}" for k, v in sorted((each.get("labels") or {}).items()))
+        row = [each.get(key) for key in ("name", "labels", "status", "lease", "last_seen")]
+        row[1] = labels
+        table.add_row(*(str(value or "") for value in row))
+    Console().print(table)

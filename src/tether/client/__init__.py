@@ -1,0 +1,31 @@
+"""The client side: connect to an exporter, lease devices, build the client tree."""
+
+from ._connect import RemoteClient, RemoteSession, connect, split_session_url
+from ._forward import PortForward, byte_stream_methods
+from ._lease import (
+    ClientSettings,
+    Lease,
+    LeaseClient,
+    LeasedSession,
+    RelayProxy,
+    lease,
+    load_client_settings,
+    open_leased_tree,
+)
+
+__all__ = [
+    "ClientSettings",
+    "Lease",
+    "LeaseClient",
+    "LeasedSession",
+    "PortForward",
+    "RelayProxy",
+    "RemoteClient",
+    "RemoteSession",
+    "byte_stream_methods",
+    "connect",
+    "lease",
+    "load_client_settings",
+    "open_leased_tree",
+    "split_session_url",
+]

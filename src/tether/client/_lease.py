@@ -1,0 +1,643 @@
+"""Leases from the client side: ask the controller, wait in the queue, reach the exporter through
+the relay, release.
+
+Theory of operation. :func:`lease` posts a lease request, long-polls it while it is pending
+(reporting the queue position), then dials the controller's router relay with the lease id and
+the client token (:func:`dial_relay`); the router splices that connection to the exporter's
+outbound dial, and the wire protocol runs over it exactly as over a direct connection. At exit
+(normal, exception, ``KeyboardInterrupt``) the connection is closed and the lease released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tether.driver import ClientPolicy, build_client_tree
+from tether.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectFailed,
+    ControllerError,
+    ProtocolError,
+    RelayRefused,
+    RemoteProtocolError,
+    TetherError,
+)
+from tether.wire import (
+    ClientConnection,
+    TLSChannel,
+    connect_socket,
+    map_connect_errors,
+    parse_address,
+)
+from tether.wire._relay import (
+    RelayHello,
+    RelayReply,
+    decode_relay_reply,
+    encode_relay_hello,
+    refusal_error,
+    relay_url_for,
+    split_line,
+)
+
+from ._connect import RemoteClient, RemoteSession, _remote_class
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "ClientSettings",
+    "Lease",
+    "LeaseClient",
+    "LeasedSession",
+    "RelayProxy",
+    "dial_relay",
+    "lease",
+    "load_client_settings",
+    "open_leased_tree",
+]
+
+log = logging.getLogger("tether.client.lease")
+
+#: Where ``tether`` looks for the client config when neither options nor env vars say.
+DEFAULT_CONFIG = Path("~/.config/tether/client.yaml")
+#: Seconds each lease long-poll may wait at the controller.
+_LONG_POLL = 30.0
+
+
+def dial_relay(
+    relay: str,
+    lease_id: str,
+    token: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 30.0,
+) -> tuple[socket.socket | TLSChannel, RelayReply]:
+    """Dial the controller's relay for ``lease_id`` and wait until it is spliced to the exporter.
+
+    Returns:
+        The connected socket (the wire protocol's client side starts here) and the router's
+        ``paired`` reply (``info["exporter"]`` names the exporter).
+
+    Raises:
+        ConnectFailed: cannot connect or TLS failed.
+        AuthenticationFailed: the relay does not know the token.
+        RelayRefused: not this lease's holder, lease ended, exporter unavailable...
+    """
+    address = parse_address(relay)
+    where = f"relay {address}"
+    sock = connect_socket(address, ssl_context=ssl_context, timeout=timeout)
+    try:
+        with map_connect_errors(where):
+            data = encode_relay_hello(RelayHello(lease_id, "client", token))
+            if isinstance(sock, TLSChannel):
+                sock.send(data)
+            else:
+                sock.sendall(data)
+            buffer = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectFailed(f"{where}: the relay closed the connection")
+                buffer += chunk
+                split = split_line(buffer, "relay reply")
+                if split is not None:
+                    break
+        line, rest = split
+        reply = decode_relay_reply(line)
+        if not reply.ok:
+            raise refusal_error(reply, where)
+        if reply.state != "paired":
+            raise RemoteProtocolError(f"{where}: expected a 'paired' reply, got {reply.state!r}")
+        if rest:  # the exporter speaks only after our Hello: nothing may follow yet
+            raise RemoteProtocolError(f"{where}: unexpected bytes after the relay reply")
+        sock.settimeout(None)
+        return sock, reply
+    except ProtocolError as exc:
+        sock.close()
+        raise ConnectFailed(f"{where}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the controller is and who we are: ``endpoint``, ``token``, ``ca``."""
+
+    endpoint: str
+    token: str = field(repr=False)
+    ca: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the controller's and its relay's certificates (``ca`` or the system's)."""
+        from tether.exporter import client_ssl_context  # lazily: `import tether` stays light
+
+        return client_ssl_context(self.ca)
+
+
+def load_client_settings(
+    controller: str | None = None,
+    token: str | None = None,
+    ca: str | Path | None = None,
+    config: str | Path | None = None,
+) -> ClientSettings:
+    """Resolve the client settings: arguments first, then ``TETHER_CONTROLLER``,
+    ``TETHER_TOKEN`` and ``TETHER_CA``, then the client config file (``config``, else
+    ``TETHER_CONFIG``, else ``~/.config/tether/client.yaml``), as printed by
+    ``tether admin create-client`` (``endpoint``, ``token``, ``ca``).
+
+    Raises:
+        ConfigError: the config file is unreadable or malformed, or no controller URL or no
+            token was found anywhere.
+    """
+    env = os.environ
+    values: dict[str, Any] = {
+        "endpoint": controller or env.get("TETHER_CONTROLLER") or None,
+        "token": token or env.get("TETHER_TOKEN") or None,
+        "ca": ca or env.get("TETHER_CA") or None,
+    }
+    explicit = config or env.get("TETHER_CONFIG") or None
+    path = Path(explicit if explicit is not None else DEFAULT_CONFIG).expanduser()
+    if any(v is None for v in values.values()) and (explicit is not None or path.exists()):
+        for key, value in _read_client_file(path).items():
+            if values.get(key) is None:
+                values[key] = value
+    names = {"endpoint": "controller URL", "token": "token"}
+    missing = [name for key, name in names.items() if not values[key]]
+    if missing:
+        raise ConfigError(
+            f"no {' and no '.join(missing)} for the controller: pass controller=/token= "
+            "(--controller/--token), set TETHER_CONTROLLER/TETHER_TOKEN, or write the config "
+            f"printed by `tether admin create-client` to {path}"
+        )
+    ca_path = Path(values["ca"]).expanduser() if values["ca"] else None
+    return ClientSettings(str(values["endpoint"]).rstrip("/"), str(values["token"]), ca_path)
+
+
+def _read_client_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the client config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with endpoint, token and ca")
+    unknown = sorted(set(data) - {"endpoint", "token", "ca"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} (expected endpoint, token, ca)")
+    result: dict[str, Any] = {}
+    for key in ("endpoint", "token", "ca"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a string (got {value!r})")
+        if value:
+            result[key] = value
+    if "ca" in result and not Path(result["ca"]).expanduser().is_absolute():
+        result["ca"] = str(path.parent / result["ca"])
+    return result
+
+
+# -- the controller's lease API ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease as the controller reports it (``docs/controller-api.md``)."""
+
+    id: str
+    state: str
+    client: str = ""
+    exporters: tuple[str, ...] = ()
+    position: int | None = None
+    relay: str | None = None
+    ends_at: str | None = None
+    reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lease:
+        return cls(
+            id=str(data["id"]),
+            state=str(data["state"]),
+            client=str(data.get("client", "")),
+            exporters=tuple(data.get("exporters") or ()),
+            position=data.get("position"),
+            relay=data.get("relay"),
+            ends_at=data.get("ends_at"),
+            reason=data.get("reason"),
+            raw=data,
+        )
+
+
+class LeaseClient:
+    """The controller's lease endpoints, blocking (``httpx``). A context manager.
+
+    Raises (every method):
+        ConnectFailed: the controller cannot be reached.
+        AuthenticationFailed: the token is unknown.
+        ControllerError: the controller refused (``code``: ``bad_selector``, ``forbidden``...).
+    """
+
+    def __init__(self, settings: ClientSettings) -> None:
+        import httpx  # lazily: `import tether` stays light
+
+        self.settings = settings
+        self._http: httpx.Client = httpx.Client(
+            base_url=settings.endpoint,
+            headers={"Authorization": f"Bearer {settings.token}"},
+            verify=settings.ssl_context() if settings.endpoint.startswith("https") else True,
+            timeout=httpx.Timeout(10.0, read=_LONG_POLL + 10.0),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LeaseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        from tether.exporter._agent import controller_error, map_http_errors
+
+        what = f"{method} {self.settings.endpoint}{path}"
+        with map_http_errors(what):
+            response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise controller_error(response, what)
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+
+    def request(
+        self,
+        selector: str | None = None,
+        duration: str | float = "30m",
+        *,
+        exporter: str | None = None,
+    ) -> Lease:
+        """Ask for a lease of one exporter matching ``selector`` (or the exporter named)."""
+        body: dict[str, Any] = {"duration": duration}
+        if exporter is not None:
+            body["exporter"] = exporter
+        if selector is not None:
+            body["selector"] = selector
+        return Lease.from_json(self._request("POST", "/v1/leases", json=body))
+
+    def get(self, lease_id: str, *, wait: float = 0.0, state: str | None = None) -> Lease:
+        """The lease; with ``wait``, once its state differs from ``state`` (or its position
+        moved), or after ``wait`` seconds."""
+        params: dict[str, Any] = {}
+        if wait:
+            params = {"wait": wait, **({"state": state} if state else {})}
+        return Lease.from_json(self._request("GET", f"/v1/leases/{lease_id}", params=params))
+
+    def wait_ready(self, lease: Lease, on_wait: Callable[[Lease], None] | None = None) -> Lease:
+        """Long-poll until the lease is no longer pending.
+
+        Raises:
+            ControllerError: the lease is unsatisfiable, ended or expired (``code`` says which).
+        """
+        while lease.state == "pending":
+            if on_wait is not None:
+                on_wait(lease)
+            lease = self.get(lease.id, wait=_LONG_POLL, state="pending")
+        if lease.state != "ready":
+            raise ControllerError(
+                f"lease {lease.id} is {lease.state}: {lease.reason or 'no reason given'}",
+                code=lease.state,
+                status=409,
+            )
+        return lease
+
+    def leases(self, *, all: bool = False) -> list[Lease]:
+        """The caller's leases (``all``: with the last ended ones)."""
+        params = {"all": "true"} if all else {}
+        body = self._request("GET", "/v1/leases", params=params)
+        return [Lease.from_json(item) for item in body.get("leases", [])]
+
+    def release(self, lease_id: str) -> Lease:
+        """End the lease (leaves the queue when pending); idempotent."""
+        return Lease.from_json(self._request("DELETE", f"/v1/leases/{lease_id}"))
+
+    def extend(self, lease_id: str, duration: str | float) -> Lease:
+        """Move the lease's end later by ``duration``."""
+        body = {"duration": duration}
+        return Lease.from_json(self._request("POST", f"/v1/leases/{lease_id}/extend", json=body))
+
+    def exporters(self, selector: str | None = None) -> list[dict[str, Any]]:
+        """Every exporter (matching ``selector``): name, labels, status, lease, last_seen."""
+        params = {"selector": selector} if selector else {}
+        found = self._request("GET", "/v1/exporters", params=params).get("exporters", [])
+        return [item for item in found if isinstance(item, dict)]
+
+
+# -- the client tree through the relay --------------------------------------------------------
+
+
+class LeasedSession(RemoteSession):
+    """A :class:`RemoteSession` whose connections go through the controller's relay.
+
+    The exporter dials the relay for a lease only once its ``before_lease`` hook finished, so
+    a dial the router answers with ``exporter_unavailable`` (it waited 10 s for the exporter)
+    is repeated until ``exporter_timeout`` seconds have passed.
+
+    Attributes:
+        lease: the lease it serves (``lease.id``, ``lease.exporters``).
+        relay: the relay URL dialled.
+        address: the relay's address, or the local :class:`RelayProxy` socket once
+            :func:`open_leased_tree` started one (``tree.session_url`` is built from it).
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        settings: ClientSettings,
+        *,
+        keepalive: float | None,
+        timeout: float,
+        exporter_timeout: float = 150.0,
+    ) -> None:
+        if not lease.relay:
+            raise ConfigError(
+                f"lease {lease.id}: the controller runs no relay (start it with "
+                "`tether controller serve --relay-listen tls://0.0.0.0:8444`)"
+            )
+        self.lease = lease
+        self._settings = settings
+        self._exporter_timeout = exporter_timeout
+        self.relay = relay_url_for(lease.relay, settings.endpoint)
+        address = parse_address(self.relay)
+        self._relay_context = settings.ssl_context() if address.scheme == "tls" else None
+        super().__init__(
+            address,
+            ssl_context=self._relay_context,
+            meta={"client": "tether.lease"},
+            session_id=None,
+            keepalive=keepalive,
+            timeout=timeout,
+        )
+
+    def _open(self, session_id: str | None) -> ClientConnection:
+        deadline = time.monotonic() + self._exporter_timeout
+        while True:
+            try:
+                sock, _ = dial_relay(
+                    self.relay,
+                    self.lease.id,
+                    self._settings.token,
+                    ssl_context=self._relay_context,
+                    timeout=self._timeout,
+                )
+                break
+            except RelayRefused as exc:
+                # The router itself waited for the exporter: dial again, no pause needed.
+                if exc.code != "exporter_unavailable" or time.monotonic() >= deadline:
+                    raise
+        keepalive = None if self._keepalive is None else self._keepalive / 3
+        return ClientConnection(
+            sock, meta=dict(self._meta), keepalive=keepalive, handshake_timeout=self._timeout
+        )
+
+
+def _tree(
+    lease: Lease,
+    settings: ClientSettings,
+    *,
+    allow: Sequence[str],
+    unsafe: bool,
+    keepalive: float | None,
+    timeout: float,
+) -> RemoteClient:
+    remote = LeasedSession(lease, settings, keepalive=keepalive, timeout=timeout)
+    try:
+        policy = ClientPolicy(allow=tuple(allow), unsafe=unsafe)
+        root = build_client_tree(remote.server_meta["report"], remote, policy)
+    except BaseException:
+        remote.close()
+        raise
+    root.__class__ = _remote_class(type(root))
+    assert isinstance(root, RemoteClient)
+    root._remote = remote
+    return root
+
+
+def _spinner_callback(enabled: bool | None) -> tuple[contextlib.ExitStack, Callable[[Lease], None]]:
+    """A rich spinner showing the queue position while the lease is pending."""
+    stack = contextlib.ExitStack()
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return stack, lambda _lease: None
+    from rich.console import Console
+
+    status = stack.enter_context(Console(stderr=True).status("requesting a lease..."))
+
+    def update(lease: Lease) -> None:
+        place = f"position {lease.position} in the queue" if lease.position else "queued"
+        status.update(f"waiting for lease {lease.id}: {place}")
+
+    return stack, update
+
+
+@contextlib.contextmanager
+def lease(
+    selector: str | None = None,
+    duration: str | float = "30m",
+    *,
+    exporter: str | None = None,
+    controller: str | None = None,
+    token: str | None = None,
+    ca: str | Path | None = None,
+    config: str | Path | None = None,
+    allow: Sequence[str] = (),
+    unsafe: bool = False,
+    keepalive: float | None = 10.0,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+    on_wait: Callable[[Lease], None] | None = None,
+) -> Iterator[RemoteClient]:
+    """Lease an exporter, connect to it through the controller's relay, yield its client tree.
+
+    The lease is released when the block ends, whatever ends it (an exception, Ctrl-C). The
+    tree's ``session.lease`` is the :class:`Lease` (id, exporters, ends_at).
+
+    Args:
+        selector: labels the exporter must match, e.g. ``"board=rpi4,site=lab-a"``.
+        duration: how long (``"30m"``, ``"1h30m"``, seconds); the controller ends it then.
+        exporter: lease this exporter by name instead of by selector.
+        controller, token, ca, config: see :func:`load_client_settings`.
+        allow, unsafe: which client classes may be imported (as in :func:`tether.connect`).
+        keepalive: seconds before a silent connection is declared dead (``None``: off).
+        timeout: seconds for connecting through the relay.
+        progress: show a spinner with the queue position while waiting (default: when
+            stderr is a terminal).
+        on_wait: called with the pending lease each time its queue position is reported.
+
+    Raises:
+        ConfigError: no controller or token configured; the controller runs no relay.
+        ControllerError: the request was refused (``bad_selector``...) or the lease became
+            ``unsatisfiable``/``expired`` while waiting.
+        ConnectFailed, AuthenticationFailed, RelayRefused: reaching the controller or relay.
+    """
+    settings = load_client_settings(controller, token, ca, config)
+    with LeaseClient(settings) as api:
+        granted = api.request(selector, duration, exporter=exporter)
+        try:
+            spinner, update = _spinner_callback(progress)
+            with spinner:
+
+                def waiting(pending: Lease) -> None:
+                    update(pending)
+                    if on_wait is not None:
+                        on_wait(pending)
+
+                granted = api.wait_ready(granted, waiting)
+            tree = _tree(
+                granted, settings, allow=allow, unsafe=unsafe, keepalive=keepalive, timeout=timeout
+            )
+            try:
+                yield tree
+            finally:
+                tree.close()
+        finally:
+            with contextlib.suppress(ConnectFailed, ControllerError, AuthenticationFailed):
+                api.release(granted.id)
+
+
+class RelayProxy:
+    """A private unix socket whose connections are carried through the relay to a lease's
+    session: gives ``dut`` (and hooks) inside ``tether shell --selector`` a ``TETHER_HOST``.
+
+    Each accepted connection dials the relay anew and copies bytes both ways (two threads);
+    the exporter joins every relay connection of a lease to the lease's session. ``url`` is
+    ``unix:///tmp/tether-lease-XXXX/relay.sock`` (the directory is 0700).
+    """
+
+    def __init__(self, session: LeasedSession, *, timeout: float = 30.0) -> None:
+        self._session = session
+        self._timeout = timeout
+        self._dir = Path(tempfile.mkdtemp(prefix="tether-lease-"))
+        self.path = self._dir / "relay.sock"
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.path))
+        self._listener.listen(16)
+        self.url = f"unix://{self.path}"
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="tether-relay-proxy", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._wake_r in ready:
+                    return
+                try:
+                    local, _ = self._listener.accept()
+                except OSError:
+                    continue
+                threading.Thread(target=self._carry, args=(local,), daemon=True).start()
+
+    def _carry(self, local: socket.socket) -> None:
+        session = self._session
+        try:
+            remote, _ = dial_relay(
+                session.relay,
+                session.lease.id,
+                session._settings.token,
+                ssl_context=session._relay_context,
+                timeout=self._timeout,
+            )
+        except TetherError as exc:
+            log.warning("relay proxy: %s", exc)
+            local.close()
+            return
+        with self._lock:
+            if self._closed:
+                local.close()
+                remote.close()
+                return
+            self._open.update((local, remote))
+        back = threading.Thread(target=_copy, args=(remote, local), daemon=True)
+        back.start()
+        _copy(local, remote)
+        back.join()
+        with self._lock:
+            self._open.difference_update((local, remote))
+        local.close()
+        remote.close()
+
+    def close(self) -> None:
+        """Stop accepting, cut the carried connections, remove the socket's directory."""
+        with self._lock:
+            self._closed = True
+            carried = list(self._open)
+        self._wake_w.send(b"x")
+        self._thread.join()
+        for each in carried:
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+        for each in (self._listener, self._wake_r, self._wake_w):
+            each.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RelayProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy(source: Any, sink: Any) -> None:
+    """Copy until EOF or an error on either side, then shut the other side down."""
+    try:
+        while chunk := source.recv(1 << 16):
+            if isinstance(sink, TLSChannel):
+                sink.send(chunk)
+            else:
+                sink.sendall(chunk)
+    except OSError:
+        pass
+    for each in (source, sink):
+        with contextlib.suppress(OSError):
+            each.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def open_leased_tree(selector: str, **kwargs: Any) -> Iterator[RemoteClient]:
+    """``tether shell --selector``'s entry point: :func:`lease` (same arguments), plus a
+    local :class:`RelayProxy`, so ``tree.session_url`` is a ``unix://...?session=ID`` URL that
+    ``tether.connect`` (and so ``dut``) can use as ``TETHER_HOST``."""
+    with lease(selector, **kwargs) as tree:
+        session = tree.session
+        assert isinstance(session, LeasedSession)
+        with RelayProxy(session) as proxy:
+            session.address = parse_address(proxy.url)
+            yield tree

@@ -1,0 +1,144 @@
+"""pytest plugin (entry point ``tether-lease``): lease a device once per session, as ``dut``.
+
+``pytest --tether-selector board=rpi4`` leases one matching exporter the first time a test asks
+for the ``dut`` fixture, keeps the lease for the whole session and releases it at the end,
+including after Ctrl-C (the fixture's teardown runs then, and ``pytest_unconfigure`` releases
+anything still held). The lease id and exporter name are written to the JUnit XML report
+(``--junitxml``) as testsuite properties ``tether_lease`` and ``tether_exporter``, and shown in
+the terminal header line ``tether: lease ID on EXPORTER``.
+
+The controller, token and CA come from ``--tether-controller``/``--tether-token``/
+``--tether-ca``/``--tether-config``, else ``TETHER_CONTROLLER``/``TETHER_TOKEN``/``TETHER_CA``,
+else the client config file (see :func:`tether.client.load_client_settings`).
+
+Importing this module has no side effects and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tether.client import Lease, RemoteClient
+
+__all__ = ["LeaseHolder", "dut", "pytest_addoption", "pytest_unconfigure"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tether", "tether leases (the dut fixture)")
+    group.addoption("--tether-selector", help="lease an exporter matching these labels")
+    group.addoption("--tether-exporter", help="lease this exporter by name instead")
+    group.addoption("--tether-duration", default="30m", help="lease duration (default 30m)")
+    group.addoption("--tether-controller", help="controller URL (else $TETHER_CONTROLLER)")
+    group.addoption("--tether-token", help="client token (else $TETHER_TOKEN)")
+    group.addoption("--tether-ca", help="the controller's CA certificate (else $TETHER_CA)")
+    group.addoption("--tether-config", help="client config file (else $TETHER_CONFIG)")
+    group.addoption(
+        "--tether-allow",
+        action="append",
+        default=[],
+        help="client classes that may be imported (glob, repeatable)",
+    )
+
+
+class LeaseHolder:
+    """The session's lease: acquired on first use, released once."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.lease: Lease | None = None
+        self.tree: RemoteClient | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    def acquire(self) -> RemoteClient:
+        from tether.client import lease
+
+        if self.tree is not None:
+            return self.tree
+        option = self.config.getoption
+        selector, exporter = option("tether_selector"), option("tether_exporter")
+        if not selector and not exporter:
+            raise pytest.UsageError(
+                "the dut fixture needs a device: run pytest with --tether-selector LABELS "
+                "(e.g. --tether-selector board=rpi4) or --tether-exporter NAME"
+            )
+
+        def waiting(pending: Lease) -> None:
+            place = pending.position or "?"
+            self.say(f"tether: waiting for lease {pending.id} (queue position {place})")
+
+        stack = contextlib.ExitStack()
+        tree = stack.enter_context(
+            lease(
+                selector,
+                option("tether_duration"),
+                exporter=exporter,
+                controller=option("tether_controller"),
+                token=option("tether_token"),
+                ca=option("tether_ca"),
+                config=option("tether_config"),
+                allow=option("tether_allow"),
+                progress=False,
+                on_wait=waiting,
+            )
+        )
+        self._stack, self.tree = stack, tree
+        self.lease = tree.session.lease  # type: ignore[attr-defined]
+        assert self.lease is not None
+        self.say(f"tether: lease {self.lease.id} on {', '.join(self.lease.exporters)}")
+        return tree
+
+    def say(self, line: str) -> None:
+        """Write a line to the terminal, past output capturing."""
+        manager = self.config.pluginmanager
+        reporter = manager.get_plugin("terminalreporter")
+        capture = manager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
+    def release(self) -> None:
+        stack, self._stack, self.tree = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+_HOLDER = pytest.StashKey[LeaseHolder]()
+
+
+def _holder(config: pytest.Config) -> LeaseHolder:
+    holder = config.stash.get(_HOLDER, None)
+    if holder is None:
+        holder = config.stash[_HOLDER] = LeaseHolder(config)
+    return holder
+
+
+@pytest.fixture(scope="session")
+def dut(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Iterator[RemoteClient]:
+    """The leased device's client tree (one lease for the whole test session)."""
+    holder = _holder(pytestconfig)
+    tree = holder.acquire()
+    assert holder.lease is not None
+    try:  # absent with -p no:junitxml
+        record = request.getfixturevalue("record_testsuite_property")
+    except pytest.FixtureLookupError:
+        record = None
+    if record is not None:
+        record("tether_lease", holder.lease.id)
+        record("tether_exporter", ",".join(holder.lease.exporters))
+    try:
+        yield tree
+    finally:
+        holder.release()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    holder = config.stash.get(_HOLDER, None)
+    if holder is not None:
+        holder.release()

@@ -1,0 +1,35 @@
+"""The lab controller: identities, access policies, exporters, the lease queue, the HTTP API.
+
+Run it with ``tether controller serve``; manage it with ``tether admin``. The API contract is
+``docs/controller-api.md``; :mod:`tether.controller.testing` runs one for tests.
+"""
+
+from ._admin import Admin, NewIdentity, load_policy_file, make_policy
+from ._app import create_app
+from ._controller import Controller
+from ._database import Database, default_database_url
+from ._records import ExporterStatus, Identity, LeaseState
+from ._scheduler import Policy
+from ._selector import Requirement, Selector, parse_duration, parse_selector
+from ._server import ServeOptions, serve
+
+__all__ = [
+    "Admin",
+    "Controller",
+    "Database",
+    "ExporterStatus",
+    "Identity",
+    "LeaseState",
+    "NewIdentity",
+    "Policy",
+    "Requirement",
+    "Selector",
+    "ServeOptions",
+    "create_app",
+    "default_database_url",
+    "load_policy_file",
+    "make_policy",
+    "parse_duration",
+    "parse_selector",
+    "serve",
+]

@@ -1,0 +1,322 @@
+"""The HTTP API (FastAPI): routes, bearer auth, and one translation of errors to JSON.
+
+Every error answer is ``{"error": code, "message": ..., **details}`` (docs/controller-api.md):
+:class:`~tether.errors.ControllerError` carries its code and status; body validation errors
+become ``invalid_request`` (422) listing each bad field; unknown routes ``not_found``.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route signatures at run
+time, and they use aliases local to :func:`create_app`.)
+"""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether.errors import ControllerError
+
+from ._controller import Controller, lease_version
+from ._records import Identity, LeaseRecord
+from ._scheduler import Slot
+from ._selector import Selector, parse_duration, parse_selector
+
+__all__ = ["create_app"]
+
+_MAX_WAIT = 60.0
+_MAX_SLOTS = 64
+
+Duration = Annotated[
+    float | str,
+    Field(description="seconds, or text like '90s', '30m', '1h30m'", examples=["30m", 1800]),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LeaseRequest(_Body):
+    """Ask for exporters: one ``selector`` (``count`` times), several ``selectors``, or one
+    ``exporter`` by name. Several exporters are granted together or not at all."""
+
+    selector: str | None = Field(None, examples=["board=rpi4,site in (lab-a, lab-b)"])
+    count: int = Field(1, ge=1, le=_MAX_SLOTS)
+    selectors: list[str] | None = Field(None, min_length=1, max_length=_MAX_SLOTS)
+    exporter: str | None = None
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "LeaseRequest":
+        given = [n for n in ("selector", "selectors", "exporter") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'selector', 'selectors' or 'exporter' "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        if self.count != 1 and self.selector is None:
+            raise ValueError("'count' goes with 'selector' only")
+        return self
+
+
+class ExtendRequest(_Body):
+    """Move a ready lease's end later by ``duration``."""
+
+    duration: Duration
+
+
+class RegisterRequest(_Body):
+    """An exporter announcing itself: its own labels (under the admin's) and driver report."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    report: Any = None
+
+
+class HeartbeatRequest(_Body):
+    """``hook`` while a before/after-lease hook runs (the exporter is not granted meanwhile)."""
+
+    status: Literal["available", "hook"] = "available"
+
+
+class LeaseOut(BaseModel):
+    """A lease (docs/controller-api.md, "Lease object")."""
+
+    id: str
+    client: str
+    state: Literal["pending", "ready", "ended", "expired", "unsatisfiable"]
+    requests: list[dict[str, str | None]]
+    duration: float
+    priority: int
+    position: int | None
+    exporters: list[str]
+    created_at: str | None
+    granted_at: str | None
+    ends_at: str | None
+    ended_at: str | None
+    reason: str | None
+    relay: str | None
+
+
+class LeaseList(BaseModel):
+    """The caller's leases."""
+
+    leases: list[LeaseOut]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    message: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)
+}
+
+
+def create_app(controller: Controller) -> FastAPI:
+    """The FastAPI application serving ``controller`` (kept as ``app.state.controller``)."""
+    app = FastAPI(
+        title="tether controller",
+        version="1",
+        description="Leases, exporters and access for a tether lab. See docs/controller-api.md.",
+        responses=_ERRORS,
+    )
+    app.state.controller = controller
+    _install_error_handlers(app)
+
+    async def identity(request: Request) -> Identity:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ControllerError(
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+                code="unauthorized",
+                status=401,
+            )
+        found = await controller.identify(token.strip())
+        if found is None:
+            raise ControllerError("unknown or revoked token", code="unauthorized", status=401)
+        return found
+
+    async def client(who: Annotated[Identity, Depends(identity)]) -> Identity:
+        if who.kind != "client":
+            raise ControllerError(
+                f"this needs a client token; {who.name!r} is an exporter",
+                code="forbidden",
+                status=403,
+            )
+        return who
+
+    async def exporter(who: Annotated[Identity, Depends(identity)]) -> Identity:
+        if who.kind != "exporter":
+            raise ControllerError(
+                f"this needs an exporter token; {who.name!r} is a client",
+                code="forbidden",
+                status=403,
+            )
+        return who
+
+    Client = Annotated[Identity, Depends(client)]
+    Exporter = Annotated[Identity, Depends(exporter)]
+    Wait = Annotated[float, Query(ge=0, le=_MAX_WAIT, description="long-poll seconds")]
+
+    def lease_json(lease: LeaseRecord) -> dict[str, Any]:
+        return lease.to_json(controller.relay_url)
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: answers without touching the database."""
+        return {"status": "ok"}
+
+    @app.get("/v1/whoami", tags=["service"])
+    async def whoami(who: Annotated[Identity, Depends(identity)]) -> dict[str, str]:
+        """The identity behind the token."""
+        return {"kind": who.kind, "name": who.name}
+
+    @app.post("/v1/leases", status_code=201, response_model=LeaseOut, tags=["leases"])
+    async def create_lease(body: LeaseRequest, who: Client) -> dict[str, Any]:
+        """Queue a lease request; it may be granted at once, or be unsatisfiable."""
+        seconds = parse_duration(body.duration)
+        if body.exporter is not None:
+            slots = [Slot(exporter=body.exporter)]
+        elif body.selectors is not None:
+            slots = [Slot(selector=_selector(s, "selectors")) for s in body.selectors]
+        else:
+            slots = [Slot(selector=_selector(body.selector or "", "selector"))] * body.count
+        lease, changes = await controller.run_db(
+            controller.store.create_lease, who.name, slots, seconds
+        )
+        await controller.apply(changes)
+        return lease_json(lease)
+
+    @app.get("/v1/leases", response_model=LeaseList, tags=["leases"])
+    async def list_leases(who: Client, all: bool = False) -> dict[str, Any]:
+        """The caller's live leases (``all=true``: also its last 100 finished ones)."""
+        found = await controller.run_db(controller.store.list_leases, who.name, include_ended=all)
+        return {"leases": [lease_json(lease) for lease in found]}
+
+    @app.get("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
+    async def get_lease(
+        lease_id: str, who: Client, wait: Wait = 0.0, state: str | None = None
+    ) -> dict[str, Any]:
+        """One lease; with ``wait``, answers once its state is no longer ``state``."""
+        lease = await controller.wait_lease(lease_id, state if wait > 0 else None, wait)
+        return lease_json(_mine(lease, lease_id, who))
+
+    @app.post("/v1/leases/{lease_id}/extend", response_model=LeaseOut, tags=["leases"])
+    async def extend_lease(lease_id: str, body: ExtendRequest, who: Client) -> dict[str, Any]:
+        """Move a ready lease's end later."""
+        seconds = parse_duration(body.duration)
+        lease, changes = await controller.run_db(
+            controller.store.extend, who.name, lease_id, seconds
+        )
+        await controller.apply(changes)
+        return lease_json(lease)
+
+    @app.delete("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
+    async def release_lease(lease_id: str, who: Client) -> dict[str, Any]:
+        """End a lease (a pending one leaves the queue); idempotent on finished leases."""
+        lease, changes = await controller.run_db(controller.store.release, who.name, lease_id)
+        await controller.apply(changes)
+        return lease_json(lease)
+
+    @app.get("/v1/exporters", tags=["exporters"])
+    async def list_exporters(
+        _who: Annotated[Identity, Depends(identity)], selector: str | None = None
+    ) -> dict[str, Any]:
+        """Every exporter (matching ``selector``) with its status."""
+        parsed = None if selector is None else _selector(selector, "selector")
+        found = await controller.run_db(controller.store.list_exporters, parsed)
+        return {"exporters": [e.to_json() for e in found]}
+
+    @app.post("/v1/exporter/register", tags=["exporter"])
+    async def register(body: RegisterRequest, who: Exporter) -> dict[str, Any]:
+        """An exporter announces its labels and driver report."""
+        labels, changes = await controller.run_db(
+            controller.store.register, who.name, body.labels, body.report
+        )
+        await controller.apply(changes)
+        current = await controller.run_db(controller.store.exporter_leases, who.name)
+        return {
+            "name": who.name,
+            "labels": labels,
+            "heartbeat_interval": controller.heartbeat_interval,
+            "heartbeat_timeout": controller.heartbeat_timeout,
+            "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
+        }
+
+    @app.post("/v1/exporter/heartbeat", tags=["exporter"])
+    async def heartbeat(body: HeartbeatRequest, who: Exporter) -> dict[str, Any]:
+        """An exporter is alive; the answer lists its live leases."""
+        current = await controller.exporter_heartbeat(who.name, body.status == "hook")
+        return {
+            "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
+            "version": lease_version(current),
+            "heartbeat_interval": controller.heartbeat_interval,
+        }
+
+    @app.get("/v1/exporter/leases", tags=["exporter"])
+    async def exporter_leases(
+        who: Exporter, wait: Wait = 0.0, version: str | None = None
+    ) -> dict[str, Any]:
+        """The exporter's live leases; with ``wait``, once they differ from ``version``."""
+        current, tag = await controller.wait_exporter_leases(who.name, version, wait)
+        return {
+            "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
+            "version": tag,
+        }
+
+    return app
+
+
+def _selector(text: str, field: str) -> Selector:
+    try:
+        return parse_selector(text)
+    except ControllerError as exc:
+        exc.details["field"] = field
+        raise
+
+
+def _mine(lease: LeaseRecord | None, lease_id: str, who: Identity) -> LeaseRecord:
+    if lease is None:
+        raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+    if lease.client != who.name:
+        raise ControllerError(
+            f"lease {lease_id} belongs to another client", code="forbidden", status=403
+        )
+    return lease
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def controller_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ControllerError)
+        body = {"error": exc.code, "message": exc.message, **exc.details}
+        return JSONResponse(body, status_code=exc.status)
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            problems.append({"where": where, "message": error.get("msg", "invalid")})
+        text = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
+        return JSONResponse(
+            {"error": "invalid_request", "message": f"invalid request: {text}", "errors": problems},
+            status_code=422,
+        )
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
+        )
+
+    app.add_exception_handler(ControllerError, controller_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

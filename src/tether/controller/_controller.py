@@ -1,0 +1,407 @@
+"""The controller service: the store on database threads, waiters, and background upkeep.
+
+Theory of operation. Store operations are synchronous and short; they run on a thread pool
+(one thread for SQLite, whose writers take turns anyway; several for PostgreSQL). Each
+operation reports the leases and exporters it changed (:class:`~._records.Changes`); the
+controller wakes the long-polls waiting on those keys and, on PostgreSQL, publishes them with
+``NOTIFY`` so long-polls held by other replicas wake too.
+
+One background task (the *upkeep*) writes collected heartbeats, ends leases at their end
+time (it sleeps exactly until the next one is due, or until a grant makes a closer deadline),
+and now and then runs a grant pass as a safety net.
+
+A waiter registers *before* reading the state it waits on, so a change that lands between the
+read and the wait still wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import text
+
+from tether.errors import ControllerError
+
+from ._admin import Admin
+from ._database import Database
+from ._records import Changes, Identity, LeaseRecord, LeaseState
+from ._store import Store
+
+__all__ = ["Controller", "lease_version"]
+
+_log = logging.getLogger("tether.controller")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_CHANNEL = "tether_changes"
+_SAFETY_PASS_SECONDS = 5.0
+
+
+class Controller:
+    """The lab's controller: identities, exporters, the lease queue, on one database.
+
+    Args:
+        database: where state lives (migrated by :meth:`start`).
+        heartbeat_interval: what exporters are told to use, seconds.
+        heartbeat_timeout: silence after which an exporter is offline, seconds.
+        relay_url: advertised in leases as ``relay`` (set by the relay when it runs).
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        heartbeat_interval: float = 10.0,
+        heartbeat_timeout: float = 30.0,
+        relay_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if heartbeat_timeout <= heartbeat_interval:
+            raise ControllerError(
+                f"heartbeat timeout ({heartbeat_timeout:g} s) must be longer than the interval "
+                f"({heartbeat_interval:g} s)",
+                code="bad_config",
+            )
+        self.database = database
+        self.store = Store(database, heartbeat_timeout=heartbeat_timeout, clock=clock)
+        self.admin = Admin(database, clock=clock)
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.relay_url = relay_url
+        self.clock = clock
+        self._inline = database.is_sqlite
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if database.is_sqlite else 8, thread_name_prefix="tether-db"
+        )
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._seen: dict[str, float] = {}
+        self._deadline_moved = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Heartbeat mirror: live leases and hook flags per exporter (None: load everything).
+        self._mirror: dict[str, list[LeaseRecord]] | None = None
+        self._hooks: dict[str, bool] = {}
+        self._stale: set[str] = set()
+        self._versions: tuple[int, int] | None = None
+        self._closing = False
+        self._listener: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Migrate the database and start the upkeep (and the NOTIFY listener on PostgreSQL)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.database.migrate)
+        self._versions = await self.run_db(self.store.versions)
+        loop = asyncio.get_running_loop()
+        if not self.database.is_sqlite:
+            await self._listen()
+        self._tasks.append(loop.create_task(self._upkeep(), name="tether-controller-upkeep"))
+
+    async def close(self) -> None:
+        """Wake every waiter, stop the upkeep, write pending heartbeats, release the database."""
+        self.wake_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._listener is not None:
+            await self._listener.close()
+        with contextlib.suppress(ControllerError):
+            await self.run_db(self.store.flush_heartbeats, self._take_seen())
+        self._executor.shutdown(wait=True)
+        self.database.dispose()
+
+    def wake_all(self) -> None:
+        """Answer every long-poll now (at shutdown)."""
+        self._closing = True
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+    async def run_db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a blocking store call: on the database threads (PostgreSQL), or right here.
+
+        SQLite writers take turns on one file anyway and each call is well under a
+        millisecond to a few; running them on the event loop saves two thread hops a call,
+        which under load cost more than the call itself.
+        """
+        if self._inline:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- API used by the HTTP layer and the relay ---------------------------------------------
+
+    async def identify(self, token: str) -> Identity | None:
+        """The identity behind a bearer token, or None."""
+        return await self.run_db(self.store.identify, token)
+
+    async def authorize_relay(self, lease_id: str, token: str, role: str) -> bool:
+        """True when ``token`` may join ``lease_id``'s relay as ``role`` (client / exporter).
+
+        The lease must be ready; a client token must be its holder, an exporter token one of
+        its exporters. Never raises for bad input.
+        """
+        try:
+            identity = await self.identify(token)
+            if identity is None or identity.kind != role:
+                return False
+            lease = await self.run_db(self.store.get_lease, lease_id)
+        except ControllerError:
+            return False
+        if lease is None or lease.state is not LeaseState.READY:
+            return False
+        if role == "client":
+            return lease.client == identity.name
+        return identity.name in lease.exporters
+
+    async def wait_lease_change(
+        self,
+        lease_id: str,
+        state: str,
+        timeout: float,  # noqa: ASYNC109 (part of the relay contract)
+    ) -> str | None:
+        """The lease's state once it differs from ``state``, or after ``timeout`` seconds.
+
+        Returns None for an unknown lease.
+        """
+        lease = await self.wait_lease(lease_id, state, timeout)
+        return None if lease is None else lease.state.value
+
+    async def wait_lease(self, lease_id: str, state: str | None, wait: float) -> LeaseRecord | None:
+        """The lease, as soon as its state differs from ``state`` (or after ``wait`` seconds)."""
+        deadline = time.monotonic() + wait
+        while True:
+            future = self._watch(f"l:{lease_id}")
+            try:
+                lease = await self.run_db(self.store.get_lease, lease_id)
+                remaining = deadline - time.monotonic()
+                if lease is None or state is None or lease.state.value != state:
+                    return lease
+                if remaining <= 0 or self._closing:
+                    return lease
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), remaining)
+            finally:
+                self._unwatch(f"l:{lease_id}", future)
+
+    async def wait_exporter_leases(
+        self, name: str, version: str | None, wait: float
+    ) -> tuple[list[LeaseRecord], str]:
+        """The exporter's live leases once their version differs from ``version``."""
+        deadline = time.monotonic() + wait
+        while True:
+            future = self._watch(f"e:{name}")
+            try:
+                current = await self.run_db(self.store.exporter_leases, name)
+                tag = lease_version(current)
+                remaining = deadline - time.monotonic()
+                if tag != version or remaining <= 0 or self._closing:
+                    return current, tag
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), remaining)
+            finally:
+                self._unwatch(f"e:{name}", future)
+
+    async def check_versions(self) -> bool:
+        """Notice identity and exporter changes made elsewhere (e.g. by ``tether admin``).
+
+        Drops the token cache and the heartbeat mirror when identities changed.
+
+        Returns:
+            True when anything changed since the last check.
+        """
+        versions = await self.run_db(self.store.versions)
+        previous, self._versions = self._versions, versions
+        if previous is None or previous == versions:
+            return False
+        if previous[1] != versions[1]:
+            self.store.forget_tokens()
+            self._mirror = None
+        return True
+
+    def poke(self) -> None:
+        """Make the upkeep run now (tests call it after moving a fake clock)."""
+        self._deadline_moved.set()
+
+    def heartbeat_seen(self, name: str) -> None:
+        """Note a heartbeat; the upkeep writes them in batches."""
+        self._seen[name] = self.clock()
+
+    async def exporter_heartbeat(self, name: str, hook: bool) -> list[LeaseRecord]:
+        """Record a heartbeat (and a hook status change); the exporter's live leases.
+
+        Answered from the in-memory mirror: no database work unless something changed.
+
+        Raises:
+            ControllerError: the exporter was deleted (401).
+        """
+        self.heartbeat_seen(name)
+        mirror = await self._fresh_mirror(name)
+        if name not in self._hooks:
+            raise ControllerError(f"exporter {name!r} was deleted", code="unauthorized", status=401)
+        if self._hooks[name] != hook:
+            changes = await self.run_db(self.store.set_hook, name, hook)
+            changes.exporters.add(name)
+            await self.apply(changes)
+            mirror = await self._fresh_mirror(name)
+        return list(mirror.get(name, ()))
+
+    async def _fresh_mirror(self, name: str) -> dict[str, list[LeaseRecord]]:
+        if self._mirror is None:
+            self._stale.clear()
+            leases, hooks = await self.run_db(self.store.load_mirror, None)
+            self._mirror, self._hooks = leases, hooks
+        elif self._stale or name not in self._hooks:
+            names, self._stale = self._stale | {name}, set()
+            leases, hooks = await self.run_db(self.store.load_mirror, names)
+            if self._mirror is not None:
+                for each in names:
+                    self._mirror.pop(each, None)
+                    self._hooks.pop(each, None)
+                self._mirror.update(leases)
+                self._hooks.update(hooks)
+        return self._mirror if self._mirror is not None else {}
+
+    async def apply(self, changes: Changes) -> None:
+        """Wake waiters on ``changes`` here and, on PostgreSQL, in the other replicas."""
+        if not changes:
+            return
+        self._wake(changes)
+        if changes.leases:
+            self._deadline_moved.set()
+        if not self.database.is_sqlite:
+            with contextlib.suppress(ControllerError):
+                await self.run_db(self._publish, changes)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _take_seen(self) -> dict[str, float]:
+        seen, self._seen = self._seen, {}
+        return seen
+
+    def _watch(self, key: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, set()).add(future)
+        return future
+
+    def _unwatch(self, key: str, future: asyncio.Future[None]) -> None:
+        futures = self._waiters.get(key)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self._waiters[key]
+
+    def _wake_keys(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            for future in self._waiters.get(key, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def _wake(self, changes: Changes) -> None:
+        self._stale |= changes.exporters
+        self._wake_keys(f"l:{i}" for i in changes.leases)
+        self._wake_keys(f"e:{n}" for n in changes.exporters)
+
+    def _publish(self, changes: Changes) -> None:
+        keys = [f"l:{i}" for i in changes.leases] + [f"e:{n}" for n in changes.exporters]
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for key in keys:
+            # NOTIFY payloads must stay under 8000 bytes.
+            if size + len(key) > 7000:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(key)
+            size += len(key) + 1
+        with self.database.begin("publishing changes") as conn:
+            for chunk in chunks:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": _CHANNEL, "payload": " ".join(chunk)},
+                )
+
+    async def _listen(self) -> None:
+        await self._connect_listener()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._notifications(), name="tether-listen"))
+
+    async def _connect_listener(self) -> None:
+        import psycopg
+
+        url = self.database.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        try:
+            self._listener = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            await self._listener.execute(f"LISTEN {_CHANNEL}")
+        except psycopg.Error as exc:
+            raise ControllerError(
+                f"cannot listen for changes on {self.database.url}: {exc}",
+                code="database_error",
+                status=503,
+            ) from exc
+
+    async def _notifications(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async for note in self._listener.notifies():
+                    keys = note.payload.split()
+                    self._stale.update(key[2:] for key in keys if key.startswith("e:"))
+                    self._wake_keys(keys)
+                    self._deadline_moved.set()
+            except psycopg.Error as exc:
+                _log.warning("controller: lost the change feed (%s); reconnecting", exc)
+            with contextlib.suppress(psycopg.Error):
+                await self._listener.close()
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    await self._connect_listener()
+                    break
+                except ControllerError as exc:
+                    _log.warning("controller: %s", exc)
+            # Changes made while we were deaf were missed: forget the mirror, and let every
+            # waiter re-read (only now, so nothing from the gap slips through).
+            self._mirror = None
+            self._wake_everyone()
+
+    async def _upkeep(self) -> None:
+        flush_every = min(1.0, self.heartbeat_timeout / 4)
+        last_pass = time.monotonic()
+        while True:
+            try:
+                self._deadline_moved.clear()
+                due = await self.run_db(self.store.next_expiry)
+                delay = flush_every if due is None else min(flush_every, due - self.clock())
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._deadline_moved.wait(), delay)
+                changes = await self.run_db(self.store.flush_heartbeats, self._take_seen())
+                changes.update(await self.run_db(self.store.expire_due))
+                moved = await self.check_versions()
+                if moved or time.monotonic() - last_pass > _SAFETY_PASS_SECONDS:
+                    last_pass = time.monotonic()
+                    changes.update(await self.run_db(self.store.run_pass))
+                await self.apply(changes)
+            except Exception:
+                # The upkeep must outlive a bad moment (database restart, a bug in one
+                # pass): leases still have to expire.
+                _log.exception("controller upkeep failed; retrying")
+                await asyncio.sleep(flush_every)
+
+
+def lease_version(leases: list[LeaseRecord]) -> str:
+    """A short tag that changes whenever an exporter's set of live leases (or ends) changes."""
+    return ",".join(f"{lease.id}@{lease.ends_at!r}" for lease in leases) or "none"

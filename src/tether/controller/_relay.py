@@ -1,0 +1,423 @@
+"""The router relay: splices a lease holder's connection to its exporter's outbound dial.
+
+Theory of operation. Exporters never accept connections: for each live lease the exporter's
+agent keeps one *idle dial* open to this listener. A client of that lease dials too. Each side
+sends the preamble of :mod:`tether.wire._relay` (lease id, role, bearer token); the router
+asks the controller's ``authorize`` callback whether this identity may take that role for that
+lease, then:
+
+* an exporter's dial waits in the lease's idle pool (it is told ``waiting``);
+* a client's dial takes an idle exporter dial (waiting up to ``pair_timeout`` for one), both are
+  told ``paired``, and from then on every byte read from one side is written to the other.
+  The exporter's agent notices the ``paired`` line and dials again, so the pool refills.
+
+Splicing uses asyncio protocols, no per-connection task: ``data_received`` writes straight to
+the peer's transport, and the peer's write-buffer watermarks pause and resume reading on this
+side, so a slow reader throttles a fast writer end to end without unbounded buffering.
+
+Authorisation is per lease and lives only as long as the lease: :meth:`RelayRouter.end_lease`
+(called by the controller when a lease is released, expires or is revoked) closes the lease's
+idle dials and every spliced pair, and refuses later dials for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from tether.errors import AuthenticationFailed, ConfigError, ProtocolError, RelayRefused
+from tether.wire import Address, parse_address
+from tether.wire._relay import (
+    RelayHello,
+    RelayReply,
+    decode_relay_hello,
+    encode_relay_reply,
+    split_line,
+    tcp_keepalive_options,
+)
+
+__all__ = ["Authorize", "RelayGrant", "RelayRouter"]
+
+log = logging.getLogger("tether.controller.relay")
+
+#: Bytes a side may send before it is spliced (a client's Hello racing the pairing).
+_MAX_EARLY = 1 << 20
+_WRITE_HIGH = 4 << 20
+#: How many lease ids :meth:`RelayRouter.end_lease` remembers to refuse late dials.
+_ENDED_MEMORY = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class RelayGrant:
+    """What ``authorize`` returns for an accepted dial.
+
+    Attributes:
+        lease_id: the lease the dial belongs to.
+        identity: who dialled (the client's or the exporter's identity name), for logs.
+        exporter: the exporter serving the lease, told to the client on ``paired``.
+        info: extra fields sent to the client in its ``paired`` reply.
+    """
+
+    lease_id: str
+    identity: str
+    exporter: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``authorize(hello)``: accept the dial (return a grant) or refuse it by raising
+#: ``AuthenticationFailed`` (unknown token) or ``RelayRefused`` (not this lease's holder or
+#: exporter, lease not active...). It must check that the token's identity may take
+#: ``hello.role`` for ``hello.lease`` *now*.
+Authorize = Callable[[RelayHello], Awaitable[RelayGrant]]
+
+
+def _set_keepalive(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        for option in tcp_keepalive_options():
+            with contextlib.suppress(OSError):
+                sock.setsockopt(*option)
+
+
+class _Side(asyncio.Protocol):
+    """One dialled connection: preamble, authorisation, then waiting or spliced."""
+
+    def __init__(self, router: RelayRouter) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.state = "preamble"
+        self.hello: RelayHello | None = None
+        self.grant: RelayGrant | None = None
+        self.peer: _Side | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reading_paused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        _set_keepalive(transport)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.router.preamble_timeout, self._preamble_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None:
+            assert peer.transport is not None
+            peer.transport.write(data)
+            return
+        self.buffer += data
+        if self.state == "preamble":
+            try:
+                split = split_line(self.buffer, "relay preamble")
+                if split is None:
+                    return
+                line, rest = split
+                self.hello = decode_relay_hello(line)
+            except ProtocolError as exc:
+                self.refuse("bad_preamble", str(exc))
+                return
+            self.buffer = bytearray(rest)
+            self.state = "authorizing"
+            self._task = asyncio.get_running_loop().create_task(self._authorize(self.hello))
+        elif len(self.buffer) > _MAX_EARLY and self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def eof_received(self) -> bool:
+        # TLS has no half-close: the end of one side ends the pair.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = "closed"
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        self.router._forget(self)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _preamble_timeout(self) -> None:
+        self._timer = None
+        if self.state in ("preamble", "authorizing"):
+            self.refuse("timeout", "no valid relay preamble in time")
+
+    async def _authorize(self, hello: RelayHello) -> None:
+        try:
+            grant = await self.router.authorize(hello)
+            if grant.lease_id != hello.lease:
+                raise RelayRefused("the grant names another lease", code="forbidden")
+            if hello.lease in self.router._ended:
+                raise RelayRefused(f"lease {hello.lease} has ended", code="lease_ended")
+        except AuthenticationFailed as exc:
+            log.warning("relay: %s dial for lease %s refused: %s", hello.role, hello.lease, exc)
+            self.refuse("unauthenticated", str(exc))
+            return
+        except RelayRefused as exc:
+            log.warning("relay: %s dial for lease %s refused: %s", hello.role, hello.lease, exc)
+            self.refuse(exc.code, str(exc))
+            return
+        except Exception as exc:
+            log.exception("relay: authorising %s dial for lease %s failed", hello.role, hello.lease)
+            self.refuse("internal", f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._task = None
+        if self.state != "authorizing":
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.grant = grant
+        if hello.role == "exporter":
+            self.state = "waiting"
+            self._write(RelayReply(ok=True, state="waiting"))
+            self.router._offer_exporter(self)
+        else:
+            self.state = "pairing"
+            self._task = asyncio.get_running_loop().create_task(self._pair())
+
+    async def _pair(self) -> None:
+        assert self.grant is not None
+        try:
+            exporter = await self.router._take_exporter(self.grant.lease_id)
+        except RelayRefused as exc:
+            self.refuse(exc.code, str(exc))
+            return
+        except TimeoutError:
+            self.refuse(
+                "exporter_unavailable",
+                f"no connection from the exporter of lease {self.grant.lease_id} within "
+                f"{self.router.pair_timeout:g} s",
+            )
+            return
+        finally:
+            self._task = None
+        if self.state != "pairing":  # closed while waiting: give the dial back
+            self.router._offer_exporter(exporter)
+            return
+        self.router._splice(self, exporter)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _write(self, reply: RelayReply) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_relay_reply(reply))
+
+    def refuse(self, code: str, message: str) -> None:
+        """Tell the dialer why, then close."""
+        self._write(RelayReply(ok=False, code=code, message=message))
+        self.close()
+
+    def close(self) -> None:
+        self.state = "closed"
+        if self.transport is not None:
+            self.transport.close()
+
+    def start_splice(self, peer: _Side, reply: RelayReply) -> None:
+        self.peer = peer
+        self.state = "spliced"
+        self._write(reply)
+        if self.buffer:
+            assert peer.transport is not None
+            peer.transport.write(bytes(self.buffer))
+            self.buffer.clear()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+
+class RelayRouter:
+    """The relay listener. Start it with :meth:`start`; the controller calls :meth:`end_lease`.
+
+    Args:
+        authorize: the controller's check of a dial (see :data:`Authorize`).
+        pair_timeout: seconds a client waits for an idle exporter dial.
+        preamble_timeout: seconds a dialer has to send its preamble and be authorised.
+    """
+
+    def __init__(
+        self,
+        authorize: Authorize,
+        *,
+        pair_timeout: float = 10.0,
+        preamble_timeout: float = 10.0,
+    ) -> None:
+        self.authorize = authorize
+        self.pair_timeout = pair_timeout
+        self.preamble_timeout = preamble_timeout
+        self._idle: dict[str, collections.deque[_Side]] = {}
+        self._wanted: dict[str, collections.deque[asyncio.Future[_Side]]] = {}
+        self._pairs: dict[str, set[_Side]] = {}
+        self._ended: dict[str, None] = {}  # insertion-ordered set, oldest forgotten first
+        self._server: asyncio.Server | None = None
+        self.address: Address | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, listen: str | Address, ssl_context: ssl.SSLContext | None) -> Address:
+        """Listen on ``listen`` (``tls://host:port``; ``tcp://`` only for tests).
+
+        Returns:
+            The bound address (the real port when ``listen`` asked for port 0).
+
+        Raises:
+            ConfigError: ``tls://`` without an SSL context, or an unsupported scheme.
+            OSError: the address cannot be bound.
+        """
+        address = parse_address(listen) if isinstance(listen, str) else listen
+        if address.scheme == "tls" and ssl_context is None:
+            raise ConfigError(f"relay listener {address}: tls:// needs a certificate and key")
+        if address.scheme == "unix":
+            raise ConfigError(f"relay listener {address}: expected tls://HOST:PORT")
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Side(self),
+            address.host,
+            address.port,
+            ssl=ssl_context if address.scheme == "tls" else None,
+            ssl_handshake_timeout=self.preamble_timeout if address.scheme == "tls" else None,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = Address(address.scheme, host=address.host, port=port)
+        log.info("relay listening on %s", self.address)
+        return self.address
+
+    async def close(self) -> None:
+        """Stop listening and close every dial and spliced pair."""
+        if self._server is not None:
+            self._server.close()
+        for lease_id in {*self._idle, *self._pairs, *self._wanted}:
+            self._cut(lease_id, "the relay is shutting down")
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def end_lease(self, lease_id: str, reason: str = "the lease ended") -> int:
+        """Cut everything of ``lease_id`` and refuse its later dials.
+
+        Returns:
+            How many spliced connections were cut (a pair counts once).
+        """
+        self._ended[lease_id] = None
+        while len(self._ended) > _ENDED_MEMORY:
+            del self._ended[next(iter(self._ended))]
+        return self._cut(lease_id, reason)
+
+    def pairs(self, lease_id: str) -> int:
+        """How many spliced pairs ``lease_id`` has now."""
+        return len(self._pairs.get(lease_id, ())) // 2
+
+    def idle_dials(self, lease_id: str) -> int:
+        """How many idle exporter dials wait for ``lease_id``."""
+        return len(self._idle.get(lease_id, ()))
+
+    def _cut(self, lease_id: str, reason: str) -> int:
+        for future in self._wanted.pop(lease_id, ()):
+            future.cancel()
+        for side in self._idle.pop(lease_id, ()):
+            side.refuse("lease_ended", reason)
+        sides = self._pairs.pop(lease_id, set())
+        for side in sides:
+            side.close()
+        if sides:
+            log.info("relay: lease %s: cut %d connection(s): %s", lease_id, len(sides) // 2, reason)
+        return len(sides) // 2
+
+    # -- pairing ------------------------------------------------------------------------------
+
+    def _offer_exporter(self, side: _Side) -> None:
+        assert side.grant is not None
+        lease_id = side.grant.lease_id
+        if side.state != "waiting":
+            return
+        wanted = self._wanted.get(lease_id)
+        while wanted:
+            future = wanted.popleft()
+            if not future.done():
+                future.set_result(side)
+                return
+        self._idle.setdefault(lease_id, collections.deque()).append(side)
+
+    async def _take_exporter(self, lease_id: str) -> _Side:
+        idle = self._idle.get(lease_id)
+        while idle:
+            side = idle.popleft()
+            if side.state == "waiting":
+                return side
+        future: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(lease_id, collections.deque()).append(future)
+        try:
+            async with asyncio.timeout(self.pair_timeout):
+                return await future
+        except asyncio.CancelledError:
+            if lease_id in self._ended:
+                raise RelayRefused(f"lease {lease_id} has ended", code="lease_ended") from None
+            raise
+        finally:
+            wanted = self._wanted.get(lease_id)
+            if wanted is not None and future in wanted:
+                wanted.remove(future)
+
+    def _splice(self, client: _Side, exporter: _Side) -> None:
+        assert client.grant is not None and exporter.grant is not None
+        lease_id = client.grant.lease_id
+        if lease_id in self._ended:
+            client.refuse("lease_ended", f"lease {lease_id} has ended")
+            exporter.refuse("lease_ended", f"lease {lease_id} has ended")
+            return
+        self._pairs.setdefault(lease_id, set()).update((client, exporter))
+        # The exporter learns it was used first, so it can dial the next idle connection.
+        exporter.start_splice(
+            client, RelayReply(ok=True, state="paired", info={"client": client.grant.identity})
+        )
+        info = {"exporter": client.grant.exporter or exporter.grant.identity, **client.grant.info}
+        client.start_splice(exporter, RelayReply(ok=True, state="paired", info=info))
+        log.info(
+            "relay: lease %s: spliced %s to exporter %s",
+            lease_id,
+            client.grant.identity,
+            exporter.grant.identity,
+        )
+
+    def _forget(self, side: _Side) -> None:
+        if side.grant is None:
+            return
+        lease_id = side.grant.lease_id
+        idle = self._idle.get(lease_id)
+        if idle is not None and side in idle:
+            idle.remove(side)
+            if not idle:
+                del self._idle[lease_id]
+        pairs = self._pairs.get(lease_id)
+        if pairs is not None:
+            pairs.discard(side)
+            if side.peer is not None:
+                pairs.discard(side.peer)
+            if not pairs:
+                del self._pairs[lease_id]

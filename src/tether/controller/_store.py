@@ -1,0 +1,618 @@
+"""The lab's live state on the database: tokens, exporters, leases and the grant pass.
+
+Every operation is one short synchronous transaction (the async server runs them on its
+database threads). Operations that can change who holds what take the lab lock and end with a
+*grant pass*: load the waiting requests and the grantable exporters, let the pure
+:func:`~._scheduler.schedule` decide, write the grants. Exporter labels and parsed requests are
+cached per process (labels keyed by ``lab_state.exporters_version``), so a pass over a lab of
+thousands of exporters reads only names that are busy or down.
+
+Heartbeats do not write one by one: the server collects them and calls
+:meth:`Store.flush_heartbeats` about once a second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+
+from tether.errors import ControllerError
+from tether.exporter._tokens import hash_token
+
+from ._database import Database
+from ._records import (
+    LIVE_STATES,
+    Changes,
+    ExporterRecord,
+    ExporterStatus,
+    Identity,
+    LeaseRecord,
+    LeaseState,
+    iso,
+)
+from ._scheduler import (
+    LabIndex,
+    Policy,
+    RequestView,
+    Slot,
+    decide_policy,
+    schedule,
+    unsatisfiable_reason,
+)
+from ._selector import Selector, parse_selector
+from ._tables import clients, exporters, lab_state, lease_exporters, leases, policies
+
+__all__ = ["Store"]
+
+#: How long a token lookup is cached at most. The controller also drops the cache as soon as
+#: it sees ``lab_state.identities_version`` move (about once a second).
+TOKEN_CACHE_SECONDS = 300.0
+
+
+class Store:
+    """Lease and exporter operations on one database.
+
+    Args:
+        database: a migrated :class:`~._database.Database`.
+        heartbeat_timeout: seconds without a heartbeat after which an exporter is offline.
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        heartbeat_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.heartbeat_timeout = heartbeat_timeout
+        self.clock = clock
+        self._labels_version = -1
+        self._index = LabIndex({})
+        self._requests: dict[str, RequestView] = {}
+        self._tokens: dict[str, tuple[Identity | None, float]] = {}
+        self._checked_version: int | None = None
+        self._durations: dict[str, float] = {}
+        self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
+
+    # -- identities ---------------------------------------------------------------------------
+
+    def identify(self, token: str) -> Identity | None:
+        """The identity a bearer token belongs to, or None."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._tokens.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self.database.begin("checking a token") as conn:
+            identity: Identity | None = None
+            name = conn.execute(select(clients.c.name).where(clients.c.token_hash == digest))
+            found = name.scalar()
+            if found is not None:
+                identity = Identity("client", found)
+            else:
+                name = conn.execute(
+                    select(exporters.c.name).where(exporters.c.token_hash == digest)
+                )
+                found = name.scalar()
+                if found is not None:
+                    identity = Identity("exporter", found)
+        if len(self._tokens) > 100_000:
+            self._tokens.clear()
+        self._tokens[digest] = (identity, now + TOKEN_CACHE_SECONDS)
+        return identity
+
+    # -- exporters ----------------------------------------------------------------------------
+
+    def register(
+        self, name: str, labels: Mapping[str, str], report: Any
+    ) -> tuple[dict[str, str], Changes]:
+        """Record an exporter's labels and driver report; mark it seen and not in a hook.
+
+        Returns:
+            The effective labels (reported ones under the admin's) and what changed.
+        """
+        now = self.clock()
+        with self.database.begin(f"registering exporter {name!r}", lock=True) as conn:
+            row = conn.execute(
+                select(exporters.c.admin_labels, exporters.c.labels).where(exporters.c.name == name)
+            ).first()
+            if row is None:
+                raise ControllerError(
+                    f"exporter {name!r} was deleted", code="unauthorized", status=401
+                )
+            effective = {**labels, **row.admin_labels}
+            conn.execute(
+                update(exporters)
+                .where(exporters.c.name == name)
+                .values(labels=effective, report=report, hook=False, last_seen=now)
+            )
+            if effective != row.labels:
+                conn.execute(
+                    update(lab_state)
+                    .where(lab_state.c.id == 1)
+                    .values(exporters_version=lab_state.c.exporters_version + 1)
+                )
+            changes = self._grant_pass(conn, now)
+        changes.exporters.add(name)
+        return effective, changes
+
+    def load_mirror(
+        self, names: Collection[str] | None
+    ) -> tuple[dict[str, list[LeaseRecord]], dict[str, bool]]:
+        """Live leases and hook flags of the exporters ``names`` (None: of every exporter).
+
+        The controller keeps these in memory so a heartbeat needs no database work.
+        """
+        with self.database.begin("reading exporter state") as conn:
+            hooks = select(exporters.c.name, exporters.c.hook)
+            live = (
+                select(leases, lease_exporters.c.exporter)
+                .join(lease_exporters, lease_exporters.c.lease_seq == leases.c.seq)
+                .where(lease_exporters.c.active)
+                .order_by(leases.c.seq)
+            )
+            if names is not None:
+                hooks = hooks.where(exporters.c.name.in_(list(names)))
+                live = live.where(lease_exporters.c.exporter.in_(list(names)))
+            flags = {row.name: bool(row.hook) for row in conn.execute(hooks)}
+            found: dict[str, list[LeaseRecord]] = {}
+            for row in conn.execute(live).mappings():
+                name = row["exporter"]
+                found.setdefault(name, []).append(LeaseRecord.from_row(row, [name]))
+        return found, flags
+
+    def versions(self) -> tuple[int, int]:
+        """``(exporters_version, identities_version)`` from ``lab_state``."""
+        with self.database.begin("reading the lab version") as conn:
+            row = conn.execute(
+                select(lab_state.c.exporters_version, lab_state.c.identities_version)
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def forget_tokens(self) -> None:
+        """Drop cached token lookups (identities changed)."""
+        self._tokens.clear()
+
+    def set_hook(self, name: str, hook: bool) -> Changes:
+        """Record whether the exporter runs a hook (not grantable meanwhile)."""
+        now = self.clock()
+        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
+            result = conn.execute(
+                update(exporters)
+                .where(exporters.c.name == name, exporters.c.hook != hook)
+                .values(hook=hook, last_seen=now)
+            )
+            if result.rowcount == 0 or hook:
+                return Changes()
+            return self._grant_pass(conn, now)
+
+    def flush_heartbeats(self, seen: Mapping[str, float]) -> Changes:
+        """Write the collected heartbeat times; a pass runs when an offline exporter came back."""
+        if not seen:
+            return Changes()
+        now = self.clock()
+        cutoff = now - self.heartbeat_timeout
+        names = list(seen)
+        with self.database.begin("recording heartbeats", lock=True) as conn:
+            revived = conn.execute(
+                select(func.count())
+                .select_from(exporters)
+                .where(
+                    exporters.c.name.in_(names),
+                    or_(exporters.c.last_seen.is_(None), exporters.c.last_seen < cutoff),
+                )
+            ).scalar_one()
+            conn.execute(
+                update(exporters)
+                .where(exporters.c.name == bindparam("b_name"))
+                .values(last_seen=bindparam("b_seen")),
+                [{"b_name": n, "b_seen": t} for n, t in seen.items()],
+            )
+            return self._grant_pass(conn, now) if revived else Changes()
+
+    def exporter_leases(self, name: str) -> list[LeaseRecord]:
+        """The exporter's live (ready) leases."""
+        with self.database.begin("reading exporter leases") as conn:
+            return self._exporter_leases(conn, name)
+
+    def _exporter_leases(self, conn: Connection, name: str) -> list[LeaseRecord]:
+        rows = conn.execute(
+            select(leases)
+            .join(lease_exporters, lease_exporters.c.lease_seq == leases.c.seq)
+            .where(lease_exporters.c.exporter == name, lease_exporters.c.active)
+            .order_by(leases.c.seq)
+        ).mappings()
+        return [LeaseRecord.from_row(row, [name]) for row in rows]
+
+    def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
+        """Every exporter (matching ``selector``) with its status."""
+        cutoff = self.clock() - self.heartbeat_timeout
+        with self.database.begin("listing exporters") as conn:
+            held = dict(
+                conn.execute(
+                    select(lease_exporters.c.exporter, leases.c.id)
+                    .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
+                    .where(lease_exporters.c.active)
+                ).all()
+            )
+            rows = conn.execute(
+                select(
+                    exporters.c.name, exporters.c.labels, exporters.c.hook, exporters.c.last_seen
+                ).order_by(exporters.c.name)
+            ).all()
+        out = []
+        for row in rows:
+            if selector is not None and not selector.matches(row.labels):
+                continue
+            if row.last_seen is None or row.last_seen < cutoff:
+                status = ExporterStatus.OFFLINE
+            elif row.hook:
+                status = ExporterStatus.HOOK
+            elif row.name in held:
+                status = ExporterStatus.LEASED
+            else:
+                status = ExporterStatus.AVAILABLE
+            out.append(
+                ExporterRecord(row.name, row.labels, status, held.get(row.name), row.last_seen)
+            )
+        return out
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def create_lease(
+        self, client: str, slots: Sequence[Slot], duration: float
+    ) -> tuple[LeaseRecord, Changes]:
+        """Queue a lease request and run a grant pass (it may be granted at once).
+
+        Raises:
+            ControllerError: ``not_found`` for an exporter name nobody created, ``forbidden``
+                when no policy covers the client, ``too_long`` when ``duration`` is above the
+                policy maximum.
+        """
+        now = self.clock()
+        lease_id = uuid.uuid4().hex
+        with self.database.begin("creating a lease", lock=True) as conn:
+            lab = self._lab(conn, now)
+            for slot in slots:
+                if slot.exporter is not None and slot.exporter not in lab[0].names:
+                    raise ControllerError(
+                        f"no exporter named {slot.exporter!r}", code="not_found", status=404
+                    )
+            decision = decide_policy(client, self._policies(conn), slots, lab[0])
+            if decision is None:
+                raise ControllerError(
+                    f"client {client!r} may not lease anything: no access policy names it",
+                    code="forbidden",
+                    status=403,
+                )
+            if duration > decision.max_duration:
+                raise _too_long(duration, decision.max_duration)
+            request = RequestView(lease_id, decision.priority, 0, tuple(slots), decision.allowed)
+            reason = unsatisfiable_reason(request, lab[0])
+            values = {
+                "id": lease_id,
+                "client": client,
+                "state": LeaseState.UNSATISFIABLE if reason else LeaseState.PENDING,
+                "requests": [_slot_json(s) for s in slots],
+                "allowed": None if decision.allowed is None else [str(s) for s in decision.allowed],
+                "duration": duration,
+                "max_duration": decision.max_duration,
+                "priority": decision.priority,
+                "created_at": now,
+                "reason": reason,
+            }
+            if reason:
+                values["ended_at"] = now
+            conn.execute(insert(leases).values(**values))
+            changes = Changes() if reason else self._grant_pass(conn, now, lab)
+            record = self._load(conn, lease_id)
+        assert record is not None
+        return record, changes
+
+    def get_lease(self, lease_id: str) -> LeaseRecord | None:
+        """One lease (with its queue position while pending), or None."""
+        with self.database.begin("reading a lease") as conn:
+            return self._load(conn, lease_id)
+
+    def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
+        """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
+        with self.database.begin("listing leases") as conn:
+            query = select(leases.c.id).where(leases.c.client == client)
+            ids = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).scalars())
+            if include_ended:
+                ended = query.where(leases.c.state.not_in(LIVE_STATES))
+                ids += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).scalars()
+            records = [self._load(conn, i) for i in ids]
+        return sorted((r for r in records if r is not None), key=lambda r: r.seq)
+
+    def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
+        """Move a ready lease's end by ``seconds``.
+
+        Raises:
+            ControllerError: unknown lease, not the holder, not ready, or past the maximum.
+        """
+        with self.database.begin("extending a lease", lock=True) as conn:
+            record = self._owned(conn, client, lease_id)
+            if record.state is not LeaseState.READY:
+                raise ControllerError(
+                    f"lease {lease_id} is {record.state.value}, only a ready lease can be extended",
+                    code="lease_not_live",
+                    status=409,
+                    state=record.state.value,
+                )
+            assert record.ends_at is not None and record.granted_at is not None
+            new_end = record.ends_at + seconds
+            if new_end - record.granted_at > record.max_duration + 1e-6:
+                raise _too_long(new_end - record.granted_at, record.max_duration)
+            conn.execute(
+                update(leases)
+                .where(leases.c.seq == record.seq)
+                .values(ends_at=new_end, duration=new_end - record.granted_at)
+            )
+            result = self._load(conn, lease_id)
+        assert result is not None
+        return result, Changes({lease_id}, set(result.exporters))
+
+    def release(self, client: str, lease_id: str) -> tuple[LeaseRecord, Changes]:
+        """End a pending or ready lease (idempotent on finished ones)."""
+        now = self.clock()
+        with self.database.begin("releasing a lease", lock=True) as conn:
+            record = self._owned(conn, client, lease_id)
+            if record.state not in LIVE_STATES:
+                return record, Changes()
+            changes = self._finish(conn, [record.seq], LeaseState.ENDED, now, "released")
+            changes.update(self._grant_pass(conn, now))
+            result = self._load(conn, lease_id)
+        assert result is not None
+        return result, changes
+
+    def expire_due(self) -> Changes:
+        """End every ready lease whose time is up, then hand their exporters on."""
+        now = self.clock()
+        with self.database.begin("expiring leases", lock=True) as conn:
+            due = list(
+                conn.execute(
+                    select(leases.c.seq).where(
+                        leases.c.state == LeaseState.READY, leases.c.ends_at <= now
+                    )
+                ).scalars()
+            )
+            if not due:
+                return Changes()
+            changes = self._finish(conn, due, LeaseState.EXPIRED, now, "expired at its end time")
+            changes.update(self._grant_pass(conn, now))
+        return changes
+
+    def run_pass(self) -> Changes:
+        """Run a grant pass on its own (after exporters changed outside this process)."""
+        now = self.clock()
+        with self.database.begin("granting leases", lock=True) as conn:
+            return self._grant_pass(conn, now)
+
+    def next_expiry(self) -> float | None:
+        """When the next ready lease ends (seconds since the epoch), or None."""
+        with self.database.begin("reading lease deadlines") as conn:
+            value = conn.execute(
+                select(func.min(leases.c.ends_at)).where(leases.c.state == LeaseState.READY)
+            ).scalar()
+        return None if value is None else float(value)
+
+    def has_pending(self) -> bool:
+        """True when some lease waits in the queue."""
+        with self.database.begin("reading the queue") as conn:
+            row = conn.execute(
+                select(leases.c.seq).where(leases.c.state == LeaseState.PENDING).limit(1)
+            )
+            return row.first() is not None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _owned(self, conn: Connection, client: str, lease_id: str) -> LeaseRecord:
+        record = self._load(conn, lease_id)
+        if record is None:
+            raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+        if record.client != client:
+            raise ControllerError(
+                f"lease {lease_id} belongs to another client", code="forbidden", status=403
+            )
+        return record
+
+    def _load(self, conn: Connection, lease_id: str) -> LeaseRecord | None:
+        row = conn.execute(select(leases).where(leases.c.id == lease_id)).mappings().first()
+        if row is None:
+            return None
+        names = list(
+            conn.execute(
+                select(lease_exporters.c.exporter)
+                .where(lease_exporters.c.lease_seq == row["seq"])
+                .order_by(lease_exporters.c.slot)
+            ).scalars()
+        )
+        record = LeaseRecord.from_row(row, names)
+        if record.state is LeaseState.PENDING:
+            ahead = conn.execute(
+                select(func.count())
+                .select_from(leases)
+                .where(
+                    leases.c.state == LeaseState.PENDING,
+                    or_(
+                        leases.c.priority > record.priority,
+                        and_(leases.c.priority == record.priority, leases.c.seq < record.seq),
+                    ),
+                )
+            ).scalar_one()
+            record.position = int(ahead) + 1
+        return record
+
+    def _finish(
+        self, conn: Connection, seqs: list[int], state: LeaseState, now: float, why: str
+    ) -> Changes:
+        changes = Changes()
+        rows = conn.execute(select(leases.c.id).where(leases.c.seq.in_(seqs))).scalars()
+        changes.leases.update(rows)
+        conn.execute(
+            update(leases)
+            .where(leases.c.seq.in_(seqs))
+            .values(state=state, ended_at=now, reason=f"{why} ({iso(now)})")
+        )
+        holders = conn.execute(
+            select(lease_exporters.c.exporter).where(
+                lease_exporters.c.lease_seq.in_(seqs), lease_exporters.c.active
+            )
+        ).scalars()
+        changes.exporters.update(holders)
+        conn.execute(
+            update(lease_exporters)
+            .where(lease_exporters.c.lease_seq.in_(seqs))
+            .values(active=False)
+        )
+        return changes
+
+    def _policies(self, conn: Connection) -> list[Policy]:
+        rows = conn.execute(select(policies)).mappings().all()
+        return [
+            Policy(
+                row["name"],
+                tuple(row["clients"]),
+                parse_selector(row["selector"]),
+                row["priority"],
+                row["max_duration"],
+            )
+            for row in rows
+        ]
+
+    def _lab(self, conn: Connection, now: float) -> tuple[LabIndex, set[str]]:
+        """The label index (rebuilt when labels changed) and who is unavailable right now."""
+        version = conn.execute(
+            select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
+        ).scalar_one()
+        if version != self._labels_version:
+            rows = conn.execute(select(exporters.c.name, exporters.c.labels)).all()
+            self._index = LabIndex({row.name: row.labels for row in rows})
+            self._labels_version = version
+        leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
+        down = select(exporters.c.name).where(
+            or_(
+                exporters.c.hook,
+                exporters.c.last_seen.is_(None),
+                exporters.c.last_seen < now - self.heartbeat_timeout,
+            )
+        )
+        return self._index, set(conn.execute(leased.union_all(down)).scalars())
+
+    def _request_views(self, conn: Connection) -> list[RequestView]:
+        # Only the cheap columns each pass; a request's JSON is read and parsed once.
+        rows = conn.execute(
+            select(leases.c.id, leases.c.duration).where(leases.c.state == LeaseState.PENDING)
+        ).all()
+        self._durations = {row.id: row.duration for row in rows}
+        missing = [row.id for row in rows if row.id not in self._requests]
+        for start in range(0, len(missing), 500):
+            for new in conn.execute(
+                select(
+                    leases.c.id,
+                    leases.c.seq,
+                    leases.c.priority,
+                    leases.c.requests,
+                    leases.c.allowed,
+                ).where(leases.c.id.in_(missing[start : start + 500]))
+            ):
+                slots, allowed = self._intern(new.requests, new.allowed)
+                self._requests[new.id] = RequestView(new.id, new.priority, new.seq, slots, allowed)
+        views = []
+        fresh: dict[str, RequestView] = {}
+        for row in rows:
+            view = self._requests[row.id]
+            fresh[row.id] = view
+            views.append(view)
+        self._requests = fresh
+        return views
+
+    def _intern(
+        self, requests: list[dict[str, Any]], allowed: list[str] | None
+    ) -> tuple[tuple[Slot, ...], tuple[Selector, ...] | None]:
+        # Identical requests share one parsed object, so the scheduler compares them by identity.
+        key = json.dumps([requests, allowed], sort_keys=True)
+        hit = self._shapes.get(key)
+        if hit is None:
+            slots = tuple(_slot_from_json(r) for r in requests)
+            limits = None if allowed is None else tuple(map(parse_selector, allowed))
+            hit = (slots, limits)
+            if len(self._shapes) > 10_000:
+                self._shapes.clear()
+            self._shapes[key] = hit
+        return hit
+
+    def _grant_pass(
+        self, conn: Connection, now: float, lab: tuple[LabIndex, set[str]] | None = None
+    ) -> Changes:
+        changes = Changes()
+        requests = self._request_views(conn)
+        if not requests:
+            self._checked_version = conn.execute(
+                select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
+            ).scalar_one()
+            return changes
+        index, unavailable = lab or self._lab(conn, now)
+        if self._labels_version != self._checked_version:
+            # Exporters were added, relabelled or deleted: some waiters may now be hopeless.
+            self._checked_version = self._labels_version
+            hopeless = [(r, unsatisfiable_reason(r, index)) for r in requests]
+            for request, reason in hopeless:
+                if reason:
+                    conn.execute(
+                        update(leases)
+                        .where(leases.c.id == request.id)
+                        .values(state=LeaseState.UNSATISFIABLE, ended_at=now, reason=reason)
+                    )
+                    changes.leases.add(request.id)
+            requests = [r for r, reason in hopeless if not reason]
+        grants, _positions = schedule(requests, index, unavailable)
+        by_id = {r.id: r for r in requests}
+        for grant in grants:
+            request = by_id[grant.request_id]
+            duration = self._durations[request.id]
+            conn.execute(
+                update(leases)
+                .where(leases.c.seq == request.seq)
+                .values(state=LeaseState.READY, granted_at=now, ends_at=now + duration)
+            )
+            conn.execute(
+                insert(lease_exporters),
+                [
+                    {"lease_seq": request.seq, "slot": i, "exporter": name, "active": True}
+                    for i, name in enumerate(grant.exporters)
+                ],
+            )
+            changes.leases.add(grant.request_id)
+            changes.exporters.update(grant.exporters)
+        return changes
+
+
+def _slot_json(slot: Slot) -> dict[str, str | None]:
+    return {
+        "selector": None if slot.selector is None else str(slot.selector),
+        "exporter": slot.exporter,
+    }
+
+
+def _slot_from_json(data: Mapping[str, Any]) -> Slot:
+    if data.get("exporter"):
+        return Slot(exporter=str(data["exporter"]))
+    return Slot(selector=parse_selector(str(data.get("selector") or "")))
+
+
+def _too_long(seconds: float, maximum: float) -> ControllerError:
+    return ControllerError(
+        f"a lease of {seconds:g} s is longer than the {maximum:g} s the access policy allows",
+        code="too_long",
+        status=422,
+        max_duration=maximum,
+    )

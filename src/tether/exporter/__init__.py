@@ -1,0 +1,57 @@
+"""The exporter: a YAML config turned into driver trees, served per session.
+
+See ``docs/exporter.md`` (sessions, auth, keepalive, the :class:`Exporter` API) and
+``docs/config.md`` (the YAML reference).
+"""
+
+from ._certs import LabCerts, client_ssl_context, init_lab_certs, server_ssl_context
+from ._config import (
+    ControllerConfig,
+    ExporterConfig,
+    HooksConfig,
+    NodeConfig,
+    OnFailure,
+    TLSConfig,
+    TokensConfig,
+    build_tree,
+    load_config,
+    parse_config,
+)
+from ._exporter import Exporter
+from ._hooks import HookResult, run_hook
+from ._main import run_exporter, serve_exporter
+from ._problems import ConfigFileError, ConfigProblem
+from ._session import Session
+from ._thread import RunningExporter, run_exporter_in_thread
+from ._tokens import generate_token, hash_token, read_token_hashes, verify_token
+
+__all__ = [
+    "ConfigFileError",
+    "ConfigProblem",
+    "ControllerConfig",
+    "Exporter",
+    "ExporterConfig",
+    "HookResult",
+    "HooksConfig",
+    "LabCerts",
+    "NodeConfig",
+    "OnFailure",
+    "RunningExporter",
+    "Session",
+    "TLSConfig",
+    "TokensConfig",
+    "build_tree",
+    "client_ssl_context",
+    "generate_token",
+    "hash_token",
+    "init_lab_certs",
+    "load_config",
+    "parse_config",
+    "read_token_hashes",
+    "run_exporter",
+    "run_exporter_in_thread",
+    "run_hook",
+    "serve_exporter",
+    "server_ssl_context",
+    "verify_token",
+]

@@ -1,0 +1,572 @@
+"""The exporter's controller agent: outbound only, it registers, heartbeats and serves leases.
+
+Theory of operation. The exporter never accepts a connection from the controller or a client.
+The agent (a few asyncio tasks it owns) does everything by dialling out:
+
+* **registration and heartbeat** (HTTP, ``httpx``): ``POST /v1/exporter/register`` with the
+  exporter's labels and driver tree report, then ``POST /v1/exporter/heartbeat`` every
+  ``heartbeat_interval`` seconds (at once when the status changes)
+  carrying the exporter's status (``hook`` while a hook runs, else ``available``; the
+  controller shows ``leased`` and, once heartbeats stop, ``offline``). A long-poll of the
+  exporter's lease list (one request at a time, so answers arrive in order) tells the agent
+  about new and ended leases at once, without any inbound connection.
+* **one session per lease**: for a new lease the agent runs the ``before_lease`` hook, opens a
+  fresh session (a new driver tree) and starts a :class:`LeaseRelay`; when the lease disappears
+  from the list (released, expired) it stops the relay, closes the session and runs
+  ``after_lease``. When the controller cannot be reached the agent retries with back-off and
+  leaves the running leases alone; an unknown token stops it.
+* **relay dials**: a :class:`LeaseRelay` keeps one idle TLS dial open to the controller's relay
+  for its lease. When the router pairs it with the lease holder's connection, the dial becomes
+  a served wire-protocol connection (the exporter acts as the server on its outbound socket)
+  and the relay dials again, so the next client connection finds one waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from tether.driver import DriverHost
+from tether.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectFailed,
+    ControllerError,
+    HookFailed,
+    ProtocolError,
+    RelayRefused,
+)
+from tether.wire import Address, map_connect_errors, parse_address
+from tether.wire._relay import (
+    RelayHello,
+    decode_relay_reply,
+    encode_relay_hello,
+    refusal_error,
+    relay_url_for,
+    split_line,
+    tcp_keepalive_options,
+)
+
+from ._certs import client_ssl_context
+from ._config import ExporterConfig, build_tree
+from ._exporter import Exporter
+
+__all__ = [
+    "ControllerAgent",
+    "LeaseRelay",
+    "controller_error",
+    "dial_relay",
+    "map_http_errors",
+    "read_exporter_token",
+    "run_agent",
+]
+
+log = logging.getLogger("tether.exporter.agent")
+
+#: Make the protocol that serves a paired dial (a ``ServerProtocol`` for the lease's session).
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Give ``data`` to ``protocol`` as if its transport had read it."""
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view)))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            protocol.buffer_updated(size)
+            view = view[size:]
+    else:
+        assert isinstance(protocol, asyncio.Protocol)
+        protocol.data_received(data)
+
+
+class _Dial(asyncio.Protocol):
+    """One outbound relay dial, until it is paired and handed to the serving protocol."""
+
+    def __init__(self, hello: RelayHello, make_protocol: ProtocolFactory, where: str) -> None:
+        self._hello = hello
+        self._make_protocol = make_protocol
+        self._where = where
+        self._buffer = bytearray()
+        self._served: asyncio.BaseProtocol | None = None
+        loop = asyncio.get_running_loop()
+        self.waiting: asyncio.Future[None] = loop.create_future()
+        self.paired: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in tcp_keepalive_options():
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(*option)
+        transport.write(encode_relay_hello(self._hello))
+
+    def data_received(self, data: bytes) -> None:
+        if self._served is not None:  # bytes read in the same batch as the "paired" line
+            _feed(self._served, data)
+            return
+        self._buffer += data
+        try:
+            while self._served is None:
+                split = split_line(self._buffer, "relay reply")
+                if split is None:
+                    return
+                line, rest = split
+                self._buffer = bytearray(rest)
+                self._on_reply(line)
+        except ConnectFailed as exc:
+            self._fail(exc)
+        except ProtocolError as exc:
+            self._fail(ConnectFailed(f"{self._where}: {exc}"))
+
+    def _on_reply(self, line: bytes) -> None:
+        reply = decode_relay_reply(line)
+        if not reply.ok:
+            raise refusal_error(reply, self._where)
+        if reply.state == "waiting" and not self.waiting.done():
+            self.waiting.set_result(None)
+        elif reply.state == "paired":
+            assert self.transport is not None
+            if not self.waiting.done():
+                self.waiting.set_result(None)
+            served = self._make_protocol()
+            self._served = served
+            self.transport.set_protocol(served)
+            served.connection_made(self.transport)
+            rest, self._buffer = bytes(self._buffer), bytearray()
+            if rest:
+                _feed(served, rest)
+            self.paired.set_result(None)
+        else:
+            raise ProtocolError(f"unexpected relay reply state {reply.state!r}")
+
+    def _fail(self, exc: BaseException) -> None:
+        for future in (self.waiting, self.paired):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # the other future may never be awaited
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._served is None:
+            self._fail(ConnectFailed(f"{self._where}: the relay closed the connection"))
+
+
+async def dial_relay(
+    relay: str | Address,
+    hello: RelayHello,
+    make_protocol: ProtocolFactory,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = 10.0,
+) -> _Dial:
+    """Dial the relay and wait until the router accepted the dial (``waiting``).
+
+    Raises:
+        ConnectFailed: cannot connect, TLS failed, or the relay hung up.
+        AuthenticationFailed: the router does not know the token.
+        RelayRefused: the router refused (``lease_ended``, ``forbidden``...).
+    """
+    address = parse_address(relay) if isinstance(relay, str) else relay
+    if address.scheme == "unix":
+        raise ConnectFailed(f"relay {address}: expected tls://HOST:PORT")
+    where = f"relay {address}"
+    loop = asyncio.get_running_loop()
+    tls = address.scheme == "tls"
+    if tls and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    with map_connect_errors(f"cannot connect to {where}"):
+        async with asyncio.timeout(connect_timeout):
+            _, dial = await loop.create_connection(
+                lambda: _Dial(hello, make_protocol, where),
+                address.host,
+                address.port,
+                ssl=ssl_context if tls else None,
+                server_hostname=address.host if tls else None,
+            )
+            await dial.waiting
+    return dial
+
+
+class LeaseRelay:
+    """Keeps one idle relay dial open for a lease; each paired dial is served by
+    ``make_protocol()``.
+
+    Run :meth:`run` as a task; cancel it (or let the router refuse with ``lease_ended``) to
+    stop; other refusals and failures are retried with back-off. Served connections are not
+    closed by stopping the relay: the session's close does that, and the router cuts them
+    when the lease ends.
+
+    Args:
+        relay: the controller's relay address (``tls://host:port``).
+        lease_id: the lease.
+        token: the exporter's bearer token.
+        make_protocol: builds the protocol serving one client connection.
+        ssl_context: verifies the relay's certificate (default: the system's CAs).
+        retry: seconds between failed dials, doubled per failure up to ``max_retry``.
+    """
+
+    def __init__(
+        self,
+        relay: str | Address,
+        lease_id: str,
+        token: str,
+        make_protocol: ProtocolFactory,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        retry: float = 0.5,
+        max_retry: float = 10.0,
+    ) -> None:
+        self.relay = relay
+        self.lease_id = lease_id
+        self._hello = RelayHello(lease_id, "exporter", token)
+        self._make_protocol = make_protocol
+        self._ssl_context = ssl_context
+        self._retry = retry
+        self._max_retry = max_retry
+        self.served = 0
+        #: set while an idle dial is accepted and waiting for a client.
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Dial, wait for a pairing, repeat; returns when the router says the lease ended."""
+        delay = self._retry
+        while True:
+            dial: _Dial | None = None
+            try:
+                dial = await dial_relay(
+                    self.relay, self._hello, self._make_protocol, ssl_context=self._ssl_context
+                )
+                self.ready.set()
+                await dial.paired
+                self.served += 1
+                delay = self._retry
+            except RelayRefused as exc:
+                if exc.code == "lease_ended":
+                    log.info("lease %s: relay stops: %s", self.lease_id, exc)
+                    return
+                # Anything else may pass (a lease not visible yet on this replica...): the
+                # agent cancels this relay when the lease leaves its lease list.
+                log.warning("lease %s: %s; retrying in %g s", self.lease_id, exc, delay)
+            except ConnectFailed as exc:
+                log.warning("lease %s: %s; retrying in %g s", self.lease_id, exc, delay)
+            except asyncio.CancelledError:
+                if dial is not None and dial.transport is not None and not dial.paired.done():
+                    dial.transport.close()
+                raise
+            finally:
+                self.ready.clear()
+            if dial is None or not dial.paired.done() or dial.paired.exception() is not None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_retry)
+
+
+# -- HTTP to the controller -------------------------------------------------------------------
+
+
+def controller_error(response: httpx.Response, what: str) -> ControllerError | AuthenticationFailed:
+    """The error for a controller's 4xx/5xx answer (its JSON ``error`` and ``message``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = str(body.get("error", "http_error"))
+    message = f"{what}: {body.get('message') or response.reason_phrase} ({response.status_code})"
+    if response.status_code == 401:
+        return AuthenticationFailed(message)
+    details = {k: v for k, v in body.items() if k not in ("error", "message", "status", "code")}
+    return ControllerError(message, code=code, status=response.status_code, **details)
+
+
+@contextlib.contextmanager
+def map_http_errors(what: str) -> Any:
+    """Translate httpx's transport errors into ConnectFailed, once, here."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ConnectFailed(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise ConnectFailed(f"{what}: {exc or type(exc).__name__}") from exc
+
+
+def read_exporter_token(config: ExporterConfig) -> str:
+    """The exporter's controller token: ``controller.token``, else ``controller.token_file``.
+
+    Raises:
+        ConfigError: neither is set, or the file cannot be read or is empty.
+    """
+    controller = config.controller
+    if controller is None:
+        raise ConfigError(f"{config.source}: no `controller:` section")
+    if controller.token:
+        return controller.token.strip()
+    if controller.token_file is None:
+        raise ConfigError(
+            f"{config.source}: controller: needs `token` or `token_file` (the exporter token "
+            "printed by `tether admin create-exporter`)"
+        )
+    try:
+        token = Path(controller.token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{controller.token_file}: cannot read the controller token: {exc.strerror}"
+        ) from exc
+    if not token:
+        raise ConfigError(f"{controller.token_file}: the controller token file is empty")
+    return token
+
+
+# -- the agent --------------------------------------------------------------------------------
+
+
+class ControllerAgent:
+    """Registers an :class:`Exporter` with the controller and serves its leases.
+
+    Args:
+        exporter: a started exporter (its sessions serve the leases).
+        config: the exporter's config (labels, hooks, the export tree for the report).
+        endpoint: the controller's base URL (``https://controller:8443``).
+        token: the exporter's bearer token.
+        ca: the CA that signed the controller's (and its relay's) certificate; ``None``: the
+            system's CAs.
+        long_poll: seconds each lease long-poll may wait at the controller.
+        retry: seconds before retrying after the controller could not be reached, doubled per
+            failure up to ``max_retry``.
+    """
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        config: ExporterConfig,
+        *,
+        endpoint: str,
+        token: str,
+        ca: str | Path | None = None,
+        long_poll: float = 30.0,
+        retry: float = 1.0,
+        max_retry: float = 30.0,
+    ) -> None:
+        self.exporter = exporter
+        self.config = config
+        self.endpoint = endpoint.rstrip("/")
+        self._token = token
+        self._ssl_context = client_ssl_context(ca) if ca is not None else None
+        self._long_poll = long_poll
+        self._retry = retry
+        self._max_retry = max_retry
+        self._http: httpx.AsyncClient | None = None
+        self._leases: dict[str, asyncio.Task[None]] = {}
+        self._done: set[str] = set()  # leases whose relay the router ended; not restarted
+        self._hooks = 0
+        self._status_changed = asyncio.Event()
+        self.name: str | None = None
+        self.registered = asyncio.Event()
+        self.heartbeat_interval = 10.0
+        #: lease id -> the session serving it
+        self.sessions: dict[str, str] = {}
+
+    @property
+    def status(self) -> str:
+        """``offline`` (not registered), ``hook``, ``leased`` or ``available``."""
+        if not self.registered.is_set():
+            return "offline"
+        if self._hooks:
+            return "hook"
+        return "leased" if self._leases else "available"
+
+    async def run(self) -> None:
+        """Serve until cancelled; reconnects (with back-off) when the controller goes away.
+
+        Raises:
+            AuthenticationFailed: the controller does not know the token (fatal).
+        """
+        verify: ssl.SSLContext | bool = self._ssl_context or True
+        headers = {"Authorization": f"Bearer {self._token}"}
+        timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
+        delay = self._retry
+        async with httpx.AsyncClient(
+            base_url=self.endpoint, headers=headers, verify=verify, timeout=timeout
+        ) as http:
+            self._http = http
+            try:
+                while True:
+                    try:
+                        await self._connected()
+                    except (ConnectFailed, ControllerError) as exc:
+                        if isinstance(exc, AuthenticationFailed):
+                            raise
+                        if self.registered.is_set():  # it worked for a while: start over
+                            delay = self._retry
+                        self.registered.clear()
+                        log.warning("controller %s: %s; retry in %g s", self.endpoint, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_retry)
+            finally:
+                self.registered.clear()
+                await self._stop_all()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        assert self._http is not None
+        what = f"{method} {self.endpoint}{path}"
+        with map_http_errors(what):
+            response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise controller_error(response, what)
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+
+    async def _connected(self) -> None:
+        host = DriverHost(build_tree(self.config)[0], self.config.name)
+        answer = await self._request(
+            "POST",
+            "/v1/exporter/register",
+            json={"labels": dict(self.config.labels), "report": host.report()},
+        )
+        self.name = str(answer.get("name", self.config.name))
+        self.heartbeat_interval = float(answer.get("heartbeat_interval", 10.0))
+        log.info("registered with %s as %s", self.endpoint, self.name)
+        self.registered.set()
+        self._sync(answer.get("leases", []))
+        # Not a TaskGroup: the first failure must come out as itself (not in an
+        # ExceptionGroup) so run() can tell "controller away" from "token rejected".
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._heartbeats()), loop.create_task(self._watch_leases())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self._status_changed.clear()
+            status = "hook" if self._hooks else "available"
+            answer = await self._request("POST", "/v1/exporter/heartbeat", json={"status": status})
+            self.heartbeat_interval = float(answer.get("heartbeat_interval", 10.0))
+            # Its lease list is not applied: it may be older than the long-poll's answer
+            # (both are in flight at once), and applying it would end a brand-new lease.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self._status_changed.wait()
+
+    async def _watch_leases(self) -> None:
+        version = ""
+        while True:
+            params: dict[str, Any] = {"wait": self._long_poll}
+            if version:
+                params["version"] = version
+            answer = await self._request("GET", "/v1/exporter/leases", params=params)
+            version = str(answer.get("version", ""))
+            self._sync(answer.get("leases", []))
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def _sync(self, leases: list[dict[str, Any]]) -> None:
+        live = {str(lease["id"]): lease for lease in leases if isinstance(lease, dict)}
+        for lease_id, lease in live.items():
+            if lease_id not in self._leases and lease_id not in self._done:
+                task = asyncio.get_running_loop().create_task(self._serve_lease(lease))
+                self._leases[lease_id] = task
+                task.add_done_callback(self._forget_lease)
+        for lease_id, task in list(self._leases.items()):
+            if lease_id not in live:
+                task.cancel()
+        self._done &= set(live)
+
+    def _forget_lease(self, task: asyncio.Task[None]) -> None:
+        for lease_id, each in list(self._leases.items()):
+            if each is task:
+                del self._leases[lease_id]
+
+    @contextlib.asynccontextmanager
+    async def _hook_status(self, hook: str | None) -> AsyncIterator[None]:
+        """Report ``hook`` to the controller while a hook runs."""
+        if hook is None:
+            yield
+            return
+        self._hooks += 1
+        self._status_changed.set()
+        try:
+            yield
+        finally:
+            self._hooks -= 1
+            self._status_changed.set()
+
+    async def _serve_lease(self, lease: dict[str, Any]) -> None:
+        lease_id = str(lease["id"])
+        hooks = self.config.hooks
+        try:
+            async with self._hook_status(hooks.before_lease):
+                session = await self.exporter.open_session(lease_id)
+        except HookFailed as exc:
+            log.error("lease %s: not served: %s", lease_id, exc)
+            self._done.add(lease_id)
+            return
+        self.sessions[lease_id] = session.id
+        client = lease.get("client")
+        log.info("lease %s (client %s): session %s opened", lease_id, client, session.id)
+        try:
+            relay = lease.get("relay")
+            if relay:
+                await LeaseRelay(
+                    relay_url_for(str(relay), self.endpoint),
+                    lease_id,
+                    self._token,
+                    self.exporter.protocol_factory(session_id=session.id, authenticate=False),
+                    ssl_context=self._ssl_context,
+                ).run()
+                self._done.add(lease_id)  # the router says the lease ended
+            else:
+                log.warning("lease %s: the controller runs no relay; nobody can connect", lease_id)
+                await asyncio.Future()
+        finally:
+            self.sessions.pop(lease_id, None)
+            async with self._hook_status(hooks.after_lease):
+                await self.exporter.close_session(session.id)
+            log.info("lease %s: session %s closed", lease_id, session.id)
+
+    async def _stop_all(self) -> None:
+        tasks = list(self._leases.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_agent(exporter: Exporter, config: ExporterConfig) -> None:
+    """Run the controller agent of ``config.controller`` for ``exporter`` until cancelled.
+
+    ``tether exporter serve`` runs this beside its listeners when the config has a
+    ``controller:`` section.
+
+    Raises:
+        ConfigError: no ``controller:`` section or no token.
+        AuthenticationFailed: the controller rejects the token.
+    """
+    if config.controller is None:
+        raise ConfigError(f"{config.source}: no `controller:` section")
+    agent = ControllerAgent(
+        exporter,
+        config,
+        endpoint=config.controller.endpoint,
+        token=read_exporter_token(config),
+        ca=config.controller.ca,
+    )
+    await agent.run()
