@@ -4,6 +4,7 @@ A driver author needs only this package (and ``tether.testing`` for tests).
 """
 
 from ._client import ByteStream, CallTarget, DriverClient
+from ._composite import Composite
 from ._driver import Driver, DriverState
 from ._export import ExportedMethod, MethodKind, export, export_stream, exported_methods
 from ._host import DriverHost
@@ -20,6 +21,7 @@ __all__ = [
     "ByteStream",
     "CallTarget",
     "ClientPolicy",
+    "Composite",
     "Driver",
     "DriverClient",
     "DriverHost",

@@ -40,8 +40,7 @@ from pydantic import (
     field_validator,
 )
 
-from tether.driver import Driver
-from tether.drivers.composite import Composite
+from tether.driver import Composite, Driver
 from tether.wire import Address, parse_address
 
 from ._problems import (
@@ -552,7 +551,7 @@ def build_tree(config: ExporterConfig) -> tuple[Driver, dict[str, dict[str, str]
         config: a validated config.
 
     Returns:
-        ``(root, uses)``: ``root`` is a :class:`~tether.drivers.composite.Composite` holding
+        ``(root, uses)``: ``root`` is a :class:`~tether.driver.Composite` holding
         the exported nodes as children (labelled with the exporter's labels); ``uses`` maps
         each node path (every path a shared node appears under) to ``{instance: provider
         path}``, the format :class:`~tether.driver.DriverHost` takes.

@@ -1,5 +1,5 @@
-"""Composite: group drivers under one node."""
+"""Composite: group drivers under one node (``tether.drivers.composite.Composite`` in configs)."""
 
-from ._driver import Composite
+from tether.driver import Composite
 
 __all__ = ["Composite"]
