@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         + (f" Storage image: {storage_mib} MiB." if storage_mib else "")
     )
 
+    controller = parts.get("controller")
+    if controller and "exporters" in controller:
+        print(
+            f"  controller: {controller['exporters']:,} exporters heartbeating,"
+            f" {controller['waiting_clients']:,} clients waiting in the queue, SQLite, TLS"
+        )
     for name, part in parts.items():
         if part is None:
             continue

@@ -193,7 +193,7 @@ ROWS: tuple[Row, ...] = (
     Row("direct_bytes_mb_s", "byte stream, direct TLS (relay baseline)", "MB/s", False),
     Row("relay_bytes_mb_s", "byte stream through the router relay", "MB/s", False),
     Row("relay_bytes_ratio", "relay / direct byte stream", "x", lower_is_better=False),
-    Row("grant_p50_ms", "controller: lease grant p50 (5,000 exporters, 500 queued)", "ms", True),
+    Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
 )
