@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import threading
@@ -289,3 +290,29 @@ def test_tcp_network_stream_to_a_real_socket() -> None:
     thread.join(10)
     server.close()
     assert bytes(received) == payload
+
+
+class BrokenStart(Driver):
+    async def start(self) -> None:
+        raise RuntimeError("no device")
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_failing_start_closes_both_ends_of_the_socket_pair() -> None:
+    before = open_fds()
+    with pytest.raises(RuntimeError, match="no device") as info, serve(BrokenStart()):
+        pass
+    # Checked while ``info`` still holds the traceback (and so serve()'s frame): an unclosed
+    # socket would only be closed, with a ResourceWarning, when the garbage collector ran.
+    assert info.value is not None
+    assert open_fds() == before
+
+
+def test_no_thread_outlives_serve() -> None:
+    with serve(MockPower()) as power:
+        power.on()  # type: ignore[attr-defined]
+        assert any(t.name == "tether-serve" for t in threading.enumerate())
+    assert [t.name for t in threading.enumerate() if t.name.startswith("tether-")] == []

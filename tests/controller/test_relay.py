@@ -90,14 +90,24 @@ def test_byte_stream_through_the_relay_arrives_intact(lab: RelayLab) -> None:
     dut = lab.connect("L1")
     payload = os.urandom(8 * 1024 * 1024)
     received = bytearray()
-    block = 512 * 1024
+    block = 256 * 1024
+    failures: list[BaseException] = []
     with dut.echo.stream("echo") as stream:
-        for start in range(0, len(payload), block):
-            stream.send(payload[start : start + block])
-            while len(received) < min(start + block, len(payload)):
-                received.extend(stream.receive())
-        stream.send_eof()
-        assert stream.receive() == b""
+        # Full duplex: one thread sends everything while this one receives the echo.
+        def send_all() -> None:
+            try:
+                for start in range(0, len(payload), block):
+                    stream.send(payload[start : start + block])
+                stream.send_eof()
+            except BaseException as exc:
+                failures.append(exc)
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        while chunk := stream.receive():
+            received.extend(chunk)
+        sender.join()
+    assert failures == []
     assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 

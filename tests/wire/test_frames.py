@@ -183,6 +183,66 @@ def test_a_lent_buffer_is_read_in_place_and_its_tail_kept() -> None:
     assert decoder.buffered == 0
 
 
+def _large_frame_stream() -> tuple[bytes, list[bytes]]:
+    """Small, large (assembled in a buffer of their own), and small frames, back to back."""
+    payloads = [b"a" * 10, bytes(range(256)) * 1024, b"b" * 3, bytes(70_000), b"c" * 20]
+    payloads.append(bytes(reversed(range(256))) * 4000)
+    return b"".join(encode_event(Data(1, payload)) for payload in payloads), payloads
+
+
+@pytest.mark.parametrize("size", [1000, 4096, 65_536, 100_000, 262_144])
+def test_large_frames_split_over_lent_reads_arrive_whole(size: int) -> None:
+    stream, expected = _large_frame_stream()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    decoder = FrameDecoder(BIG)
+    payloads: list[bytes] = []
+    for start in range(0, len(stream), size):
+        piece = stream[start : start + size]
+        buffer[: len(piece)] = piece
+        decoder.feed(view[: len(piece)], borrowed=True)
+        while (frame := decoder.next_frame()) is not None:
+            payloads.append(bytes(frame[0].data))  # type: ignore[attr-defined]
+        buffer[:] = b"\xee" * size  # the next read overwrites the buffer
+    assert payloads == expected
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("size", [997, 65_536, 100_003])
+def test_large_frames_split_over_bytes_arrive_whole(size: int) -> None:
+    stream, expected = _large_frame_stream()
+    assert [bytes(e.data) for e in decode_all(stream, chunk=size)] == expected  # type: ignore[attr-defined]
+
+
+def test_a_large_frame_being_assembled_counts_as_buffered() -> None:
+    frame = encode_event(Data(1, bytes(100_000)))
+    decoder = FrameDecoder(BIG)
+    decoder.feed(frame[:50_000])
+    assert decoder.next_frame() is None
+    assert decoder.buffered == 50_000
+    decoder.feed(frame[50_000:] + encode_event(Cancel(3)))
+    first, second = decoder.next_frame(), decoder.next_frame()
+    assert first is not None and second is not None
+    assert bytes(first[0].data) == bytes(100_000)  # type: ignore[attr-defined]
+    assert second[0] == Cancel(3)
+    assert decoder.next_frame() is None and decoder.buffered == 0
+
+
+def test_feeding_again_before_draining_keeps_the_order_of_bytes() -> None:
+    frame = encode_event(Data(1, b"x" * 70_000))
+    decoder = FrameDecoder(BIG)
+    decoder.feed(frame[:100])
+    assert decoder.next_frame() is None  # assembling from here
+    decoder.feed(frame[100:] + encode_event(Data(1, b"after")))
+    decoder.feed(encode_event(Data(1, b"later")))  # before next_frame drained the rest
+    events = [decoder.next_frame() for _ in range(3)]
+    assert [bytes(e[0].data) for e in events if e is not None] == [  # type: ignore[attr-defined]
+        b"x" * 70_000,
+        b"after",
+        b"later",
+    ]
+
+
 def test_a_bytearray_that_is_not_lent_is_copied_from() -> None:
     buffer = bytearray(encode_event(Data(1, b"abc")))
     decoder = FrameDecoder(BIG)

@@ -82,16 +82,9 @@ class RemoteSession:
             meta["session"] = session_id
         # The wire client pings after ``k`` of silence and gives up ``2 k`` later.
         keepalive = None if self._keepalive is None else self._keepalive / 3
-        try:
-            return ClientConnection(
-                sock, meta=meta, keepalive=keepalive, handshake_timeout=self._timeout
-            )
-        except ConnectFailed as exc:
-            # AuthenticationFailed is an OSError (via ConnectionError); a handshake that wraps
-            # every OSError would hide it: surface the rejection itself.
-            if isinstance(exc.__cause__, AuthenticationFailed):
-                raise exc.__cause__ from None
-            raise
+        return ClientConnection(
+            sock, meta=meta, keepalive=keepalive, handshake_timeout=self._timeout
+        )
 
     def current(self) -> ClientConnection:
         """The live connection, reconnecting (to the same session) if the last one died.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import secrets
@@ -44,7 +43,6 @@ __all__ = ["Exporter"]
 
 log = logging.getLogger("tether.exporter")
 
-_PROTOCOL_KEEPALIVE = "keepalive" in inspect.signature(ServerProtocol).parameters
 _MIN_PING_WAIT = 2.0
 
 
@@ -178,19 +176,17 @@ class Exporter:
                 whose callers are authenticated otherwise).
             existing_only: refuse connections that do not name an open session.
         """
-        kwargs: dict[str, Any] = {}
-        if _PROTOCOL_KEEPALIVE:
-            # Dead within ``keepalive``: PING after half of it in silence, then wait the
-            # other half, but never less than 2 s (an idle client answers within 1 s).
-            kwargs["keepalive"] = self.keepalive / 2
-            kwargs["keepalive_timeout"] = max(self.keepalive / 2, _MIN_PING_WAIT)
+        # Dead within ``keepalive``: PING after half of it in silence, then wait the other
+        # half, but never less than 2 s (an idle client answers within 1 s).
+        ping_after = self.keepalive / 2
+        ping_wait = max(self.keepalive / 2, _MIN_PING_WAIT)
 
         async def resolve(meta: dict[str, Any]) -> tuple[Session, dict[str, Any]]:
             return await self._resolve(
                 meta, authenticate=authenticate, bound=session_id, existing_only=existing_only
             )
 
-        return lambda: ServerProtocol(resolve, **kwargs)
+        return lambda: ServerProtocol(resolve, keepalive=ping_after, keepalive_timeout=ping_wait)
 
     async def serve_connection(
         self,

@@ -60,7 +60,11 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
 
     connection: ClientConnection | None = None
     try:
-        protocol = loop_thread.run(open_server())
+        try:
+            protocol = loop_thread.run(open_server())
+        except BaseException:
+            server_sock.close()  # the transport owns it only once the server is up
+            raise
         connection = ClientConnection(client_sock, keepalive=None)
         yield build_client_tree(
             connection.server_meta["report"], connection, ClientPolicy(unsafe=True)
@@ -76,7 +80,4 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
                 protocol.close()
             await host.stop()
 
-        try:
-            loop_thread.run(close_server())
-        finally:
-            loop_thread.close()
+        loop_thread.close(close_server())

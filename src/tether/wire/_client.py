@@ -67,15 +67,33 @@ _CLOSED = object()
 _IDLE_PERIOD_MAX = 1.0
 
 
-class _Waiter:
-    """Where the reader thread leaves events for one stream."""
+class _Slot:
+    """One thread's wait: where the reader leaves its events, and whether it is waiting."""
 
-    __slots__ = ("events", "item_sizes", "waiting")
+    __slots__ = ("events", "waiting")
 
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.item_sizes: collections.deque[int] = collections.deque()
         self.waiting = False
+
+
+class _Waiter:
+    """Where the reader thread leaves events for one stream.
+
+    Two slots, because a byte stream may be sent on one thread and received on another:
+    ``inbox`` gets what the receiving side waits for (results, items, data, EOF, errors),
+    ``credit`` wakes a sender blocked on a full window (window grew, stream ended, errors).
+    One shared queue let either thread swallow the other's event.
+    """
+
+    __slots__ = ("credit", "credit_signalled", "inbox", "item_sizes")
+
+    def __init__(self) -> None:
+        self.inbox = _Slot()
+        self.credit = _Slot()
+        #: A wake-up sits in ``credit`` (so window updates queue at most one).
+        self.credit_signalled = False
+        self.item_sizes: collections.deque[int] = collections.deque()
 
 
 class _Opening:
@@ -91,9 +109,9 @@ class _Opening:
         self.waiter = _Waiter()
 
 
-#: Put in a waiter's queue: "the read lock is free, take your turn at reading".
+#: Put in a slot's queue: "the read lock is free, take your turn at reading".
 _YOUR_TURN = object()
-#: Put in a waiter's queue: "the send window of your stream grew".
+#: Put in a credit slot: "look at your stream's send window again".
 _WINDOW = object()
 
 
@@ -145,41 +163,46 @@ class ClientConnection:
     def _handshake(self, meta: dict[str, Any], timeout: float) -> dict[str, Any]:
         self._sock.settimeout(timeout)
         try:
-            self._transmit([self.conn.send(self.conn.hello(**meta))])
-            while True:
-                data = self._sock.recv(_READ_CHUNK)
-                self.conn.receive_data(data)
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    continue
-                if isinstance(event, Hello):
-                    return dict(event.meta)
-                if isinstance(event, GoAway):
-                    if event.code == "unauthenticated":
-                        raise AuthenticationFailed(event.message or "authentication failed")
-                    raise ConnectFailed(
-                        f"server refused the connection: {event.code}: {event.message}"
-                    )
-                raise ConnectFailed("server closed the connection during the handshake")
+            event = self._first_event(meta)
         except (OSError, ProtocolError, ConnectionLost) as exc:
             self._sock.close()
             raise ConnectFailed(f"handshake failed: {exc}") from exc
-        except TetherError:
+        except BaseException:
             self._sock.close()
             raise
+        if isinstance(event, Hello):
+            return dict(event.meta)
+        self._sock.close()
+        # Decided outside the socket-error mapping above: AuthenticationFailed is an OSError
+        # (via ConnectionError), and an exporter's rejection is not a socket error.
+        if isinstance(event, GoAway):
+            if event.code == "unauthenticated":
+                raise AuthenticationFailed(event.message or "authentication failed")
+            raise ConnectFailed(f"server refused the connection: {event.code}: {event.message}")
+        raise ConnectFailed("server closed the connection during the handshake")
+
+    def _first_event(self, meta: dict[str, Any]) -> Event:
+        """Send our Hello and read until the server's first event (Hello, GoAway, closed)."""
+        self._transmit([self.conn.send(self.conn.hello(**meta))])
+        while True:
+            self.conn.receive_data(self._sock.recv(_READ_CHUNK))
+            event = self.conn.next_event()
+            if event is not NEED_DATA:
+                assert isinstance(event, Event)
+                return event
 
     # -- reading (leader/followers) ------------------------------------------------------------
 
-    def _wait(self, waiter: _Waiter) -> Any:
-        """Next event for ``waiter``; reads the socket itself when nobody else does."""
-        events = waiter.events
+    def _wait(self, slot: _Slot) -> Any:
+        """Next event for ``slot``; reads the socket itself when nobody else does."""
+        events = slot.events
         while True:
             if not events.empty():  # only this thread takes from its own queue
                 event = events.get_nowait()
                 if event is not _YOUR_TURN:
                     return event
                 continue
-            waiter.waiting = True
+            slot.waiting = True
             try:
                 if self._read_lock.acquire(blocking=False):
                     try:
@@ -189,21 +212,21 @@ class ClientConnection:
                             self._read_once(blocking=True)
                     finally:
                         self._read_lock.release()
-                        if len(self._waiters) > 1:  # someone else may be waiting
-                            self._hand_off()
+                        self._hand_off()
                     continue
                 event = events.get()
                 if event is not _YOUR_TURN:
                     return event
             finally:
-                waiter.waiting = False
+                slot.waiting = False
 
     def _hand_off(self) -> None:
         """After releasing the read lock: wake one thread still waiting, to read next."""
         for waiter in list(self._waiters.values()):
-            if waiter.waiting and waiter.events.empty():
-                waiter.events.put(_YOUR_TURN)
-                return
+            for slot in (waiter.inbox, waiter.credit):
+                if slot.waiting and slot.events.empty():
+                    slot.events.put(_YOUR_TURN)
+                    return
 
     def _read_once(self, *, blocking: bool) -> None:
         """Read once and dispatch (read lock held). Failures fail every waiter."""
@@ -315,11 +338,21 @@ class ClientConnection:
         if waiter is None:
             return
         if cls is WindowUpdate:
-            waiter.events.put(_WINDOW)
+            self._signal_credit(waiter)
             return
         if cls is Item:
             waiter.item_sizes.append(size)
-        waiter.events.put(event)
+        waiter.inbox.events.put(event)
+        if cls is Error or cls is Result:
+            self._signal_credit(waiter)  # the stream ended: a blocked sender must see it
+
+    @staticmethod
+    def _signal_credit(waiter: _Waiter) -> None:
+        """Wake the stream's sender (if it waits). The connection state already shows the
+        new window, and the sender clears the flag before it looks again: none is lost."""
+        if not waiter.credit_signalled:
+            waiter.credit_signalled = True
+            waiter.credit.events.put(_WINDOW)
 
     def _fail_all(self, error: BaseException) -> None:
         with self._state_lock:
@@ -332,7 +365,8 @@ class ClientConnection:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
         for waiter in waiters:
-            waiter.events.put(error)
+            waiter.inbox.events.put(error)
+            waiter.credit.events.put(error)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -346,8 +380,8 @@ class ClientConnection:
         done: list[int] = [] if sent is None else sent
         total = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
         try:
-            if len(parts) == 1 or not isinstance(sock, socket.socket):
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if len(parts) == 1:
+                data = parts[0]
                 self._patiently(done, sock.send, data)  # almost always all of it at once
                 if done[-1] < total:
                     view = memoryview(data)
@@ -456,7 +490,7 @@ class ClientConnection:
         # return of _open) still cancels the call on the exporter.
         try:
             self._open(opening, Call, node, method, args, kwargs)
-            event = self._wait(opening.waiter)
+            event = self._wait(opening.waiter.inbox)
         except BaseException:
             self._abandon(opening)
             raise
@@ -479,9 +513,7 @@ class ClientConnection:
         finished = False
         try:
             while True:
-                event = self._wait(waiter)
-                if event is _WINDOW:
-                    continue
+                event = self._wait(waiter.inbox)
                 if type(event) is Item:
                     assert isinstance(event, Item)
                     yield event.value
@@ -518,7 +550,7 @@ class ClientConnection:
         sid, waiter = opening.sid, opening.waiter
         stream = ClientStream(self, sid, waiter)
         try:
-            event = self._wait(waiter)
+            event = self._wait(waiter.inbox)
             if type(event) is not Result:
                 self._waiters.pop(sid, None)
                 self._raise_if_error(event)
@@ -567,22 +599,26 @@ class ClientStream:
         self._eof_received = False
         self._aborted = False
         self._limit = owner.conn.peer_max_frame
-        self._parked: collections.deque[Any] = collections.deque()
 
     def send(self, data: bytes) -> None:
         """Send bytes, blocking while the peer's window is full."""
         if self._eof_sent:
             raise ConnectFailed("send() after send_eof()")
         view = memoryview(data)
-        conn = self._owner.conn
+        owner = self._owner
+        conn = owner.conn
+        waiter = self._waiter
         while view:
             while conn.send_window(self._sid) <= 0:
-                self._owner._check_open()
+                owner._check_open()
                 if not conn.is_live(self._sid):
                     raise CallCancelled("the stream was closed by the peer")
-                self._park(self._owner._wait(self._waiter))
+                event = owner._wait(waiter.credit)
+                waiter.credit_signalled = False  # before looking at the window again
+                if isinstance(event, BaseException):
+                    owner._raise_if_error(event)
             chunk = view[: self._limit]
-            self._owner._send_data(Data(self._sid, chunk))
+            owner._send_data(Data(self._sid, chunk))
             view = view[self._limit :]
 
     def send_eof(self) -> None:
@@ -591,21 +627,11 @@ class ClientStream:
             self._eof_sent = True
             self._owner._send(Data(self._sid, b"", end=True))
 
-    def _park(self, event: Any) -> None:
-        """Keep an event that arrived while waiting for window, for ``receive``."""
-        if event is not _WINDOW:
-            self._parked.append(event)
-
     def receive(self) -> bytes:
         """Next chunk of bytes; ``b""`` once the driver ended its side."""
         if self._eof_received:
             return b""
-        if self._parked:
-            event = self._parked.popleft()
-        else:
-            event = self._owner._wait(self._waiter)
-            while event is _WINDOW:
-                event = self._owner._wait(self._waiter)
+        event = self._owner._wait(self._waiter.inbox)
         if type(event) is Data:
             assert isinstance(event, Data)
             if event.end:

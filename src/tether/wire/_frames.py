@@ -71,6 +71,8 @@ _encode = msgspec.msgpack.Encoder(enc_hook=_encode_extension).encode
 _decode = msgspec.msgpack.Decoder().decode
 _U32 = struct.Struct("!I")
 _pack_header = HEADER.pack
+#: Incomplete frames at least this large are assembled in a buffer of their own size.
+_ASSEMBLE_MIN = 64 << 10
 
 
 def _frame(ftype: int, stream_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -148,7 +150,18 @@ class FrameDecoder:
     payloads it keeps anyway.
     """
 
-    __slots__ = ("_borrowed", "_chunk", "_pending", "_pos", "_views", "max_payload")
+    __slots__ = (
+        "_after",
+        "_after_views",
+        "_borrowed",
+        "_chunk",
+        "_filled",
+        "_frame",
+        "_pending",
+        "_pos",
+        "_views",
+        "max_payload",
+    )
 
     def __init__(self, max_payload: int) -> None:
         self._chunk: bytes | bytearray | memoryview = b""
@@ -156,9 +169,33 @@ class FrameDecoder:
         self._pending = bytearray()
         self._views = True  # payloads may be views of _chunk
         self._borrowed = False
+        #: A large frame being assembled in a buffer of its exact size (see ``_assemble``).
+        self._frame: bytearray | None = None
+        self._filled = 0
+        #: What followed the end of an assembled frame in the chunk that completed it.
+        self._after: memoryview | None = None
+        self._after_views = False
         self.max_payload = max_payload
 
     def feed(self, data: bytes | bytearray | memoryview, *, borrowed: bool = False) -> None:
+        frame = self._frame
+        if frame is not None:
+            filled = self._filled
+            take = min(len(frame) - filled, len(data))
+            frame[filled : filled + take] = memoryview(data)[:take]
+            self._filled = filled + take
+            if self._filled < len(frame):
+                return
+            self._frame = None
+            self._chunk, self._pos, self._views, self._borrowed = frame, 0, True, False
+            if take < len(data):
+                self._after = memoryview(data)[take:]
+                self._after_views = borrowed or type(data) is bytes
+            return
+        if self._after is not None:  # fed again before draining: keep the order of bytes
+            self._pending += memoryview(self._chunk)[self._pos :]
+            self._pending += self._after
+            self._chunk, self._pos, self._after = b"", 0, None
         rest = len(self._chunk) - self._pos
         if rest == 0 and not self._pending:
             self._chunk = data
@@ -182,15 +219,44 @@ class FrameDecoder:
         self._pos = 0
         self._borrowed = False
 
+    def _assemble(self, size: int) -> None:
+        """Start assembling a frame of ``size`` bytes that the buffered bytes only begin.
+
+        A large frame arrives over many reads; gathering it in one buffer of its final size
+        copies each byte once, where re-joining the pending bytes with every read would copy
+        the frame's start again and again.
+        """
+        chunk, pos = self._chunk, self._pos
+        frame = bytearray(size)
+        have = len(chunk) - pos
+        frame[:have] = memoryview(chunk)[pos:]
+        self._frame, self._filled = frame, have
+        self._chunk, self._pos, self._borrowed = b"", 0, False
+
+    def _take_after(self) -> bool:
+        """Move on to the bytes that followed an assembled frame; False if there are none."""
+        after = self._after
+        if after is None:
+            return False
+        self._after = None
+        self._chunk, self._pos = after, 0
+        self._views = self._borrowed = self._after_views
+        if type(after.obj) is bytes:
+            self._borrowed = False  # a view of immutable bytes stays valid
+        return True
+
     @property
     def buffered(self) -> int:
-        return len(self._chunk) - self._pos
+        after = 0 if self._after is None else len(self._after)
+        return len(self._chunk) - self._pos + self._filled * (self._frame is not None) + after
 
     def next_frame(self) -> tuple[Event, int] | None:
         """Return ``(event, payload_length)`` or ``None`` until a whole frame is buffered."""
         chunk = self._chunk
         pos = self._pos
         if len(chunk) - pos < 10:
+            if pos == len(chunk) and self._take_after():
+                return self.next_frame()
             if self._borrowed:
                 self._keep_tail()
             return None
@@ -201,7 +267,9 @@ class FrameDecoder:
             )
         end = pos + 10 + length
         if len(chunk) < end:
-            if self._borrowed:
+            if length >= _ASSEMBLE_MIN:
+                self._assemble(10 + length)
+            elif self._borrowed:
                 self._keep_tail()
             return None
         self._pos = end
@@ -209,7 +277,7 @@ class FrameDecoder:
             payload: bytes | memoryview = memoryview(chunk)[pos + 10 : end]
         else:
             payload = bytes(chunk[pos + 10 : end])  # the caller may write its buffer again
-        if end == len(chunk):
+        if end == len(chunk) and not self._take_after():
             self._chunk = b""
             self._pos = 0
             self._borrowed = False

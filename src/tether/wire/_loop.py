@@ -6,12 +6,13 @@ exporter's in-process modes; the server side of tether always runs on asyncio.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from tether.errors import LifecycleError
 
 __all__ = ["LoopThread", "new_event_loop"]
 
@@ -34,15 +35,14 @@ class LoopThread:
         self.loop = new_event_loop()
         self.name = name
         self._finished = threading.Event()
-        # Started with _thread, not threading.Thread: Thread.start() blocks until the new
-        # thread has run, a round of wake-ups that costs a scheduler tick (milliseconds) on a
-        # busy machine, and serve() starts one per test. Nothing waits for the loop to come
-        # up either: work submitted before it runs is queued (call_soon_threadsafe).
-        _thread.start_new_thread(self._main, ())
+        # A real (daemon) Thread, not _thread.start_new_thread: a raw thread that names itself
+        # through threading.current_thread() gets a _DummyThread that stays in
+        # threading.enumerate() forever. Thread.start() waits for the new thread to run once.
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
 
     def _main(self) -> None:
         try:
-            threading.current_thread().name = self.name
             asyncio.set_event_loop(self.loop)
             self._run()
         finally:
@@ -66,8 +66,34 @@ class LoopThread:
         """Run ``coro`` on the loop and block until it finishes; its exception propagates."""
         return self.submit(coro).result(timeout)
 
-    def close(self) -> None:
-        """Stop the loop, cancel what is left on it, and wait for its thread to end."""
-        if not self._finished.is_set():
+    def close(self, last: Coroutine[Any, Any, object] | None = None) -> None:
+        """Stop the loop, cancel what is left on it, and wait for its thread to end.
+
+        Args:
+            last: a coroutine to run as the loop's final work (a teardown); the loop stops
+                as soon as it ends, which spares a round of thread wake-ups over ``run()``
+                then ``close()``. Its exception propagates.
+        """
+        failure: list[BaseException] = []
+        if self._finished.is_set():
+            if last is not None:
+                last.close()
+                raise LifecycleError(f"LoopThread.close: {self.name} is already closed")
+        elif last is None:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._finished.wait()
+        else:
+            final = last
+
+            async def run_last() -> None:
+                try:
+                    await final
+                except BaseException as exc:
+                    failure.append(exc)
+                finally:
+                    self.loop.stop()
+
+            self.submit(run_last())
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        if failure:
+            raise failure[0]

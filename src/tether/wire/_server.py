@@ -84,6 +84,8 @@ SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict
 
 
 _READ_CHUNK = 1 << 18
+#: Payloads at least this large go to a byte-stream driver as they are, not joined.
+_JOIN_BELOW = 64 << 10
 _PING_PAYLOAD = b"tether\0\0"
 
 
@@ -241,7 +243,11 @@ class ServerProtocol(asyncio.BufferedProtocol):
         elif cls is Data:
             assert isinstance(event, Data)
             inbox = self._inbound.get(event.stream_id)
-            if inbox is not None and inbox.put(event.data, event.end):
+            data = event.data
+            # A view of the receive buffer is lent; one of a frame the decoder assembled in a
+            # buffer of its own (a large frame) is ours to keep without a copy.
+            lent = type(data) is memoryview and data.obj is self._view.obj
+            if inbox is not None and inbox.put(data, event.end, lent=lent):
                 self._lent.append(inbox)
         elif cls is WindowUpdate:
             assert isinstance(event, WindowUpdate)
@@ -410,8 +416,8 @@ class ServerProtocol(asyncio.BufferedProtocol):
         while True:
             chunks, counted, eof = await inbox.take()
             if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                await stream.send(bytes(data) if as_bytes and type(data) is not bytes else data)
+                for data in _batches(chunks):
+                    await stream.send(bytes(data) if as_bytes and type(data) is not bytes else data)
                 ack = self.conn.ack_data(sid, counted)
                 if ack and self._transport is not None:
                     self._transport.write(ack)
@@ -502,7 +508,8 @@ class _Inbox:
 
     Payloads arrive as views of the protocol's receive buffer; :meth:`keep` (called before
     the buffer is reused) replaces the views that arrived since the last call with one
-    ``bytes`` of them all: a single copy of the data, however many frames it came in.
+    ``bytes`` of them all: a single copy of the data, however many frames it came in. Large
+    frames the decoder assembled in a buffer of their own are kept as they are.
     """
 
     __slots__ = ("_counted", "_end", "_items", "_kept", "_loop", "_waiter")
@@ -515,12 +522,20 @@ class _Inbox:
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, data: _Buffer, end: bool) -> bool:
-        """Add a payload; True when the inbox starts holding lent views (call :meth:`keep`)."""
-        lent = False
+    def put(self, data: _Buffer, end: bool, *, lent: bool = True) -> bool:
+        """Add a payload; True when the inbox starts holding lent views (call :meth:`keep`).
+
+        A payload that is not ``lent`` stays as it is, unless lent views precede it (order).
+        """
+        starts_lending = False
         if data:
-            lent = self._kept == len(self._items)
-            self._items.append(data)
+            items = self._items
+            if not lent and self._kept == len(items):
+                items.append(data)
+                self._kept += 1
+            else:
+                starts_lending = self._kept == len(items)
+                items.append(data)
             self._counted += len(data) + HEADER_SIZE
         self._end = self._end or end
         waiter = self._waiter
@@ -528,7 +543,7 @@ class _Inbox:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        return lent
+        return starts_lending
 
     def keep(self) -> None:
         """Copy the lent views into one ``bytes`` of our own."""
@@ -547,6 +562,26 @@ class _Inbox:
         items, counted = self._items, self._counted
         self._items, self._kept, self._counted = [], 0, 0
         return items, counted, self._end
+
+
+def _batches(chunks: list[_Buffer]) -> list[_Buffer]:
+    """Payloads for a driver's ``send``: small ones joined (one write for many frames),
+    large ones as they are (joining megabytes would only copy them)."""
+    if len(chunks) == 1:
+        return chunks
+    batches: list[_Buffer] = []
+    small: list[_Buffer] = []
+    for chunk in chunks:
+        if len(chunk) < _JOIN_BELOW:
+            small.append(chunk)
+            continue
+        if small:
+            batches.append(small[0] if len(small) == 1 else b"".join(small))
+            small = []
+        batches.append(chunk)
+    if small:
+        batches.append(small[0] if len(small) == 1 else b"".join(small))
+    return batches
 
 
 async def _iterate_in_thread(iterator: Any) -> AsyncIterator[Any]:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["TLSChannel"]
 
 _RAW_CHUNK = 1 << 18
+#: Plaintext encrypted at a time: small enough for its ciphertext to reuse heap memory.
+_SLICE = 64 << 10
+#: Ciphertext handed to one ``sendmsg``.
+_BATCH = 256 << 10
 
 
 class TLSChannel:
@@ -34,6 +38,8 @@ class TLSChannel:
         )
         self._tls_lock = threading.Lock()
         self._out_lock = threading.Lock()
+        self._plain = memoryview(bytearray(_RAW_CHUNK))
+        self._cipher = memoryview(bytearray(_RAW_CHUNK))
         self._handshake()
 
     def _handshake(self) -> None:
@@ -58,47 +64,92 @@ class TLSChannel:
             with self._tls_lock:
                 data = self._outgoing.read()
             if data:
-                self._send_all(data)
+                self._send_all([data])
 
     def send(self, data: Any) -> int:
-        with self._out_lock:
-            with self._tls_lock:
-                written = self._tls.write(data)
-                out = self._outgoing.read()
-            self._send_all(out)
-        return written
+        return self.sendmsg([data])
 
-    def _send_all(self, data: bytes) -> None:
+    def sendmsg(self, buffers: list[Any]) -> int:
+        """Encrypt and send all of ``buffers`` (header and payload need no joining); returns
+        their total size.
+
+        Encrypted in slices of ``_SLICE`` bytes, each read out of the BIO and sent before the
+        next: a 1 MiB write would come back as a fresh 1 MiB buffer (page faults on every
+        call), and the TLS lock is released between slices so the reader can decrypt.
+        """
+        total = 0
+        pending: list[bytes] = []
+        size = 0
+        with self._out_lock:
+            for buffer in buffers:
+                view = memoryview(buffer).cast("B")
+                total += len(view)
+                for start in range(0, len(view), _SLICE):
+                    with self._tls_lock:
+                        self._tls.write(view[start : start + _SLICE])
+                        out = self._outgoing.read()
+                    pending.append(out)
+                    size += len(out)
+                    if size >= _BATCH:
+                        self._send_all(pending)
+                        pending, size = [], 0
+            if pending:
+                self._send_all(pending)
+        return total
+
+    def _send_all(self, pieces: list[bytes]) -> None:
         # Not sendall(): its time-out would drop half a TLS record. The time-out set on the
         # raw socket is the client's keepalive tick for reading; a dead peer is detected by
         # the reader, which shuts the socket down and so ends this loop with an OSError.
-        view = memoryview(data)
-        while view:
+        pending: list[Any] = pieces
+        while pending:
             try:
-                view = view[self._raw.send(view) :]
+                count = self._raw.sendmsg(pending)
             except TimeoutError:
                 continue
+            while pending and count >= len(pending[0]):
+                count -= len(pending[0])
+                pending = pending[1:]
+            if count:
+                pending[0] = memoryview(pending[0])[count:]
 
     def recv(self, size: int, flags: int = 0) -> bytes:
-        """Like ``socket.recv``; ``flags`` go to the raw socket (``MSG_DONTWAIT``)."""
+        """Like ``socket.recv``; ``flags`` go to the raw socket (``MSG_DONTWAIT``).
+
+        Returns as much plaintext as is decrypted and fits, not one TLS record (16 KiB) per
+        call: fewer trips through the caller's read loop. Only one thread reads at a time,
+        so the read buffers are reused.
+        """
+        size = min(size, _RAW_CHUNK)
+        plain = self._plain
         while True:
+            filled = 0
+            closed = False
             with self._tls_lock:
-                data: bytes | None
                 try:
-                    data = self._tls.read(size)
+                    while filled < size:
+                        # With a buffer, read() returns a count (typeshed says bytes).
+                        count = cast(int, self._tls.read(size - filled, plain[filled:size]))
+                        if not count:
+                            closed = True
+                            break
+                        filled += count
                 except ssl.SSLWantReadError:
-                    data = None
+                    pass
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    data = b""
+                    closed = True
                 answer = self._outgoing.pending  # e.g. a key update to acknowledge
             if answer:
                 self._flush()
-            if data is not None:
-                return data
-            raw = self._raw.recv(_RAW_CHUNK, flags)  # may raise BlockingIOError, TimeoutError
+            if filled:
+                return bytes(plain[:filled])
+            if closed:
+                return b""
+            # May raise BlockingIOError, TimeoutError.
+            received = self._raw.recv_into(self._cipher, _RAW_CHUNK, flags)
             with self._tls_lock:
-                if raw:
-                    self._incoming.write(raw)
+                if received:
+                    self._incoming.write(self._cipher[:received])
                 else:
                     self._incoming.write_eof()
 
