@@ -51,3 +51,38 @@ def test_close_with_a_last_coroutine_after_close_is_refused() -> None:
 
     with pytest.raises(LifecycleError, match="tether-test-loop is already closed"):
         loop_thread.close(teardown())
+
+
+def test_work_submitted_before_start_runs_once_started() -> None:
+    loop_thread = LoopThread("tether-test-late", start=False)
+    assert "tether-test-late" not in names()
+
+    async def where() -> str:
+        return threading.current_thread().name
+
+    first = loop_thread.submit(where())
+    loop_thread.start()
+    assert first.result(timeout=10) == "tether-test-late"
+    loop_thread.close()
+    assert "tether-test-late" not in names()
+
+
+def test_a_loop_thread_never_started_closes_cleanly() -> None:
+    loop_thread = LoopThread("tether-test-unstarted", start=False)
+    ran: list[str] = []
+
+    async def last() -> None:
+        ran.append("last")
+
+    loop_thread.close(last())  # no thread to join, the coroutine is dropped unawaited
+    assert ran == []
+    assert loop_thread.loop.is_closed()
+    loop_thread.close()  # twice is fine
+
+
+def test_starting_twice_is_refused_and_the_thread_still_closes() -> None:
+    loop_thread = LoopThread("tether-test-twice")
+    with pytest.raises(LifecycleError, match="started already"):
+        loop_thread.start()
+    loop_thread.close()
+    assert "tether-test-twice" not in names()

@@ -44,28 +44,37 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
     Raises:
         Whatever the driver's ``start`` raised.
     """
-    loop_thread = LoopThread("tether-serve")
+    loop_thread = LoopThread("tether-serve", start=False)
     host = DriverHost(driver, name)
     session = LocalSession(host)
     client_sock, server_sock = socket.socketpair()
     protocol: ServerProtocol | None = None
 
     async def open_server() -> ServerProtocol:
-        await host.start()
-        loop = asyncio.get_running_loop()
-        _, proto = await loop.connect_accepted_socket(
-            lambda: ServerProtocol(session.resolve), server_sock
-        )
+        try:
+            await host.start()
+            loop = asyncio.get_running_loop()
+            _, proto = await loop.connect_accepted_socket(
+                lambda: ServerProtocol(session.resolve), server_sock
+            )
+        except BaseException:
+            # The transport owns the socket only once the server is up; closing it ends the
+            # client's handshake.
+            server_sock.close()
+            raise
         return proto
 
     connection: ClientConnection | None = None
     try:
+        # The server starts while the client's Hello waits in the socket pair: the loop finds
+        # its first work ready, and the client waits once, for the server's Hello.
+        opened = loop_thread.submit(open_server())
+        loop_thread.start()
         try:
-            protocol = loop_thread.run(open_server())
-        except BaseException:
-            server_sock.close()  # the transport owns it only once the server is up
-            raise
-        connection = ClientConnection(client_sock, keepalive=None)
+            connection = ClientConnection(client_sock, keepalive=None, handshake_timeout=None)
+        finally:
+            # A failed driver start (which ends the handshake) raises here, in its place.
+            protocol = opened.result()
         yield build_client_tree(
             connection.server_meta["report"], connection, ClientPolicy(unsafe=True)
         )

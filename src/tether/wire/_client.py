@@ -122,7 +122,7 @@ class ClientConnection:
         sock: a connected stream socket (unix, TCP, or TLS-wrapped).
         meta: extra Hello metadata (token, session id, client name).
         keepalive: seconds of silence before a PING; ``None`` disables keepalive.
-        handshake_timeout: seconds to wait for the server's Hello.
+        handshake_timeout: seconds to wait for the server's Hello (``None``: no limit).
 
     Raises:
         AuthenticationFailed: the server rejected our credentials.
@@ -135,7 +135,7 @@ class ClientConnection:
         *,
         meta: dict[str, Any] | None = None,
         keepalive: float | None = 10.0,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float | None = 10.0,
     ) -> None:
         self._sock = sock
         self.conn = Connection(Role.CLIENT)
@@ -160,7 +160,7 @@ class ClientConnection:
 
     # -- handshake ----------------------------------------------------------------------------
 
-    def _handshake(self, meta: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def _handshake(self, meta: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         self._sock.settimeout(timeout)
         try:
             event = self._first_event(meta)

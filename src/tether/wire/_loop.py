@@ -29,17 +29,37 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class LoopThread:
-    """Owns an event loop on a daemon thread; ``close()`` stops and joins it."""
+    """Owns an event loop on a daemon thread; ``close()`` stops and joins it.
 
-    def __init__(self, name: str = "tether-loop") -> None:
+    Args:
+        name: the thread's name.
+        start: start the thread now; with ``False``, :meth:`submit` work first and call
+            :meth:`start` after: the loop finds that work ready when it starts, which spares
+            a wake-up of the new thread.
+    """
+
+    def __init__(self, name: str = "tether-loop", *, start: bool = True) -> None:
         self.loop = new_event_loop()
         self.name = name
         self._finished = threading.Event()
+        self._launched = False
         # A real (daemon) Thread, not _thread.start_new_thread: a raw thread that names itself
         # through threading.current_thread() gets a _DummyThread that stays in
-        # threading.enumerate() forever. Thread.start() waits for the new thread to run once.
+        # threading.enumerate() forever.
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the loop's thread (only for ``LoopThread(start=False)``).
+
+        Raises:
+            LifecycleError: it was started already.
+        """
+        if self._launched:
+            raise LifecycleError(f"LoopThread.start: {self.name} was started already")
         self._thread.start()
+        self._launched = True
 
     def _main(self) -> None:
         try:
@@ -75,6 +95,13 @@ class LoopThread:
                 then ``close()``. Its exception propagates.
         """
         failure: list[BaseException] = []
+        if not self._launched and not self._finished.is_set():
+            # Never started: nothing runs on the loop; drop what was submitted to it.
+            if last is not None:
+                last.close()
+            self.loop.close()
+            self._finished.set()
+            return
         if self._finished.is_set():
             if last is not None:
                 last.close()
@@ -93,7 +120,7 @@ class LoopThread:
                     self.loop.stop()
 
             self.submit(run_last())
-        if self._thread is not threading.current_thread():
+        if self._launched and self._thread is not threading.current_thread():
             self._thread.join()
         if failure:
             raise failure[0]

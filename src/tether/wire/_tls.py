@@ -9,6 +9,7 @@ lock keeps ciphertext going out in the order it was produced.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -21,6 +22,8 @@ _RAW_CHUNK = 1 << 18
 _SLICE = 64 << 10
 #: Ciphertext handed to one ``sendmsg``.
 _BATCH = 256 << 10
+#: Reads through poll() before a plain read() is tried again (see ``_receive_raw``).
+_EAGER_RETRY = 16
 
 
 class TLSChannel:
@@ -40,6 +43,9 @@ class TLSChannel:
         self._out_lock = threading.Lock()
         self._plain = memoryview(bytearray(_RAW_CHUNK))
         self._cipher = memoryview(bytearray(_RAW_CHUNK))
+        #: Everything received has been decrypted: the next ``recv`` starts with the socket.
+        self._drained = False
+        self._skip_eager = 0
         self._handshake()
 
     def _handshake(self) -> None:
@@ -104,9 +110,15 @@ class TLSChannel:
         pending: list[Any] = pieces
         while pending:
             try:
-                count = self._raw.sendmsg(pending)
-            except TimeoutError:
-                continue
+                # writev first: a socket with a time-out polls before every sendmsg, one
+                # more system call per call when the send buffer has room (nearly always).
+                # fileno() each time: -1 (EBADF) once closed, never a reused descriptor.
+                count = os.writev(self._raw.fileno(), pending)
+            except BlockingIOError:
+                try:
+                    count = self._raw.sendmsg(pending)
+                except TimeoutError:
+                    continue
             while pending and count >= len(pending[0]):
                 count -= len(pending[0])
                 pending = pending[1:]
@@ -122,20 +134,31 @@ class TLSChannel:
         """
         size = min(size, _RAW_CHUNK)
         plain = self._plain
+        tls = self._tls
+        incoming = self._incoming
         while True:
+            if self._drained:
+                self._receive_raw(flags)
             filled = 0
             closed = False
             with self._tls_lock:
                 try:
                     while filled < size:
                         # With a buffer, read() returns a count (typeshed says bytes).
-                        count = cast(int, self._tls.read(size - filled, plain[filled:size]))
+                        count = cast(int, tls.read(size - filled, plain[filled:size]))
                         if not count:
                             closed = True
                             break
                         filled += count
+                        if not incoming.pending and not tls.pending():
+                            # Nothing left to decrypt: spare the read that would raise
+                            # SSLWantReadError (an exception with a formatted message).
+                            self._drained = True
+                            break
+                    else:
+                        self._drained = False
                 except ssl.SSLWantReadError:
-                    pass
+                    self._drained = True
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     closed = True
                 answer = self._outgoing.pending  # e.g. a key update to acknowledge
@@ -144,14 +167,40 @@ class TLSChannel:
             if filled:
                 return bytes(plain[:filled])
             if closed:
+                self._drained = False
                 return b""
-            # May raise BlockingIOError, TimeoutError.
-            received = self._raw.recv_into(self._cipher, _RAW_CHUNK, flags)
-            with self._tls_lock:
-                if received:
-                    self._incoming.write(self._cipher[:received])
-                else:
-                    self._incoming.write_eof()
+
+    def _receive_raw(self, flags: int) -> None:
+        """Read ciphertext from the socket into the TLS object (may raise BlockingIOError,
+        TimeoutError)."""
+        cipher = self._cipher
+        received = -1
+        if self._raw.gettimeout():  # the descriptor is non-blocking
+            if flags == socket.MSG_DONTWAIT:
+                # recv() would poll for up to the time-out first, despite MSG_DONTWAIT.
+                received = os.readv(self._raw.fileno(), [cipher])
+            elif flags:
+                pass
+            elif self._skip_eager:
+                self._skip_eager -= 1
+            else:
+                # A socket with a time-out polls before every recv: one more system call
+                # when the answer is already there (usual when the peer ran on this CPU
+                # while we sent). So read() straight first, until that finds nothing; then
+                # only now and then (one read in _EAGER_RETRY): the peer answers from
+                # another CPU.
+                try:
+                    received = os.readv(self._raw.fileno(), [cipher])
+                except BlockingIOError:
+                    self._skip_eager = _EAGER_RETRY
+        if received < 0:
+            received = self._raw.recv_into(cipher, _RAW_CHUNK, flags)
+        with self._tls_lock:
+            if received:
+                self._incoming.write(cipher[:received])
+            else:
+                self._incoming.write_eof()
+            self._drained = False
 
     def settimeout(self, timeout: float | None) -> None:
         self._raw.settimeout(timeout)
