@@ -9,11 +9,13 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
 from tether import Driver, export, export_stream
+from tether.driver import AsyncioStream
 from tether.drivers.network import TcpNetwork
 from tether.drivers.power import MockPower, PowerReading
 from tether.errors import (
@@ -290,6 +292,76 @@ def test_tcp_network_stream_to_a_real_socket() -> None:
     thread.join(10)
     server.close()
     assert bytes(received) == payload
+
+
+class _CountingStream(AsyncioStream):
+    """Counts which way the exporter wrote; ``backlog`` is set once the socket was full."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(reader, writer)
+        self.direct = 0
+        self.waited = 0
+        self.backlog = threading.Event()
+
+    def send_now(self, chunks: list[bytes | bytearray | memoryview]) -> bool:
+        done = super().send_now(chunks)
+        if done:
+            self.direct += 1
+        else:
+            self.backlog.set()
+        return done
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        self.waited += 1
+        if self.writer.transport.get_write_buffer_size():
+            self.backlog.set()
+        await super().send(data)
+
+
+class CountingNetwork(Driver):
+    port: int
+    streams: ClassVar[list[_CountingStream]] = []
+
+    @export_stream
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[_CountingStream]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        stream = _CountingStream(reader, writer)
+        self.streams.append(stream)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+
+def test_a_byte_stream_keeps_its_order_whether_written_at_once_or_after_a_wait() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    # A small, fixed receive buffer: the exporter's socket fills up while nobody reads.
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    payload = os.urandom(12 << 20)  # more than the kernel buffers: a backlog is certain
+    received = bytearray()
+
+    def read_after_backlog() -> None:
+        conn, _ = server.accept()
+        CountingNetwork.streams[0].backlog.wait(60)
+        with conn:
+            while data := conn.recv(1 << 16):
+                received.extend(data)
+
+    CountingNetwork.streams.clear()
+    reading = threading.Thread(target=read_after_backlog)
+    driver = CountingNetwork(port=server.getsockname()[1])
+    with serve(driver) as network, network.stream("connect") as stream:
+        reading.start()
+        for start in range(0, len(payload), 100_000):
+            stream.send(payload[start : start + 100_000])
+        stream.send_eof()
+        assert stream.receive() == b""
+    reading.join(60)
+    server.close()
+    assert bytes(received) == payload
+    counted = CountingNetwork.streams[0]
+    assert counted.backlog.is_set() and counted.direct > 0 and counted.waited > 0
 
 
 class BrokenStart(Driver):
