@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["LOOPBACK", "Relay", "Sink", "mb_per_s", "timed_send"]
+__all__ = ["LOOPBACK", "Relay", "Sink", "mb_per_s", "stream_mb_s", "timed_send"]
 
 LOOPBACK = "127.0.0.1"
 _RECV = 1 << 20
@@ -246,3 +247,23 @@ def timed_send(
 def mb_per_s(nbytes: int, seconds: float) -> float:
     """Throughput in MB/s (10**6 bytes per second)."""
     return nbytes / seconds / 1e6 if seconds > 0 else 0.0
+
+
+def stream_mb_s(
+    client: Any, sink: Sink, *, chunk: int, max_bytes: int, seconds: float
+) -> tuple[float, int]:
+    """MB/s of ``chunk``-sized blocks through ``client.stream("connect")`` into ``sink``.
+
+    A short warm-up stream first (16 blocks), then the timed one. Returns ``(MB/s, bytes)``.
+    """
+    with client.stream("connect") as stream:
+        timed_send(
+            sink, stream.send, chunk=chunk, max_bytes=16 * chunk, seconds=1.0,
+            finish=stream.send_eof,
+        )  # fmt: skip
+    with client.stream("connect") as stream:
+        sent, elapsed = timed_send(
+            sink, stream.send, chunk=chunk, max_bytes=max_bytes, seconds=seconds,
+            finish=stream.send_eof,
+        )  # fmt: skip
+    return mb_per_s(sent, elapsed), sent

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._report import time_calls
-from bench._sockets import LOOPBACK, Sink, mb_per_s, timed_send
+from bench._sockets import LOOPBACK, Sink, stream_mb_s
 
 __all__ = ["run"]
 
@@ -44,25 +44,8 @@ def _calls(client: Any) -> float:
 
 def _bytes(client: Any, sink: Sink) -> float:
     """MB/s of one second (256 MiB at most) of 64 KiB blocks: one round."""
-    with client.stream("connect") as stream:  # warm-up
-        timed_send(
-            sink,
-            stream.send,
-            chunk=CHUNK,
-            max_bytes=16 * CHUNK,
-            seconds=1.0,
-            finish=stream.send_eof,
-        )
-    with client.stream("connect") as stream:
-        sent, elapsed = timed_send(
-            sink,
-            stream.send,
-            chunk=CHUNK,
-            max_bytes=256 * 1024 * 1024,
-            seconds=1.0,
-            finish=stream.send_eof,
-        )
-    return mb_per_s(sent, elapsed)
+    speed, _ = stream_mb_s(client, sink, chunk=CHUNK, max_bytes=256 * 1024 * 1024, seconds=1.0)
+    return speed
 
 
 def _make_driver(sink_port: int) -> Any:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._report import median, time_calls
-from bench._sockets import LOOPBACK, Sink, mb_per_s, timed_send
+from bench._sockets import LOOPBACK, Sink, mb_per_s, stream_mb_s
 
 __all__ = ["run"]
 
@@ -85,25 +85,14 @@ def bench_bytes(quick: bool) -> dict[str, Any]:
     from tether.testing import serve
 
     with Sink() as sink, serve(TcpNetwork(host=LOOPBACK, port=sink.port)) as client:
-        with client.stream("connect") as stream:  # warm-up
-            timed_send(
-                sink,
-                stream.send,
-                chunk=CHUNK,
-                max_bytes=16 * CHUNK,
-                seconds=1.0,
-                finish=stream.send_eof,
-            )
-        with client.stream("connect") as stream:
-            sent, elapsed = timed_send(
-                sink,
-                stream.send,
-                chunk=CHUNK,
-                max_bytes=(256 if quick else 4096) * 1024 * 1024,
-                seconds=1.0 if quick else 3.0,
-                finish=stream.send_eof,
-            )
-    return {"bytes_mb_s": mb_per_s(sent, elapsed), "bytes_sent": sent}
+        speed, sent = stream_mb_s(
+            client,
+            sink,
+            chunk=CHUNK,
+            max_bytes=(256 if quick else 4096) * 1024 * 1024,
+            seconds=1.0 if quick else 3.0,
+        )
+    return {"bytes_mb_s": speed, "bytes_sent": sent}
 
 
 def bench_serve_call(quick: bool) -> dict[str, Any]:
