@@ -218,16 +218,7 @@ class PySerial(SerialInterface, Driver):
     def _open(self) -> serial.SerialBase:
         try:
             port = serial.serial_for_url(
-                self.url,
-                baudrate=self.baudrate,
-                bytesize=self.bytesize,
-                parity=self.parity,
-                stopbits=self.stopbits,
-                xonxoff=self.xonxoff,
-                rtscts=self.rtscts,
-                dsrdtr=self.dsrdtr,
-                timeout=_THREAD_READ_TIMEOUT,
-                do_not_open=True,
+                self.url, **self._line_settings(), timeout=_THREAD_READ_TIMEOUT, do_not_open=True
             )
             if type(port).__module__ != "serial.serialposix":
                 # URL handlers flush input in open(): that would eat a greeting the far end
@@ -274,13 +265,16 @@ class PySerial(SerialInterface, Driver):
     @export
     async def settings(self) -> SerialSettings:
         """The port's configured line settings."""
-        return SerialSettings(
-            url=self.url,
-            baudrate=self.baudrate,
-            bytesize=self.bytesize,
-            parity=self.parity,
-            stopbits=self.stopbits,
-            xonxoff=self.xonxoff,
-            rtscts=self.rtscts,
-            dsrdtr=self.dsrdtr,
-        )
+        return SerialSettings(url=self.url, **self._line_settings())
+
+    def _line_settings(self) -> dict[str, Any]:
+        """The line settings, as both pyserial and :class:`SerialSettings` name them."""
+        return {
+            "baudrate": self.baudrate,
+            "bytesize": self.bytesize,
+            "parity": self.parity,
+            "stopbits": self.stopbits,
+            "xonxoff": self.xonxoff,
+            "rtscts": self.rtscts,
+            "dsrdtr": self.dsrdtr,
+        }
