@@ -9,6 +9,7 @@ import pytest
 PUBLIC = {
     "tether.drivers": ["ENTRY_POINT_GROUP", "DriverEntry", "discover_drivers"],
     "tether.drivers.power": [
+        "BoardPower",
         "CommandPower",
         "HttpAction",
         "HttpPower",
@@ -18,6 +19,7 @@ PUBLIC = {
         "PowerClient",
         "PowerInterface",
         "PowerReading",
+        "PoweredBoard",
     ],
     "tether.drivers.serial": [
         "Console",

@@ -4,6 +4,7 @@ Drivers: :class:`MockPower` (in memory), :class:`CommandPower` (shell commands),
 :class:`HttpPower` (REST-controlled sockets and PDUs).
 """
 
+from ._board import BoardPower, PoweredBoard
 from ._client import PowerClient
 from ._command import CommandPower
 from ._driver import MockPower
@@ -11,6 +12,7 @@ from ._http import HttpAction, HttpPower, HttpReadAction, HttpStatusAction
 from ._interface import PowerInterface, PowerReading
 
 __all__ = [
+    "BoardPower",
     "CommandPower",
     "HttpAction",
     "HttpPower",
@@ -20,4 +22,5 @@ __all__ = [
     "PowerClient",
     "PowerInterface",
     "PowerReading",
+    "PoweredBoard",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from tether.driver import AsyncioStream, Driver, export, export_stream
 from tether.drivers.network import NetworkInterface
-from tether.drivers.power import PowerInterface, PowerReading
+from tether.drivers.power import BoardPower, PowerReading
 from tether.drivers.serial import SerialInterface, SerialSettings
 from tether.drivers.storage import MockStorageMux, StorageModeError
 from tether.errors import ConfigError
@@ -91,6 +91,7 @@ class Qemu(Driver):
             if not 0 < port < 65536:
                 raise ConfigError(f"Qemu.hostfwd.{name}: {port} is not a TCP port")
             self.children[name] = QemuNetwork(guest_port=port)
+        self.power._board = self
         for child in self.children.values():
             if isinstance(child, _Child):
                 child._board = self
@@ -152,6 +153,14 @@ class Qemu(Driver):
     async def power_off(self) -> None:
         await self.vm.stop()
 
+    @property
+    def running(self) -> bool:
+        return self.vm.running
+
+    def power_reading(self) -> PowerReading:
+        """A nominal sample: 5 V while the VM runs, 0 V when it does not; current 0."""
+        return PowerReading(voltage=5.0 if self.vm.running else 0.0, current=0.0)
+
 
 class _Child(Driver):
     _board: Qemu | None = None  # set by Qemu.__init__ (private: not a config field)
@@ -163,28 +172,8 @@ class _Child(Driver):
         return self._board
 
 
-class QemuPower(PowerInterface, _Child):
-    """Starts (``on``) and stops (``off``) the board's QEMU process."""
-
-    @export
-    async def on(self) -> None:
-        """Start the VM (no-op when it runs)."""
-        await self.board.power_on()
-
-    @export
-    async def off(self) -> None:
-        """Stop the VM (SIGTERM, then SIGKILL)."""
-        await self.board.power_off()
-
-    @export
-    async def status(self) -> bool:
-        """True while the QEMU process runs."""
-        return self.board.vm.running
-
-    @export
-    async def read(self) -> AsyncIterator[PowerReading]:
-        """One nominal sample: 5 V while the VM runs, 0 V when it does not; current 0."""
-        yield PowerReading(voltage=5.0 if self.board.vm.running else 0.0, current=0.0)
+class QemuPower(BoardPower):
+    """Starts (``on``) and stops (``off``: SIGTERM, then SIGKILL) the board's QEMU process."""
 
 
 class _ConsoleStream:

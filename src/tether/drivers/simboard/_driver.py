@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import os
 import tty
-from collections.abc import AsyncIterator
 from typing import Any
 
-from tether.driver import Driver, export
-from tether.drivers.power import PowerInterface, PowerReading
+from tether.driver import Driver
+from tether.drivers.power import BoardPower, PowerReading
 from tether.drivers.serial import PySerial
 from tether.drivers.storage import MockStorageMux, StorageModeError
 from tether.errors import ConfigError, TetherError
@@ -62,7 +61,8 @@ class SimBoard(Driver):
         self.console = SimConsole()
         self.storage = SimDisk(path=self.disk, disk_mib=self.disk_mib)
         self.children = {"power": self.power, "console": self.console, "disk": self.storage}
-        for child in (self.power, self.console, self.storage):
+        self.power._board = self
+        for child in (self.console, self.storage):
             child._board = self
         self.master: int | None = None
         self._slave: int | None = None
@@ -81,6 +81,12 @@ class SimBoard(Driver):
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def power_reading(self) -> PowerReading:
+        """5 V and 0.35 A while the board runs, 0 V and 0 A when off."""
+        return PowerReading(
+            voltage=5.0 if self.running else 0.0, current=0.35 if self.running else 0.0
+        )
 
     async def power_on(self) -> None:
         if self.running:
@@ -124,29 +130,9 @@ class _Child(Driver):
         return self._board
 
 
-class SimPower(PowerInterface, _Child):
-    """Starts (``on``) and stops (``off``) the simulated board's firmware."""
-
-    @export
-    async def on(self) -> None:
-        """Power on: the board boots (no-op when it runs)."""
-        await self.board.power_on()
-
-    @export
-    async def off(self) -> None:
-        """Power off at once."""
-        await self.board.power_off()
-
-    @export
-    async def status(self) -> bool:
-        """True while the board runs (``poweroff`` in its shell turns it off)."""
-        return self.board.running
-
-    @export
-    async def read(self) -> AsyncIterator[PowerReading]:
-        """One sample: 5 V and 0.35 A while the board runs, 0 V and 0 A when off."""
-        running = self.board.running
-        yield PowerReading(voltage=5.0 if running else 0.0, current=0.35 if running else 0.0)
+class SimPower(BoardPower):
+    """Starts (``on``) and stops (``off``) the simulated board's firmware (``poweroff`` in its
+    shell turns it off too)."""
 
 
 class SimConsole(PySerial, _Child):
