@@ -202,14 +202,14 @@ def test_a_bad_preamble_is_answered_and_closed(tcp_lab: RelayLab) -> None:
     sock.close()
     reply = decode_relay_reply(answer.strip())
     assert not reply.ok and reply.code == "bad_preamble" and "TETHER-RELAY" in reply.message
-    sock, answer = raw_dial(tcp_lab, b'TETHER-RELAY/1 {"lease": 1}\n')
+    sock, answer = raw_dial(tcp_lab, b'TETHER-RELAY/2 {"lease": 1}\n')
     sock.close()
     reply = decode_relay_reply(answer.strip())
     assert reply.code == "bad_preamble" and "lease" in reply.message
 
 
 def test_an_endless_preamble_is_cut_off(tcp_lab: RelayLab) -> None:
-    sock, answer = raw_dial(tcp_lab, b"TETHER-RELAY/1 " + b"x" * 10000)
+    sock, answer = raw_dial(tcp_lab, b"TETHER-RELAY/2 " + b"x" * 10000)
     sock.close()
     reply = decode_relay_reply(answer.strip())
     assert reply.code == "bad_preamble" and "longer than" in reply.message

@@ -30,18 +30,28 @@ def test_hello_round_trips_and_hides_the_token_in_repr() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        (b"HELLO", "expected a line starting with 'TETHER-RELAY/1'"),
-        (b"TETHER-RELAY/1 {nope", "invalid JSON"),
-        (b"TETHER-RELAY/1 [1]", "expected a JSON object"),
-        (b'TETHER-RELAY/1 {"lease": "a", "role": "client"}', "['token']"),
-        (b'TETHER-RELAY/1 {"lease": "", "role": "client", "token": "t"}', "lease must not be"),
-        (b'TETHER-RELAY/1 {"lease": "a", "role": "admin", "token": "t"}', "'admin'"),
+        (b"HELLO", "expected a line starting with 'TETHER-RELAY/2'"),
+        (b"TETHER-RELAY/2 {nope", "invalid JSON"),
+        (b"TETHER-RELAY/2 [1]", "expected a JSON object"),
+        (b'TETHER-RELAY/2 {"lease": "a", "role": "client"}', "['token']"),
+        (b'TETHER-RELAY/2 {"lease": "", "role": "client", "token": "t"}', "lease must not be"),
+        (b'TETHER-RELAY/2 {"lease": "a", "role": "admin", "token": "t"}', "'admin'"),
     ],
 )
 def test_bad_hellos_are_named(line: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match="relay preamble") as info:
         decode_relay_hello(line)
     assert message in str(info.value)
+
+
+def test_an_exporter_hello_carries_its_certificate_digest() -> None:
+    hello = RelayHello("lease-1", "exporter", "tth_secret", cert="ab" * 32)
+    line, _ = split_line(encode_relay_hello(hello), "x") or (b"", b"")
+    assert decode_relay_hello(line).cert == "ab" * 32
+    with pytest.raises(RemoteProtocolError, match="SHA-256"):
+        decode_relay_hello(line.replace(b"ab" * 32, b"AB" * 32))
+    with pytest.raises(RemoteProtocolError, match="'cert' must be a string"):
+        decode_relay_hello(line.replace(b'"' + b"ab" * 32 + b'"', b"7"))
 
 
 def test_split_line_waits_for_the_newline_and_bounds_the_line() -> None:

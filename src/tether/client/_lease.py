@@ -11,6 +11,7 @@ outbound dial, and the wire protocol runs over it exactly as over a direct conne
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import selectors
@@ -49,10 +50,12 @@ from tether.wire._relay import (
     RelayReply,
     decode_relay_reply,
     encode_relay_hello,
+    is_sha256_hex,
     refusal_error,
     relay_url_for,
     split_line,
 )
+from tether.wire._tls import pinned_client_context
 
 from ._connect import RemoteClient, RemoteSession, _remote_class
 
@@ -89,12 +92,17 @@ def dial_relay(
 ) -> tuple[socket.socket | TLSChannel, RelayReply]:
     """Dial the controller's relay for ``lease_id`` and wait until it is spliced to the exporter.
 
+    On a ``tls://`` relay the TLS to the router ends after its ``paired`` reply and a new TLS
+    session starts through the splice, end to end with the exporter, whose certificate must
+    have the digest the router announced (``cert_sha256``).
+
     Returns:
         The connected socket (the wire protocol's client side starts here) and the router's
         ``paired`` reply (``info["exporter"]`` names the exporter).
 
     Raises:
-        ConnectFailed: cannot connect or TLS failed.
+        ConnectFailed: cannot connect, TLS failed, or the exporter's certificate is not the
+            one the router announced.
         AuthenticationFailed: the relay does not know the token.
         RelayRefused: not this lease's holder, lease ended, exporter unavailable...
     """
@@ -125,6 +133,8 @@ def dial_relay(
             raise RemoteProtocolError(f"{where}: expected a 'paired' reply, got {reply.state!r}")
         if rest:  # the exporter speaks only after our Hello: nothing may follow yet
             raise RemoteProtocolError(f"{where}: unexpected bytes after the relay reply")
+        if isinstance(sock, TLSChannel):
+            sock = _end_to_end(sock, reply, where)
         sock.settimeout(None)
         return sock, reply
     except ProtocolError as exc:
@@ -133,6 +143,25 @@ def dial_relay(
     except BaseException:
         sock.close()
         raise
+
+
+def _end_to_end(channel: TLSChannel, reply: RelayReply, where: str) -> TLSChannel:
+    """End the TLS to the router and open the session's own TLS with the exporter."""
+    expected = reply.info.get("cert_sha256")
+    if not is_sha256_hex(expected):
+        raise RemoteProtocolError("the 'paired' reply names no exporter certificate")
+    with map_connect_errors(where):
+        if channel.recv(1):  # wait for the router's close_notify: nothing else may come
+            raise RemoteProtocolError("unexpected bytes after the relay reply")
+        raw, received = channel.unwrap()
+    with map_connect_errors(f"{where}: TLS to the exporter"):
+        session = TLSChannel(raw, pinned_client_context(), None, received)
+    if not hmac.compare_digest(session.peer_certificate_sha256(), str(expected)):
+        raise ConnectFailed(
+            f"{where}: the exporter's certificate is not the one the relay announced "
+            f"(sha256 {str(expected)[:16]}...)"
+        )
+    return session
 
 
 # -- settings ---------------------------------------------------------------------------------

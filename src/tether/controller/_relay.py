@@ -11,6 +11,13 @@ lease, then:
   told ``paired``, and from then on every byte read from one side is written to the other.
   The exporter's agent notices the ``paired`` line and dials again, so the pool refills.
 
+On a TLS listener each side's TLS to the router lasts only for the preamble and the replies:
+after ``paired`` the router sends close_notify, waits for the side's own, and copies the raw
+bytes that follow, which are an end-to-end TLS session between client and exporter (the
+client is told the exporter's certificate digest in its ``paired`` reply). The router never
+decrypts a session, and copying costs it no cryptography. Bytes for a side that has not yet
+sent its close_notify are held (bounded) until it has.
+
 Splicing uses asyncio protocols, no per-connection task: ``data_received`` writes straight to
 the peer's transport, and the peer's write-buffer watermarks pause and resume reading on this
 side, so a slow reader throttles a fast writer end to end without unbounded buffering.
@@ -42,6 +49,7 @@ from tether.wire._relay import (
     split_line,
     tcp_keepalive_options,
 )
+from tether.wire._tls import TLSBuffer
 
 __all__ = ["Authorize", "RelayGrant", "RelayRouter"]
 
@@ -87,7 +95,8 @@ def _set_keepalive(transport: asyncio.BaseTransport) -> None:
 
 
 class _Side(asyncio.Protocol):
-    """One dialled connection: preamble, authorisation, then waiting or spliced."""
+    """One dialled connection: TLS to the router, preamble, authorisation, waiting or pairing,
+    then (TLS relays) unwrapping, then spliced raw to its peer."""
 
     def __init__(self, router: RelayRouter) -> None:
         self.router = router
@@ -97,9 +106,14 @@ class _Side(asyncio.Protocol):
         self.hello: RelayHello | None = None
         self.grant: RelayGrant | None = None
         self.peer: _Side | None = None
+        context = router._ssl_context
+        self._tls = TLSBuffer(context, server_side=True) if context is not None else None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
+        #: raw bytes from the peer, held until this side has unwrapped TLS.
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -112,31 +126,27 @@ class _Side(asyncio.Protocol):
         self._timer = loop.call_later(self.router.preamble_timeout, self._preamble_timeout)
 
     def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None:
-            assert peer.transport is not None
-            peer.transport.write(data)
+        if self.state == "spliced":
+            self._forward(data)
             return
-        self.buffer += data
-        if self.state == "preamble":
-            try:
-                split = split_line(self.buffer, "relay preamble")
-                if split is None:
-                    return
-                line, rest = split
-                self.hello = decode_relay_hello(line)
-            except ProtocolError as exc:
-                self.refuse("bad_preamble", str(exc))
-                return
-            self.buffer = bytearray(rest)
-            self.state = "authorizing"
-            self._task = asyncio.get_running_loop().create_task(self._authorize(self.hello))
-        elif len(self.buffer) > _MAX_EARLY and self.transport is not None:
-            self.transport.pause_reading()
-            self._reading_paused = True
+        tls = self._tls
+        if tls is None:
+            self._on_plaintext(data)
+            return
+        try:
+            plaintext = tls.receive_data(data)
+        except ssl.SSLError as exc:
+            log.info("relay: TLS from %s failed: %s", self._peername(), exc)
+            self.close()
+            return
+        self._flush_tls()
+        if plaintext:
+            self._on_plaintext(plaintext)
+        if tls.unwrapped and self.state == "unwrapping":
+            self._finish_unwrap(tls.raw_leftover())
 
     def eof_received(self) -> bool:
-        # TLS has no half-close: the end of one side ends the pair.
+        # The end of one side ends the pair (TLS has no half-close).
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,18 +169,59 @@ class _Side(asyncio.Protocol):
 
     # -- steps --------------------------------------------------------------------------------
 
+    def _on_plaintext(self, data: bytes) -> None:
+        if self.state == "preamble":
+            self.buffer += data
+            try:
+                split = split_line(self.buffer, "relay preamble")
+                if split is None:
+                    return
+                line, rest = split
+                self.hello = decode_relay_hello(line)
+            except ProtocolError as exc:
+                self.refuse("bad_preamble", str(exc))
+                return
+            if rest and self._tls is not None:
+                self.refuse("bad_preamble", "bytes after the preamble, before 'paired'")
+                return
+            self.buffer = bytearray(rest)
+            self.state = "authorizing"
+            self._task = asyncio.get_running_loop().create_task(self._authorize(self.hello))
+        elif self._tls is not None:
+            # Over TLS nothing may follow the preamble: after "paired" the bytes are raw.
+            if self.state == "unwrapping":
+                self.close()
+            else:
+                self.refuse("bad_preamble", "bytes after the preamble, before 'paired'")
+        else:  # plain TCP: a client's first bytes may race the pairing; kept for the peer
+            self.buffer += data
+            if len(self.buffer) > _MAX_EARLY and self.transport is not None:
+                self.transport.pause_reading()
+                self._reading_paused = True
+
     def _preamble_timeout(self) -> None:
         self._timer = None
         if self.state in ("preamble", "authorizing"):
             self.refuse("timeout", "no valid relay preamble in time")
 
+    def _unwrap_timeout(self) -> None:
+        self._timer = None
+        if self.state == "unwrapping":
+            log.info("relay: %s did not end its TLS to the router in time", self._peername())
+            self.close()
+
     async def _authorize(self, hello: RelayHello) -> None:
         try:
+            if self._tls is not None and hello.role == "exporter" and not hello.cert:
+                raise ProtocolError("an exporter's dial over TLS must name its 'cert'")
             grant = await self.router.authorize(hello)
             if grant.lease_id != hello.lease:
                 raise RelayRefused("the grant names another lease", code="forbidden")
             if hello.lease in self.router._ended:
                 raise RelayRefused(f"lease {hello.lease} has ended", code="lease_ended")
+        except ProtocolError as exc:
+            self.refuse("bad_preamble", f"relay preamble: {exc}")
+            return
         except AuthenticationFailed as exc:
             log.warning("relay: %s dial for lease %s refused: %s", hello.role, hello.lease, exc)
             self.refuse("unauthenticated", str(exc))
@@ -220,11 +271,80 @@ class _Side(asyncio.Protocol):
             return
         self.router._splice(self, exporter)
 
+    def start_splice(self, peer: _Side, reply: RelayReply) -> None:
+        """Say ``paired``; over TLS, end TLS with this side (close_notify) before the raw
+        bytes start; over TCP, start copying at once."""
+        self.peer = peer
+        self._write(reply)
+        if self._tls is not None:
+            self.state = "unwrapping"
+            self._tls.unwrap()
+            self._flush_tls()
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.router.preamble_timeout, self._unwrap_timeout)
+            return
+        self.state = "spliced"
+        if self.buffer:
+            self._forward(bytes(self.buffer))
+            self.buffer.clear()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _finish_unwrap(self, leftover: bytes) -> None:
+        """Both close_notify crossed: from now on this side's bytes are raw."""
+        self._tls = None
+        self.state = "spliced"
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        assert self.transport is not None
+        # The peer's bytes held back until now, then ours that followed the close_notify.
+        if self._held:
+            self.transport.writelines(self._held)
+            self._held.clear()
+            self._held_size = 0
+        peer = self.peer
+        if peer is not None and peer._reading_paused and peer.transport is not None:
+            peer._reading_paused = False
+            peer.transport.resume_reading()
+        if leftover:
+            self._forward(leftover)
+
+    def _forward(self, data: bytes) -> None:
+        """Send raw ``data`` to the peer, or hold it while the peer still unwraps TLS."""
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return
+        if peer.state == "spliced":
+            peer.transport.write(data)
+            return
+        peer._held.append(data)
+        peer._held_size += len(data)
+        if peer._held_size > _MAX_EARLY and self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _write(self, reply: RelayReply) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._tls is None:
             self.transport.write(encode_relay_reply(reply))
+        elif not self._tls.unwrapping:
+            self._tls.send(encode_relay_reply(reply))
+            self._flush_tls()
+
+    def _flush_tls(self) -> None:
+        assert self._tls is not None
+        data = self._tls.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _peername(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a dialer"
 
     def refuse(self, code: str, message: str) -> None:
         """Tell the dialer why, then close."""
@@ -235,18 +355,6 @@ class _Side(asyncio.Protocol):
         self.state = "closed"
         if self.transport is not None:
             self.transport.close()
-
-    def start_splice(self, peer: _Side, reply: RelayReply) -> None:
-        self.peer = peer
-        self.state = "spliced"
-        self._write(reply)
-        if self.buffer:
-            assert peer.transport is not None
-            peer.transport.write(bytes(self.buffer))
-            self.buffer.clear()
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
 
 
 class RelayRouter:
@@ -273,6 +381,7 @@ class RelayRouter:
         self._pairs: dict[str, set[_Side]] = {}
         self._ended: dict[str, None] = {}  # insertion-ordered set, oldest forgotten first
         self._server: asyncio.Server | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self.address: Address | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -292,14 +401,10 @@ class RelayRouter:
             raise ConfigError(f"relay listener {address}: tls:// needs a certificate and key")
         if address.scheme == "unix":
             raise ConfigError(f"relay listener {address}: expected tls://HOST:PORT")
+        # TLS is done by each _Side itself (TLSBuffer), so that it can end after "paired".
+        self._ssl_context = ssl_context if address.scheme == "tls" else None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Side(self),
-            address.host,
-            address.port,
-            ssl=ssl_context if address.scheme == "tls" else None,
-            ssl_handshake_timeout=self.preamble_timeout if address.scheme == "tls" else None,
-        )
+        self._server = await loop.create_server(lambda: _Side(self), address.host, address.port)
         port = self._server.sockets[0].getsockname()[1]
         self.address = Address(address.scheme, host=address.host, port=port)
         log.info("relay listening on %s", self.address)
@@ -397,6 +502,8 @@ class RelayRouter:
             client, RelayReply(ok=True, state="paired", info={"client": client.grant.identity})
         )
         info = {"exporter": client.grant.exporter or exporter.grant.identity, **client.grant.info}
+        if exporter.hello is not None and exporter.hello.cert:
+            info["cert_sha256"] = exporter.hello.cert
         client.start_splice(exporter, RelayReply(ok=True, state="paired", info=info))
         log.info(
             "relay: lease %s: spliced %s to exporter %s",

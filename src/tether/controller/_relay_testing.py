@@ -25,7 +25,13 @@ from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_
 from tether.errors import AuthenticationFailed, RelayRefused
 from tether.exporter import Exporter, Session, parse_config
 from tether.exporter._agent import ControllerAgent, LeaseRelay, read_exporter_token
-from tether.exporter._certs import LabCerts, client_ssl_context, init_lab_certs, server_ssl_context
+from tether.exporter._certs import (
+    LabCerts,
+    SessionIdentity,
+    client_ssl_context,
+    init_lab_certs,
+    server_ssl_context,
+)
 from tether.testing._serve import LocalSession
 from tether.wire import ClientConnection, LoopThread, ServerProtocol
 from tether.wire._relay import RelayHello
@@ -74,8 +80,11 @@ class RelayLab:
         self.exporter_thread = LoopThread("relay-exporter")
         self.leases: dict[str, _Lease] = {}
         self.client_context: ssl.SSLContext | None = None
+        #: the exporter sides' certificate in end-to-end TLS sessions (``tls=True``).
+        self.identity: SessionIdentity | None = None
         server_context: ssl.SSLContext | None = None
         if tls:
+            self.identity = SessionIdentity.generate()
             if (certs_dir / "ca.pem").exists():
                 names = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
                 certs = LabCerts(*(certs_dir / name for name in names))
@@ -140,6 +149,7 @@ class RelayLab:
             lease.exporter_token,
             lambda: ServerProtocol(session.resolve),
             ssl_context=self.client_context,
+            identity=self.identity,
         )
         lease.task = asyncio.get_running_loop().create_task(lease.relay.run())
         await lease.relay.ready.wait()

@@ -16,9 +16,10 @@ The agent (a few asyncio tasks it owns) does everything by dialling out:
   ``after_lease``. When the controller cannot be reached the agent retries with back-off and
   leaves the running leases alone; an unknown token stops it.
 * **relay dials**: a :class:`LeaseRelay` keeps one idle TLS dial open to the controller's relay
-  for its lease. When the router pairs it with the lease holder's connection, the dial becomes
-  a served wire-protocol connection (the exporter acts as the server on its outbound socket)
-  and the relay dials again, so the next client connection finds one waiting.
+  for its lease. When the router pairs it with the lease holder's connection, the TLS to the
+  router ends and the dial serves the client's own TLS session (the exporter acts as the TLS
+  and wire-protocol server on its outbound socket, with a per-process certificate whose
+  digest it gave the router); the relay dials again, so the next client finds one waiting.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ from tether.wire._relay import (
     split_line,
     tcp_keepalive_options,
 )
+from tether.wire._tls import TLSBuffer
 
-from ._certs import client_ssl_context
+from ._certs import SessionIdentity, client_ssl_context
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
 
@@ -90,14 +92,31 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
 
 
 class _Dial(asyncio.Protocol):
-    """One outbound relay dial, until it is paired and handed to the serving protocol."""
+    """One outbound relay dial, until it is paired and handed to the serving protocol.
 
-    def __init__(self, hello: RelayHello, make_protocol: ProtocolFactory, where: str) -> None:
+    Over TLS (``tls`` given) the preamble and the router's replies go through ``tls``; after
+    ``paired`` and the router's close_notify the dial answers with its own close_notify and
+    serves the client's end-to-end TLS session with ``session_context``. Over plain TCP the
+    wire protocol starts right after ``paired``.
+    """
+
+    def __init__(
+        self,
+        hello: RelayHello,
+        make_protocol: ProtocolFactory,
+        where: str,
+        tls: TLSBuffer | None = None,
+        session_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._hello = hello
         self._make_protocol = make_protocol
         self._where = where
+        self._tls = tls
+        self._session_context = session_context
         self._buffer = bytearray()
         self._served: asyncio.BaseProtocol | None = None
+        self._paired_seen = False
+        self._serving: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self.waiting: asyncio.Future[None] = loop.create_future()
         self.paired: asyncio.Future[None] = loop.create_future()
@@ -111,25 +130,47 @@ class _Dial(asyncio.Protocol):
             for option in tcp_keepalive_options():
                 with contextlib.suppress(OSError):
                     sock.setsockopt(*option)
-        transport.write(encode_relay_hello(self._hello))
+        if self._tls is None:
+            transport.write(encode_relay_hello(self._hello))
+            return
+        self._tls.start()
+        self._tls.send(encode_relay_hello(self._hello))
+        self._flush_tls()
 
     def data_received(self, data: bytes) -> None:
         if self._served is not None:  # bytes read in the same batch as the "paired" line
             _feed(self._served, data)
             return
-        self._buffer += data
         try:
-            while self._served is None:
-                split = split_line(self._buffer, "relay reply")
-                if split is None:
-                    return
-                line, rest = split
-                self._buffer = bytearray(rest)
-                self._on_reply(line)
+            tls = self._tls
+            if tls is None:
+                self._on_text(data)
+                return
+            try:
+                text = tls.receive_data(data)
+            except ssl.SSLError as exc:
+                raise ConnectFailed(f"{self._where}: TLS failed: {exc.reason or exc}") from exc
+            self._flush_tls()
+            if text:
+                self._on_text(text)
+            if self._paired_seen and tls.peer_closed:
+                self._end_relay_tls(tls)
         except ConnectFailed as exc:
             self._fail(exc)
         except ProtocolError as exc:
             self._fail(ConnectFailed(f"{self._where}: {exc}"))
+
+    def _on_text(self, data: bytes) -> None:
+        if self._paired_seen:
+            raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
+        self._buffer += data
+        while not self._paired_seen:
+            split = split_line(self._buffer, "relay reply")
+            if split is None:
+                return
+            line, rest = split
+            self._buffer = bytearray(rest)
+            self._on_reply(line)
 
     def _on_reply(self, line: bytes) -> None:
         reply = decode_relay_reply(line)
@@ -138,19 +179,62 @@ class _Dial(asyncio.Protocol):
         if reply.state == "waiting" and not self.waiting.done():
             self.waiting.set_result(None)
         elif reply.state == "paired":
-            assert self.transport is not None
+            self._paired_seen = True
             if not self.waiting.done():
                 self.waiting.set_result(None)
-            served = self._make_protocol()
-            self._served = served
-            self.transport.set_protocol(served)
-            served.connection_made(self.transport)
-            rest, self._buffer = bytes(self._buffer), bytearray()
-            if rest:
-                _feed(served, rest)
-            self.paired.set_result(None)
+            if self._tls is None:
+                self._serve_plain()
+            elif self._buffer:
+                raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
         else:
             raise ProtocolError(f"unexpected relay reply state {reply.state!r}")
+
+    def _serve_plain(self) -> None:
+        assert self.transport is not None
+        served = self._make_protocol()
+        self._served = served
+        self.transport.set_protocol(served)
+        served.connection_made(self.transport)
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        if rest:
+            _feed(served, rest)
+        self.paired.set_result(None)
+
+    def _end_relay_tls(self, tls: TLSBuffer) -> None:
+        """The router's close_notify is in: answer it and serve the client's own TLS."""
+        assert self.transport is not None and self._session_context is not None
+        # Nothing can follow the router's close_notify before ours reaches it; stop reading
+        # so that the client's first TLS bytes wait in the socket for start_tls.
+        self.transport.pause_reading()
+        tls.unwrap()
+        self._flush_tls()
+        if not tls.unwrapped or tls.raw_leftover():
+            raise ProtocolError("the relay sent bytes after its close_notify too early")
+        self._tls = None
+        self.paired.set_result(None)
+        self._serving = asyncio.get_running_loop().create_task(
+            self._serve_tls(self.transport, self._session_context)
+        )
+
+    async def _serve_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        handoff = _Handoff()
+        try:
+            session = await asyncio.get_running_loop().start_tls(
+                transport, handoff, context, server_side=True, ssl_handshake_timeout=30.0
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.warning("%s: the client's TLS session failed: %s", self._where, exc)
+            transport.close()
+            return
+        if session is None:  # the connection was closed meanwhile
+            return
+        handoff.hand_over(self._make_protocol(), session)
+
+    def _flush_tls(self) -> None:
+        assert self._tls is not None and self.transport is not None
+        data = self._tls.data_to_send()
+        if data:
+            self.transport.write(data)
 
     def _fail(self, exc: BaseException) -> None:
         for future in (self.waiting, self.paired):
@@ -165,15 +249,51 @@ class _Dial(asyncio.Protocol):
             self._fail(ConnectFailed(f"{self._where}: the relay closed the connection"))
 
 
+class _Handoff(asyncio.Protocol):
+    """Holds what a new TLS session decrypts before the serving protocol takes over (asyncio's
+    ``start_tls`` delivers data before it returns the transport)."""
+
+    def __init__(self) -> None:
+        self._early: list[bytes] = []
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._early.append(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def hand_over(self, served: asyncio.BaseProtocol, transport: asyncio.BaseTransport) -> None:
+        transport.set_protocol(served)
+        served.connection_made(transport)
+        for data in self._early:
+            _feed(served, data)
+        self._early.clear()
+        if self._lost is not None:
+            served.connection_lost(self._lost[0])
+
+
 async def dial_relay(
     relay: str | Address,
     hello: RelayHello,
     make_protocol: ProtocolFactory,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    session_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
 ) -> _Dial:
     """Dial the relay and wait until the router accepted the dial (``waiting``).
+
+    Args:
+        relay: ``tls://HOST:PORT`` (``tcp://`` for tests: no TLS at all).
+        hello: the preamble; on a TLS relay its ``cert`` is the digest of the certificate in
+            ``session_context``.
+        make_protocol: builds the protocol serving the client once paired.
+        ssl_context: verifies the router's certificate (default: the system's CAs).
+        session_context: the server context of the end-to-end TLS (required for ``tls://``).
 
     Raises:
         ConnectFailed: cannot connect, TLS failed, or the relay hung up.
@@ -185,17 +305,21 @@ async def dial_relay(
         raise ConnectFailed(f"relay {address}: expected tls://HOST:PORT")
     where = f"relay {address}"
     loop = asyncio.get_running_loop()
-    tls = address.scheme == "tls"
-    if tls and ssl_context is None:
-        ssl_context = ssl.create_default_context()
+    tls: TLSBuffer | None = None
+    if address.scheme == "tls":
+        if session_context is None or not hello.cert:
+            raise ValueError("a TLS relay dial needs the session's context and its 'cert'")
+        tls = TLSBuffer(
+            ssl_context or ssl.create_default_context(),
+            server_side=False,
+            server_hostname=address.host,
+        )
     with map_connect_errors(f"cannot connect to {where}"):
         async with asyncio.timeout(connect_timeout):
             _, dial = await loop.create_connection(
-                lambda: _Dial(hello, make_protocol, where),
+                lambda: _Dial(hello, make_protocol, where, tls, session_context),
                 address.host,
                 address.port,
-                ssl=ssl_context if tls else None,
-                server_hostname=address.host if tls else None,
             )
             await dial.waiting
     return dial
@@ -216,6 +340,8 @@ class LeaseRelay:
         token: the exporter's bearer token.
         make_protocol: builds the protocol serving one client connection.
         ssl_context: verifies the relay's certificate (default: the system's CAs).
+        identity: the certificate of the end-to-end TLS sessions (a TLS relay; default: a
+            new one).
         retry: seconds between failed dials, doubled per failure up to ``max_retry``.
     """
 
@@ -227,14 +353,16 @@ class LeaseRelay:
         make_protocol: ProtocolFactory,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        identity: SessionIdentity | None = None,
         retry: float = 0.5,
         max_retry: float = 10.0,
     ) -> None:
-        self.relay = relay
+        self.relay = parse_address(relay) if isinstance(relay, str) else relay
         self.lease_id = lease_id
-        self._hello = RelayHello(lease_id, "exporter", token)
+        self._token = token
         self._make_protocol = make_protocol
         self._ssl_context = ssl_context
+        self._identity = identity
         self._retry = retry
         self._max_retry = max_retry
         self.served = 0
@@ -243,12 +371,22 @@ class LeaseRelay:
 
     async def run(self) -> None:
         """Dial, wait for a pairing, repeat; returns when the router says the lease ended."""
+        identity = self._identity
+        if identity is None and self.relay.scheme == "tls":
+            identity = await asyncio.to_thread(SessionIdentity.generate)
+        hello = RelayHello(
+            self.lease_id, "exporter", self._token, identity.cert_sha256 if identity else ""
+        )
         delay = self._retry
         while True:
             dial: _Dial | None = None
             try:
                 dial = await dial_relay(
-                    self.relay, self._hello, self._make_protocol, ssl_context=self._ssl_context
+                    self.relay,
+                    hello,
+                    self._make_protocol,
+                    ssl_context=self._ssl_context,
+                    session_context=identity.server_context if identity else None,
                 )
                 self.ready.set()
                 await dial.paired
@@ -372,6 +510,7 @@ class ControllerAgent:
         self._http: httpx.AsyncClient | None = None
         self._leases: dict[str, asyncio.Task[None]] = {}
         self._done: set[str] = set()  # leases whose relay the router ended; not restarted
+        self._identity: SessionIdentity | None = None  # made for the first relayed lease
         self._hooks = 0
         self._status_changed = asyncio.Event()
         self.name: str | None = None
@@ -526,12 +665,15 @@ class ControllerAgent:
         try:
             relay = lease.get("relay")
             if relay:
+                if self._identity is None:
+                    self._identity = await asyncio.to_thread(SessionIdentity.generate)
                 await LeaseRelay(
                     relay_url_for(str(relay), self.endpoint),
                     lease_id,
                     self._token,
                     self.exporter.protocol_factory(session_id=session.id, authenticate=False),
                     ssl_context=self._ssl_context,
+                    identity=self._identity,
                 ).run()
                 self._done.add(lease_id)  # the router says the lease ended
             else:

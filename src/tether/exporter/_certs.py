@@ -20,7 +20,13 @@ from pathlib import Path
 
 from tether.errors import ConfigError
 
-__all__ = ["LabCerts", "client_ssl_context", "init_lab_certs", "server_ssl_context"]
+__all__ = [
+    "LabCerts",
+    "SessionIdentity",
+    "client_ssl_context",
+    "init_lab_certs",
+    "server_ssl_context",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,41 @@ def client_ssl_context(
         with _map_ssl_errors(cert if key is None else f"{cert} / {key}", "client certificate"):
             context.load_cert_chain(os.fspath(cert), None if key is None else os.fspath(key))
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIdentity:
+    """The certificate an exporter presents in the end-to-end TLS of relayed sessions.
+
+    Made fresh per exporter process (:meth:`generate`): a self-signed P-256 certificate whose
+    SHA-256 (``cert_sha256``) the exporter tells the router when it dials; the router passes
+    it to the lease holder, who checks it. The key never leaves memory and a temporary file.
+    """
+
+    server_context: ssl.SSLContext
+    cert_sha256: str
+
+    @classmethod
+    def generate(cls, name: str = "tether exporter") -> SessionIdentity:
+        """A new key and certificate, and a TLS 1.3 server context using them."""
+        import hashlib
+        import tempfile
+
+        from ._certgen import self_signed_pem  # lazily: cryptography is slow to import
+
+        cert_pem, key_pem = self_signed_pem(name)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        # ssl loads keys from files only: a private directory, emptied at once.
+        with tempfile.TemporaryDirectory(prefix="tether-session-") as directory:
+            cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+            cert_path.write_bytes(cert_pem)
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(key_pem)
+            context.load_cert_chain(cert_path, key_path)
+        der = ssl.PEM_cert_to_DER_cert(cert_pem.decode())
+        return cls(context, hashlib.sha256(der).hexdigest())
 
 
 @contextlib.contextmanager

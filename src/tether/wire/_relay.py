@@ -1,11 +1,20 @@
 """The router relay's preamble: the one line each dialer sends before the wire protocol starts.
 
-Both ends of a relayed connection dial the controller's relay listener (TLS) outbound. Each
-sends one line, ``TETHER-RELAY/1 {json}\\n``, naming the lease, its role (``client`` or
-``exporter``) and its bearer token. The router answers with JSON lines: ``{"ok": false, "code",
+Both ends of a relayed connection dial the controller's relay listener outbound. Each sends
+one line, ``TETHER-RELAY/2 {json}\\n``, naming the lease, its role (``client`` or
+``exporter``) and its bearer token; an exporter also names the SHA-256 of its session
+certificate (``cert``). The router answers with JSON lines: ``{"ok": false, "code",
 "message"}`` then closes, or ``{"ok": true, "state": "waiting"}`` (an exporter's idle dial was
-accepted) and ``{"ok": true, "state": "paired", ...}`` (the bytes that follow are spliced to the
-other side). After ``paired`` the tether wire protocol runs end to end, client to exporter.
+accepted) and ``{"ok": true, "state": "paired", ...}`` (the client's reply carries the
+exporter's ``cert_sha256``).
+
+On a TLS relay (``tls://``, the real set-up) the preamble and the replies travel inside TLS
+to the router. After ``paired`` the router sends close_notify to both sides; each answers
+with its own close_notify once it has read the router's, and from then on the router copies
+raw bytes: the client opens a TLS session *through* the splice to the exporter, and checks
+that the exporter's certificate has the ``cert_sha256`` the router announced. The session is
+encrypted end to end; the router never decrypts it. On a plain ``tcp://`` relay (tests) the
+bytes after ``paired`` are the wire protocol itself.
 
 Sans-IO: encoding and parsing only; the router (``tether.controller``), the exporter's agent and
 the client do the I/O.
@@ -30,13 +39,14 @@ __all__ = [
     "decode_relay_reply",
     "encode_relay_hello",
     "encode_relay_reply",
+    "is_sha256_hex",
     "refusal_error",
     "relay_url_for",
     "split_line",
     "tcp_keepalive_options",
 ]
 
-RELAY_MAGIC = b"TETHER-RELAY/1 "
+RELAY_MAGIC = b"TETHER-RELAY/2 "
 #: Longest preamble or reply line accepted, newline included.
 MAX_RELAY_LINE = 8192
 
@@ -46,17 +56,31 @@ _ROLES = ("client", "exporter")
 
 @dataclass(frozen=True, slots=True)
 class RelayHello:
-    """What a dialer tells the router: which lease, which side, and who it is."""
+    """What a dialer tells the router: which lease, which side, and who it is.
+
+    ``cert`` (exporters on a TLS relay): the SHA-256 of the certificate the exporter presents
+    in the end-to-end TLS session, lower-case hex; the router tells it to the client.
+    """
 
     lease: str
     role: Role
     token: str = field(repr=False)
+    cert: str = ""
 
     def __post_init__(self) -> None:
         if not self.lease:
             raise ValueError("RelayHello.lease must not be empty")
         if self.role not in _ROLES:
             raise ValueError(f"RelayHello.role must be 'client' or 'exporter', not {self.role!r}")
+        if self.cert and not is_sha256_hex(self.cert):
+            raise ValueError("RelayHello.cert must be a SHA-256 in lower-case hex (64 digits)")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """True for a SHA-256 digest written as 64 lower-case hex digits."""
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +111,10 @@ def split_line(buffer: bytes | bytearray, what: str) -> tuple[bytes, bytes] | No
 
 
 def encode_relay_hello(hello: RelayHello) -> bytes:
-    body = msgspec.json.encode({"lease": hello.lease, "role": hello.role, "token": hello.token})
-    return RELAY_MAGIC + body + b"\n"
+    fields = {"lease": hello.lease, "role": hello.role, "token": hello.token}
+    if hello.cert:
+        fields["cert"] = hello.cert
+    return RELAY_MAGIC + msgspec.json.encode(fields) + b"\n"
 
 
 def decode_relay_hello(line: bytes) -> RelayHello:
@@ -111,8 +137,11 @@ def decode_relay_hello(line: bytes) -> RelayHello:
     bad = [key for key, value in values.items() if not isinstance(value, str)]
     if bad:
         raise RemoteProtocolError(f"relay preamble: missing or non-string field(s): {bad}")
+    cert = data.get("cert", "")
+    if not isinstance(cert, str):
+        raise RemoteProtocolError("relay preamble: 'cert' must be a string")
     try:
-        return RelayHello(values["lease"], values["role"], values["token"])  # type: ignore[arg-type]
+        return RelayHello(values["lease"], values["role"], values["token"], cert)  # type: ignore[arg-type]
     except ValueError as exc:
         raise RemoteProtocolError(f"relay preamble: {exc}") from None
 

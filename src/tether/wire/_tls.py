@@ -1,21 +1,27 @@
-"""``TLSChannel``: TLS over a blocking socket, safe for one reader and one writer at once.
+"""TLS over memory buffers: ``TLSChannel`` (a blocking socket) and ``TLSBuffer`` (sans-IO).
 
 An ``ssl.SSLSocket`` must not be read by one thread while another writes it (both would use
 one OpenSSL object). The blocking client does exactly that (leader/followers reading while
 callers send), so it talks TLS through an ``SSLObject`` with memory BIOs instead: encryption
 and decryption happen under a short lock; the raw socket I/O happens outside it, and a second
 lock keeps ciphertext going out in the order it was produced.
+
+Both can *unwrap*: end TLS with a close_notify each way and hand back the raw connection
+and any bytes that followed the peer's close_notify. The relay uses that: a dial's preamble
+(with its bearer token) goes over TLS to the router, the bytes after it are an end-to-end
+TLS session between client and exporter that the router copies without decrypting.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import ssl
 import threading
 from typing import Any, cast
 
-__all__ = ["TLSChannel"]
+__all__ = ["TLSBuffer", "TLSChannel", "certificate_sha256", "pinned_client_context"]
 
 _RAW_CHUNK = 1 << 18
 #: Plaintext encrypted at a time: small enough for its ciphertext to reuse heap memory.
@@ -31,11 +37,17 @@ class TLSChannel:
     ``shutdown``, ``close``), over TLS."""
 
     def __init__(
-        self, raw: socket.socket, context: ssl.SSLContext, server_hostname: str | None
+        self,
+        raw: socket.socket,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        received: bytes = b"",
     ) -> None:
         self._raw = raw
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        if received:  # bytes of this session already read off the socket
+            self._incoming.write(received)
         self._tls = context.wrap_bio(
             self._incoming, self._outgoing, server_hostname=server_hostname
         )
@@ -216,3 +228,162 @@ class TLSChannel:
 
     def fileno(self) -> int:
         return self._raw.fileno()
+
+    def peer_certificate_sha256(self) -> str:
+        """The SHA-256 of the peer's certificate (DER), hex; ``""`` when it sent none."""
+        return certificate_sha256(self._tls.getpeercert(binary_form=True))
+
+    def unwrap(self) -> tuple[socket.socket, bytes]:
+        """End TLS: wait for the peer's close_notify, answer it, and return the raw socket
+        with the bytes read past the close_notify (the start of what follows TLS).
+
+        Call it only once the peer has sent all its TLS data and no other thread uses this
+        channel.
+
+        Raises:
+            ConnectionResetError: the peer closed the connection first.
+            ssl.SSLError: the peer's TLS is broken.
+        """
+        while True:
+            try:
+                with self._tls_lock:
+                    self._tls.unwrap()
+                self._flush()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._raw.recv(_RAW_CHUNK)
+                if not data:
+                    raise ConnectionResetError("connection closed in the TLS shutdown") from None
+                with self._tls_lock:
+                    self._incoming.write(data)
+        with self._tls_lock:
+            rest = self._incoming.read()
+        return self._raw, rest
+
+
+def pinned_client_context() -> ssl.SSLContext:
+    """A client context for a peer known by its certificate's SHA-256, which the caller
+    compares after the handshake (no CA, no host name): TLS 1.3 only."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def certificate_sha256(der: bytes | None) -> str:
+    """SHA-256 of a DER certificate, lower-case hex (``""`` for ``None``)."""
+    return hashlib.sha256(der).hexdigest() if der else ""
+
+
+class TLSBuffer:
+    """TLS as a sans-IO object: ciphertext in, plaintext out, and back.
+
+    Give what the socket read to :meth:`receive_data` (it returns the plaintext decrypted),
+    queue plaintext with :meth:`send`, and write :meth:`data_to_send` to the socket after
+    each. :meth:`unwrap` ends TLS (it sends close_notify); :attr:`unwrapped` turns true once
+    both close_notify have crossed, and :meth:`raw_leftover` then returns the bytes received
+    after the peer's.
+
+    Raises ``ssl.SSLError`` from :meth:`receive_data` when the peer's TLS is broken.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        self._pending: list[bytes] = []
+        self.handshake_done = False
+        #: the peer sent close_notify: nothing more will be decrypted.
+        self.peer_closed = False
+        #: :meth:`unwrap` was called: our close_notify is out (or goes out after the handshake).
+        self.unwrapping = False
+        #: both close_notify crossed: TLS is over, the connection carries raw bytes.
+        self.unwrapped = False
+
+    def start(self) -> None:
+        """Begin the handshake (a client's first flight is then in :meth:`data_to_send`)."""
+        self._advance()
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Feed bytes read from the socket (``b""``: end of file); returns new plaintext."""
+        if self.unwrapped:
+            raise RuntimeError("TLS is unwrapped; the bytes are raw now")
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+        return self._advance()
+
+    def send(self, data: bytes) -> None:
+        """Encrypt ``data`` (queued until the handshake is done)."""
+        if self.unwrapping:
+            raise RuntimeError("cannot send over TLS after unwrap()")
+        if self.handshake_done:
+            self._tls.write(data)
+        else:
+            self._pending.append(data)
+
+    def data_to_send(self) -> bytes:
+        """Ciphertext to write to the socket now."""
+        return self._outgoing.read()
+
+    def unwrap(self) -> None:
+        """Send close_notify; :attr:`unwrapped` once the peer's has arrived too."""
+        self.unwrapping = True
+        self._advance()
+
+    def raw_leftover(self) -> bytes:
+        """(Once :attr:`unwrapped`.) The bytes received after the peer's close_notify."""
+        return self._incoming.read()
+
+    def peer_certificate_sha256(self) -> str:
+        """The SHA-256 of the peer's certificate (DER), hex; ``""`` when it sent none."""
+        return certificate_sha256(self._tls.getpeercert(binary_form=True))
+
+    def _advance(self) -> bytes:
+        if not self.handshake_done:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.handshake_done = True
+            for data in self._pending:
+                self._tls.write(data)
+            self._pending.clear()
+        plaintext = b"" if self.peer_closed else self._read_plaintext()
+        if self.unwrapping and not self.unwrapped:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                return plaintext
+            self.unwrapped = True
+        return plaintext
+
+    def _read_plaintext(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = self._tls.read(_RAW_CHUNK)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.peer_closed = True
+                break
+            if not chunk:
+                self.peer_closed = True
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
