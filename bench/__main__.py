@@ -8,9 +8,16 @@ Each part runs in its own subprocess with a time limit and prints one JSON objec
 table of figures, ratios and targets is printed and the results are written to
 ``bench/results/latest.json``.
 
+Rounds: the parts that tether is compared with each other on (raw, jumpstarter, tether,
+remote) run ``--rounds`` times (3; 1 with ``--quick``), alternating, each time in fresh
+processes; every figure is the median of its rounds. A shared 2-core VM drifts by +-30% over
+minutes and places a process's threads well or badly for its whole life, so one process per
+peer measured at one moment can swing a ratio either way; alternating rounds cancel the drift
+and the median of fresh processes samples the placement. ``controller`` runs once.
+
 Options: ``--quick`` (smaller counts), ``--only raw,jumpstarter,...``, ``--plain`` (no rich),
-``--strict`` (exit 1 when a target fails), ``--storage-mb N`` (else env BENCH_STORAGE_MB, 256).
-Only 127.0.0.1 and unix sockets are used.
+``--strict`` (exit 1 when a target fails), ``--storage-mb N`` (else env BENCH_STORAGE_MB, 256),
+``--rounds N``. Only 127.0.0.1 and unix sockets are used.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +49,27 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "controller": ("bench.controller", "tether", 240.0),
 }
 TIMEOUTS = {name: timeout for name, (_, _, timeout) in PARTS.items()}
+#: Parts run once, however many rounds: their targets are absolute, not ratios to a peer.
+ONCE = {"controller"}
+
+
+def _merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One part's rounds as one result: numbers are medians, anything else from round one;
+    ``round_results`` keeps every round's numbers."""
+    good = [result for result in results if "error" not in result]
+    if not good:
+        return results[-1]
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[key] for r in good if isinstance(r.get(key), int | float)]
+            merged[key] = statistics.median(values)
+    if len(good) > 1:
+        merged["round_results"] = [
+            {k: v for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            for r in good
+        ]
+    return merged
 
 
 def _run_part(name: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -93,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--storage-mb", type=int, default=None, help="storage image size, MiB")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="results file")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds of the compared parts (3; quick: 1)"
+    )
     args = parser.parse_args(argv)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     only = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = sorted(set(only) - set(PARTS))
@@ -112,20 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     parts: dict[str, dict[str, Any] | None] = dict.fromkeys(PARTS)
     messages: list[str] = []
 
-    for name, (module, _column, _timeout) in PARTS.items():
-        if name not in only:
-            continue
-        python: str | None = sys.executable
+    pythons: dict[str, str] = {}
+    for name in only:
+        pythons[name] = sys.executable
         if name == "jumpstarter":
             venv_python, message = ensure_jumpstarter_venv()
             messages.append(f"jumpstarter: {message}")
             if venv_python is None:
                 _say(message)
                 parts[name] = {"error": message}
+                del pythons[name]
+            else:
+                pythons[name] = str(venv_python)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in pythons}
+    for round_number in range(1, rounds + 1):
+        for name, (module, _column, _timeout) in PARTS.items():
+            if name not in pythons or (name in ONCE and round_number > 1):
                 continue
-            python = str(venv_python)
-        _say(f"running {name}{' (quick)' if args.quick else ''} ...")
-        parts[name] = _run_part(name, [str(python), "-m", module, *flags], env)
+            step = f" (round {round_number}/{rounds})" if rounds > 1 and name not in ONCE else ""
+            _say(f"running {name}{' (quick)' if args.quick else ''}{step} ...")
+            results[name].append(_run_part(name, [pythons[name], "-m", module, *flags], env))
+    for name, runs in results.items():
+        parts[name] = _merge_rounds(runs)
 
     columns: dict[str, dict[str, Any]] = {}
     for name, part in parts.items():
@@ -135,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     title = (
         f"tether bench ({'quick' if args.quick else 'full'}) | Python "
-        f"{platform.python_version()} | {os.cpu_count()} cores"
+        f"{platform.python_version()} | {os.cpu_count()} cores | {rounds} round(s)"
         + (f" | load {load[0]:.2f}" if load else "")
     )
     print_table(rows, title=title, plain=args.plain)
@@ -180,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_end": load,
         },
         "quick": args.quick,
+        "rounds": rounds,
         "parts": parts,
         "messages": messages,
         "targets": targets_as_data(),

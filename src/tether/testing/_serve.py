@@ -71,7 +71,9 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
         opened = loop_thread.submit(open_server())
         loop_thread.start()
         try:
-            connection = ClientConnection(client_sock, keepalive=None, handshake_timeout=None)
+            connection = ClientConnection(
+                client_sock, keepalive=None, handshake_timeout=None, spin=0.0
+            )
         finally:
             # A failed driver start (which ends the handshake) raises here, in its place.
             protocol = opened.result()

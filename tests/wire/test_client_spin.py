@@ -1,0 +1,125 @@
+"""The client's adaptive spin before blocking, on real sockets: it reads a reply that comes
+while it spins, gives up after ``spin`` and then blocks at once for the next reads, over a
+plain socket with and without a time-out and over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Driver, export
+from tether.driver import ClientPolicy, DriverHost, build_client_tree
+from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
+from tether.testing import serve
+from tether.testing._serve import LocalSession
+from tether.wire import (
+    ClientConnection,
+    LoopThread,
+    Ping,
+    ServerProtocol,
+    connect_socket,
+    parse_address,
+)
+from tether.wire._client import _SPIN_SKIP
+
+
+class Answer(Driver):
+    @export
+    def value(self) -> int:
+        return 42
+
+
+def value(connection: ClientConnection) -> Any:
+    tree = build_client_tree(connection.server_meta["report"], connection, ClientPolicy())
+    return tree.call("value")
+
+
+@contextmanager
+def connected(kind: str, tmp_path: Path, spin: float) -> Iterator[ClientConnection]:
+    """A ClientConnection with ``spin`` to a ServerProtocol on a loop thread."""
+    loop_thread = LoopThread("spin-test-server")
+    host = DriverHost(Answer(), "root")
+    session = LocalSession(host)
+    context = None
+    if kind == "tls":
+        certs = init_lab_certs(tmp_path / "certs")
+        context = server_ssl_context(certs.server_cert, certs.server_key)
+
+    async def start() -> asyncio.AbstractServer:
+        await host.start()
+        loop = asyncio.get_running_loop()
+        if kind == "tls":
+            return await loop.create_server(
+                lambda: ServerProtocol(session.resolve), "127.0.0.1", 0, ssl=context
+            )
+        return await loop.create_unix_server(
+            lambda: ServerProtocol(session.resolve), str(tmp_path / "s.sock")
+        )
+
+    server = loop_thread.run(start())
+    try:
+        if kind == "tls":
+            port = server.sockets[0].getsockname()[1]
+            address = parse_address(f"tls://localhost:{port}")
+            sock: Any = connect_socket(address, ssl_context=client_ssl_context(certs.ca))
+        else:
+            sock = connect_socket(parse_address(f"unix://{tmp_path / 's.sock'}"))
+        # keepalive=None leaves the socket blocking; a keepalive gives it a time-out.
+        keepalive = None if kind == "unix-blocking" else 10.0
+        connection = ClientConnection(sock, keepalive=keepalive, spin=spin)
+        try:
+            yield connection
+        finally:
+            connection.close()
+    finally:
+
+        async def stop() -> None:
+            for protocol in list(session.protocols):
+                protocol.close()
+            server.close()
+            await host.stop()
+
+        loop_thread.run(stop())
+        loop_thread.close()
+
+
+KINDS = ["unix-timeout", "unix-blocking", "tls"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reply_that_comes_while_spinning_is_read(kind: str, tmp_path: Path) -> None:
+    with connected(kind, tmp_path, spin=30.0) as connection:
+        assert value(connection) == 42
+        with connection._read_lock:
+            connection._send(Ping(b"spinning"))
+            data = connection._spin_read()  # spins (up to 30 s) until the Pong is there
+            assert data  # the Pong's bytes, read without blocking
+            connection.conn.receive_data(data)
+            assert type(connection.conn.next_event()).__name__ == "Pong"
+        assert connection._spin_skip == 0
+        assert value(connection) == 42
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_spin_that_finds_nothing_makes_the_next_reads_block_at_once(
+    kind: str, tmp_path: Path
+) -> None:
+    with connected(kind, tmp_path, spin=0.001) as connection:
+        with connection._read_lock:
+            assert connection._spin_read() is None  # nothing is coming
+            assert connection._spin_skip == _SPIN_SKIP
+            assert connection._spin_read() is None  # skipped: no spinning at all
+            assert connection._spin_skip == _SPIN_SKIP - 1
+        assert value(connection) == 42  # reading still works
+
+
+def test_in_process_serve_does_not_spin() -> None:
+    # The server thread needs our GIL to answer: spinning would only delay it.
+    with serve(Answer()) as client:
+        assert client._target._spin == 0.0  # type: ignore[attr-defined]
+        assert client.call("value") == 42
