@@ -207,16 +207,26 @@ class _ProcessHandle(ControllerHandle):
             self.process = None
 
     def restart(self) -> None:
+        """Stop and start again on the same ports (API and relay) and database."""
         self.stop()
-        port = self.url.rsplit(":", 1)[1]
         argv = list(self.argv)
-        argv[argv.index("--listen") + 1] = argv[argv.index("--listen") + 1].rsplit(":", 1)[0] + (
-            f":{port}"
-        )
+        _keep_port(argv, "--listen", self.url)
+        if self.relay is not None:
+            _keep_port(argv, "--relay-listen", self.relay)
         self.argv = argv
-        url = _spawn(self, argv)
-        if url != self.url:
-            raise ConfigError(f"restarted controller moved from {self.url} to {url}")
+        url, relay = self.url, self.relay
+        self.url = _spawn(self, argv)
+        if (self.url, self.relay) != (url, relay):
+            raise ConfigError(
+                f"restarted controller moved from {url} (relay {relay}) to {self.url} "
+                f"(relay {self.relay})"
+            )
+
+
+def _keep_port(argv: list[str], option: str, url: str) -> None:
+    """Make ``option``'s listen address in ``argv`` use the port of ``url``."""
+    index = argv.index(option) + 1
+    argv[index] = argv[index].rsplit(":", 1)[0] + ":" + url.rsplit(":", 1)[1]
 
 
 def _spawn(handle: _ProcessHandle, argv: list[str]) -> str:
