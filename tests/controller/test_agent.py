@@ -64,6 +64,23 @@ def test_the_agent_registers_and_reports_available(ctl: ControllerHandle) -> Non
         assert exporters[0]["labels"]["board"] == "rpi4"
 
 
+def test_a_stopping_agent_goes_offline_at_once(ctl: ControllerHandle) -> None:
+    alice = ctl.admin.create_client("alice")
+    config = exporter_config(ctl)
+    with run_agent_exporter(config):
+        pass
+    with ctl.http(alice.token) as http:
+        # Offline now, not after the 30 s heartbeat time-out: a request waits in the queue.
+        [exporter] = http.get("/v1/exporters").json()["exporters"]
+        assert exporter["status"] == "offline"
+        lease = http.post("/v1/leases", json={"selector": "board=rpi4", "duration": 60}).json()
+        assert lease["state"] == "pending"
+    with run_agent_exporter(config):  # back: the queued request is served
+        with ctl.http(alice.token) as http:
+            lease = http.get(f"/v1/leases/{lease['id']}?wait=30&state=pending").json()
+        assert lease["state"] == "ready"
+
+
 def test_a_lease_gets_a_fresh_session_reached_through_the_relay(ctl: ControllerHandle) -> None:
     alice = ctl.admin.create_client("alice")
     with run_agent_exporter(exporter_config(ctl)) as running:

@@ -75,9 +75,10 @@ class RegisterRequest(_Body):
 
 
 class HeartbeatRequest(_Body):
-    """``hook`` while a before/after-lease hook runs (the exporter is not granted meanwhile)."""
+    """``hook`` while a before/after-lease hook runs (the exporter is not granted meanwhile);
+    ``offline`` when the exporter shuts down (offline at once, not after the time-out)."""
 
-    status: Literal["available", "hook"] = "available"
+    status: Literal["available", "hook", "offline"] = "available"
 
 
 class LeaseOut(BaseModel):
@@ -252,8 +253,11 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/v1/exporter/heartbeat", tags=["exporter"])
     async def heartbeat(body: HeartbeatRequest, who: Exporter) -> dict[str, Any]:
-        """An exporter is alive; the answer lists its live leases."""
-        current = await controller.exporter_heartbeat(who.name, body.status == "hook")
+        """An exporter is alive (or says it goes away); the answer lists its live leases."""
+        if body.status == "offline":
+            current = await controller.exporter_offline(who.name)
+        else:
+            current = await controller.exporter_heartbeat(who.name, body.status == "hook")
         return {
             "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
             "version": lease_version(current),

@@ -257,6 +257,21 @@ class Controller:
             mirror = await self._fresh_mirror(name)
         return list(mirror.get(name, ()))
 
+    async def exporter_offline(self, name: str) -> list[LeaseRecord]:
+        """The exporter is shutting down: offline now (never granted) until it registers or
+        heartbeats again; its leases stay (it may come back before they end).
+
+        Raises:
+            ControllerError: the exporter was deleted (401).
+        """
+        self._seen.pop(name, None)
+        changes = await self.run_db(self.store.set_offline, name)
+        await self.apply(changes)
+        mirror = await self._fresh_mirror(name)
+        if name not in self._hooks:
+            raise ControllerError(f"exporter {name!r} was deleted", code="unauthorized", status=401)
+        return list(mirror.get(name, ()))
+
     async def _fresh_mirror(self, name: str) -> dict[str, list[LeaseRecord]]:
         if self._mirror is None:
             self._stale.clear()

@@ -193,6 +193,14 @@ class Store:
                 return Changes()
             return self._grant_pass(conn, now)
 
+    def set_offline(self, name: str) -> Changes:
+        """Mark the exporter offline now (no heartbeat seen), out of any hook."""
+        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
+            result = conn.execute(
+                update(exporters).where(exporters.c.name == name).values(hook=False, last_seen=None)
+            )
+        return Changes(exporters={name}) if result.rowcount else Changes()
+
     def flush_heartbeats(self, seen: Mapping[str, float]) -> Changes:
         """Write the collected heartbeat times; a pass runs when an offline exporter came back."""
         if not seen:

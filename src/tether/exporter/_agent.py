@@ -7,9 +7,10 @@ The agent (a few asyncio tasks it owns) does everything by dialling out:
   exporter's labels and driver tree report, then ``POST /v1/exporter/heartbeat`` every
   ``heartbeat_interval`` seconds (at once when the status changes)
   carrying the exporter's status (``hook`` while a hook runs, else ``available``; the
-  controller shows ``leased`` and, once heartbeats stop, ``offline``). A long-poll of the
-  exporter's lease list (one request at a time, so answers arrive in order) tells the agent
-  about new and ended leases at once, without any inbound connection.
+  controller shows ``leased`` and, once heartbeats stop, ``offline``). A stopping agent sends
+  ``offline`` itself, after its sessions closed, so nobody is granted it in the meantime. A
+  long-poll of the exporter's lease list (one request at a time, so answers arrive in order)
+  tells the agent about new and ended leases at once, without any inbound connection.
 * **one session per lease**: for a new lease the agent runs the ``before_lease`` hook, opens a
   fresh session (a new driver tree) and starts a :class:`LeaseRelay`; when the lease disappears
   from the list (released, expired) it stops the relay, closes the session and runs
@@ -71,6 +72,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether.exporter.agent")
+
+#: Seconds a stopping agent waits for the controller to take its "offline".
+_OFFLINE_TIMEOUT = 3.0
 
 #: Make the protocol that serves a paired dial (a ``ServerProtocol`` for the lease's session).
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
@@ -556,8 +560,20 @@ class ControllerAgent:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._max_retry)
             finally:
+                was_registered = self.registered.is_set()
                 self.registered.clear()
                 await self._stop_all()
+                if was_registered:
+                    await self._say_offline()
+
+    async def _say_offline(self) -> None:
+        """Tell the controller we go away, so it stops granting us at once (best effort: the
+        heartbeat time-out says it anyway)."""
+        try:
+            async with asyncio.timeout(_OFFLINE_TIMEOUT):
+                await self._request("POST", "/v1/exporter/heartbeat", json={"status": "offline"})
+        except (TimeoutError, ConnectFailed, ControllerError) as exc:
+            log.info("could not tell %s we go offline: %s", self.endpoint, exc)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         assert self._http is not None
