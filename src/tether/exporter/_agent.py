@@ -226,8 +226,8 @@ class _Dial(asyncio.Protocol):
             session = await asyncio.get_running_loop().start_tls(
                 transport, handoff, context, server_side=True, ssl_handshake_timeout=30.0
             )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.warning("%s: the client's TLS session failed: %s", self._where, exc)
+        except Exception as exc:  # TLS, a reset, or a transport closed meanwhile
+            log.warning("%s: the client's TLS session failed: %s", self._where, exc or repr(exc))
             transport.close()
             return
         if session is None:  # the connection was closed meanwhile

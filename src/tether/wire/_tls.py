@@ -349,10 +349,6 @@ class TLSBuffer:
         """(Once :attr:`unwrapped`.) The bytes received after the peer's close_notify."""
         return self._incoming.read()
 
-    def peer_certificate_sha256(self) -> str:
-        """The SHA-256 of the peer's certificate (DER), hex; ``""`` when it sent none."""
-        return certificate_sha256(self._tls.getpeercert(binary_form=True))
-
     def _advance(self) -> bytes:
         if not self.handshake_done:
             try:
