@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tether import Driver, export
+from tether.client._lease import dial_relay
 from tether.controller import _relay
 from tether.controller._relay_testing import RelayLab
 from tether.errors import ConnectFailed
@@ -113,6 +114,37 @@ def test_a_side_that_never_ends_its_tls_is_cut(lab: RelayLab) -> None:
             raw.settimeout(10)
             assert raw.recv(1) == b""  # the router hung up (a time-out would raise)
     assert decode_relay_reply(lines[0]).state == "paired"
+
+
+def test_an_exporter_that_garbles_the_hand_over_fails_only_its_client(lab: RelayLab) -> None:
+    lab.add_lease("L1", None)
+    cert = SessionIdentity.generate().cert_sha256
+    exporter = _tls_dial(lab, RelayHello("L1", "exporter", "exporter-token", cert=cert))
+    outcome: list[object] = []
+
+    def client() -> None:
+        try:
+            outcome.append(
+                dial_relay(lab.url, "L1", "client-token", ssl_context=lab.client_context)
+            )
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=client)
+    with exporter:
+        assert b'"waiting"' in exporter.recv(4096)
+        thread.start()
+        data = b""
+        while b'"paired"' not in data:
+            data += exporter.recv(4096)
+        # Raw garbage instead of a close_notify for the router.
+        with socket.fromfd(exporter.fileno(), socket.AF_INET, socket.SOCK_STREAM) as raw:
+            raw.sendall(b"\x00garbage, not TLS\r\n" * 10)
+        thread.join(30)
+    [error] = outcome
+    assert isinstance(error, ConnectFailed) and "TLS hand-over to the exporter" in str(error)
+    lab.add_lease("L2", Parrot, client_token="bob", exporter_token="e2")
+    assert lab.connect("L2").call("say", "x") == f"x/{SECRET}"  # the router serves on
 
 
 def _pair() -> tuple[TLSBuffer, TLSBuffer]:

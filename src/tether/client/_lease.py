@@ -150,11 +150,10 @@ def _end_to_end(channel: TLSChannel, reply: RelayReply, where: str) -> TLSChanne
     expected = reply.info.get("cert_sha256")
     if not is_sha256_hex(expected):
         raise RemoteProtocolError("the 'paired' reply names no exporter certificate")
-    with map_connect_errors(where):
+    with map_connect_errors(f"{where}: TLS hand-over to the exporter"):
         if channel.recv(1):  # wait for the router's close_notify: nothing else may come
             raise RemoteProtocolError("unexpected bytes after the relay reply")
         raw, received = channel.unwrap()
-    with map_connect_errors(f"{where}: TLS to the exporter"):
         session = TLSChannel(raw, pinned_client_context(), None, received)
     if not hmac.compare_digest(session.peer_certificate_sha256(), str(expected)):
         raise ConnectFailed(

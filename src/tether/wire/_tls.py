@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 __all__ = ["TLSBuffer", "TLSChannel", "certificate_sha256", "pinned_client_context"]
@@ -61,19 +62,21 @@ class TLSChannel:
         self._handshake()
 
     def _handshake(self) -> None:
+        self._step_until_done(self._tls.do_handshake, "handshake")
+
+    def _step_until_done(self, step: Callable[[], object], what: str) -> None:
+        """Run a TLS ``step`` (handshake, shutdown) until it needs no more bytes from the peer."""
         while True:
             try:
                 with self._tls_lock:
-                    self._tls.do_handshake()
+                    step()
                 self._flush()
                 return
             except ssl.SSLWantReadError:
                 self._flush()
                 data = self._raw.recv(_RAW_CHUNK)
                 if not data:
-                    raise ConnectionResetError(
-                        "connection closed during the TLS handshake"
-                    ) from None
+                    raise ConnectionResetError(f"connection closed during the TLS {what}") from None
                 with self._tls_lock:
                     self._incoming.write(data)
 
@@ -244,19 +247,7 @@ class TLSChannel:
             ConnectionResetError: the peer closed the connection first.
             ssl.SSLError: the peer's TLS is broken.
         """
-        while True:
-            try:
-                with self._tls_lock:
-                    self._tls.unwrap()
-                self._flush()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                data = self._raw.recv(_RAW_CHUNK)
-                if not data:
-                    raise ConnectionResetError("connection closed in the TLS shutdown") from None
-                with self._tls_lock:
-                    self._incoming.write(data)
+        self._step_until_done(self._tls.unwrap, "shutdown")
         with self._tls_lock:
             rest = self._incoming.read()
         return self._raw, rest
