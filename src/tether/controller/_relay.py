@@ -401,6 +401,12 @@ class RelayRouter:
             raise ConfigError(f"relay listener {address}: tls:// needs a certificate and key")
         if address.scheme == "unix":
             raise ConfigError(f"relay listener {address}: expected tls://HOST:PORT")
+        if address.scheme != "tls":
+            log.warning(
+                "relay on %s without TLS: tokens and sessions cross the network in clear "
+                "(use tls:// outside tests)",
+                address,
+            )
         # TLS is done by each _Side itself (TLSBuffer), so that it can end after "paired".
         self._ssl_context = ssl_context if address.scheme == "tls" else None
         loop = asyncio.get_running_loop()
