@@ -12,8 +12,10 @@ The context helpers pin TLS 1.2 as the minimum and turn file and ssl errors into
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import ssl
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +184,8 @@ class SessionIdentity:
 
     Made fresh per exporter process (:meth:`generate`): a self-signed P-256 certificate whose
     SHA-256 (``cert_sha256``) the exporter tells the router when it dials; the router passes
-    it to the lease holder, who checks it. The key never leaves memory and a temporary file.
+    it to the lease holder, who checks it. The key lives in memory (and, while it is loaded, in
+    a private temporary file: ``ssl`` loads keys from files only).
     """
 
     server_context: ssl.SSLContext
@@ -191,15 +194,12 @@ class SessionIdentity:
     @classmethod
     def generate(cls, name: str = "tether exporter") -> SessionIdentity:
         """A new key and certificate, and a TLS 1.3 server context using them."""
-        import hashlib
-        import tempfile
-
         from ._certgen import self_signed_pem  # lazily: cryptography is slow to import
 
         cert_pem, key_pem = self_signed_pem(name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
-        # ssl loads keys from files only: a private directory, emptied at once.
+        # A private (0700) directory, removed as soon as the context holds the key.
         with tempfile.TemporaryDirectory(prefix="tether-session-") as directory:
             cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
             cert_path.write_bytes(cert_pem)
