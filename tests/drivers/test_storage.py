@@ -291,6 +291,7 @@ def test_a_failed_flash_leaves_the_mux_off(tmp_path: Path) -> None:
 
 def test_public_names() -> None:
     assert sorted(tether.drivers.storage.__all__) == [
+        "BoardDisk",
         "Compression",
         "Flasher",
         "FlasherClient",
@@ -299,6 +300,7 @@ def test_public_names() -> None:
         "ImageVerifyError",
         "MockFlasher",
         "MockStorageMux",
+        "RunningBoard",
         "StorageError",
         "StorageModeError",
         "StorageMux",

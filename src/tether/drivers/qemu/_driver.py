@@ -12,7 +12,7 @@ from tether.driver import AsyncioStream, Driver, export, export_stream
 from tether.drivers.network import NetworkInterface
 from tether.drivers.power import BoardPower, PowerReading
 from tether.drivers.serial import SerialInterface, SerialSettings
-from tether.drivers.storage import MockStorageMux, StorageModeError
+from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError
 
 from ._vm import ConsoleHub, QemuError, VirtualMachine, VmSpec
@@ -92,6 +92,7 @@ class Qemu(Driver):
                 raise ConfigError(f"Qemu.hostfwd.{name}: {port} is not a TCP port")
             self.children[name] = QemuNetwork(guest_port=port)
         self.power._board = self
+        self.storage._board = self
         for child in self.children.values():
             if isinstance(child, _Child):
                 child._board = self
@@ -243,40 +244,8 @@ class QemuConsole(SerialInterface, _Child):
         )
 
 
-class QemuDisk(MockStorageMux, _Child):
-    """The board's virtio disk image as a storage mux: write it while the board is off.
-
-    ``host`` is refused while the VM runs; powering on moves ``host`` to ``dut``; in ``off``
-    the VM boots without its disk. Starts in ``dut``.
-
-    Config:
-        path: the image file (default: a temporary file, removed at stop).
-        disk_mib: a smaller file is grown (sparse) to this size at start.
-    """
-
-    initial: str = "dut"
-    disk_mib: int = 64
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    async def start(self) -> None:
-        await super().start()
-        self._grow()
-
-    def _grow(self) -> None:
-        size = self.disk_mib << 20
-        if os.path.getsize(self.path) < size:
-            os.truncate(self.path, size)
-
-    async def switch(self, mode: str) -> None:
-        if mode == "host" and self.board.vm.running:
-            raise StorageModeError(
-                f"cannot give the disk {self.path} to the host while the board runs; "
-                "power it off first"
-            )
-        await super().switch(mode)
+class QemuDisk(BoardDisk):
+    """The board's virtio disk image as a storage mux (:class:`BoardDisk`)."""
 
 
 class QemuNetwork(NetworkInterface, _Child):

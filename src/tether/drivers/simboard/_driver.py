@@ -19,7 +19,7 @@ from typing import Any
 from tether.driver import Driver
 from tether.drivers.power import BoardPower, PowerReading
 from tether.drivers.serial import PySerial
-from tether.drivers.storage import MockStorageMux, StorageModeError
+from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError, TetherError
 
 from ._firmware import BoardShell, Firmware
@@ -62,8 +62,8 @@ class SimBoard(Driver):
         self.storage = SimDisk(path=self.disk, disk_mib=self.disk_mib)
         self.children = {"power": self.power, "console": self.console, "disk": self.storage}
         self.power._board = self
-        for child in (self.console, self.storage):
-            child._board = self
+        self.console._board = self
+        self.storage._board = self
         self.master: int | None = None
         self._slave: int | None = None
         self._firmware: Firmware | None = None
@@ -145,37 +145,5 @@ class SimConsole(PySerial, _Child):
     url: str = ""
 
 
-class SimDisk(MockStorageMux, _Child):
-    """The simulated board's disk (its ``/dev/vda``): write it while the board is off.
-
-    ``host`` is refused while the board runs; powering on moves ``host`` to ``dut``; in
-    ``off`` the board boots without its disk. Starts in ``dut``.
-
-    Config:
-        path: the image file (default: a temporary file, removed at stop).
-        disk_mib: a smaller file is grown (sparse) to this size at start.
-    """
-
-    initial: str = "dut"
-    disk_mib: int = 64
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    async def start(self) -> None:
-        await super().start()
-        self._grow()
-
-    def _grow(self) -> None:
-        size = self.disk_mib << 20
-        if os.path.getsize(self.path) < size:
-            os.truncate(self.path, size)
-
-    async def switch(self, mode: str) -> None:
-        if mode == "host" and self.board.running:
-            raise StorageModeError(
-                f"cannot give the disk {self.path} to the host while the board runs; "
-                "power it off first"
-            )
-        await super().switch(mode)
+class SimDisk(BoardDisk):
+    """The simulated board's disk (its ``/dev/vda``) as a storage mux (:class:`BoardDisk`)."""

@@ -6,6 +6,7 @@ exporter reads back what it wrote. The client writes from a local file or an htt
 a progress bar and returns the throughput.
 """
 
+from ._board import BoardDisk, RunningBoard
 from ._client import FlasherClient, StorageMuxClient
 from ._codec import detect_compression
 from ._driver import Flasher, MockFlasher, MockStorageMux, StorageMux
@@ -13,6 +14,7 @@ from ._errors import ImageSourceError, ImageVerifyError, StorageError, StorageMo
 from ._interface import Compression, FlasherInterface, StorageMuxInterface, WriteResult
 
 __all__ = [
+    "BoardDisk",
     "Compression",
     "Flasher",
     "FlasherClient",
@@ -21,6 +23,7 @@ __all__ = [
     "ImageVerifyError",
     "MockFlasher",
     "MockStorageMux",
+    "RunningBoard",
     "StorageError",
     "StorageModeError",
     "StorageMux",
