@@ -514,7 +514,8 @@ class ControllerAgent:
         self._http: httpx.AsyncClient | None = None
         self._leases: dict[str, asyncio.Task[None]] = {}
         self._done: set[str] = set()  # leases whose relay the router ended; not restarted
-        self._identity: SessionIdentity | None = None  # made for the first relayed lease
+        #: the certificate of relayed sessions, made when run() starts.
+        self._identity: SessionIdentity | None = None
         self._hooks = 0
         self._status_changed = asyncio.Event()
         self.name: str | None = None
@@ -538,6 +539,8 @@ class ControllerAgent:
         Raises:
             AuthenticationFailed: the controller does not know the token (fatal).
         """
+        if self._identity is None:  # before the first lease, which should not wait for it
+            self._identity = await asyncio.to_thread(SessionIdentity.generate)
         verify: ssl.SSLContext | bool = self._ssl_context or True
         headers = {"Authorization": f"Bearer {self._token}"}
         timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
@@ -681,8 +684,6 @@ class ControllerAgent:
         try:
             relay = lease.get("relay")
             if relay:
-                if self._identity is None:
-                    self._identity = await asyncio.to_thread(SessionIdentity.generate)
                 await LeaseRelay(
                     relay_url_for(str(relay), self.endpoint),
                     lease_id,
