@@ -18,7 +18,7 @@ _CHUNK = 1 << 20
 
 
 class AsyncioStream:
-    """An asyncio connection as a tether byte stream."""
+    """An asyncio connection as a tether byte stream; ``async with`` closes it at the end."""
 
     #: ``send`` takes any buffer (a memoryview of a received frame), saving a copy.
     accepts_buffers = True
@@ -78,3 +78,9 @@ class AsyncioStream:
         self.writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await self.writer.wait_closed()
+
+    async def __aenter__(self) -> AsyncioStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -50,11 +50,8 @@ class TcpNetwork(NetworkInterface, Driver):
             self.connect_timeout,
             asyncio.open_connection(self.host, self.port, limit=_LIMIT),
         )
-        stream = AsyncioStream(reader, writer)
-        try:
+        async with AsyncioStream(reader, writer) as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
     @export
     async def address(self) -> str:
@@ -82,11 +79,8 @@ class UnixNetwork(NetworkInterface, Driver):
             self.connect_timeout,
             asyncio.open_unix_connection(self.path, limit=_LIMIT),
         )
-        stream = AsyncioStream(reader, writer)
-        try:
+        async with AsyncioStream(reader, writer) as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
     @export
     async def address(self) -> str:

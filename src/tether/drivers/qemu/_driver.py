@@ -268,11 +268,8 @@ class QemuNetwork(NetworkInterface, _Child):
     async def connect(self) -> AsyncIterator[AsyncioStream]:
         """Connect to the guest port (QEMU accepts at once; the guest may then refuse)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self._port(), limit=_LIMIT)
-        stream = AsyncioStream(reader, writer)
-        try:
+        async with AsyncioStream(reader, writer) as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
     @export
     async def address(self) -> str:
