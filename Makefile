@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh scripts/build-initramfs.sh
+$(STAMP): pyproject.toml setup.py src/tether/wire/_native.c scripts/setup.sh scripts/build-initramfs.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -28,3 +28,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
+	rm -f src/tether/wire/_native*.so

@@ -1,6 +1,7 @@
 """The client's adaptive spin before blocking, on real sockets: it reads a reply that comes
 while it spins, gives up after ``spin`` and then blocks at once for the next reads, over a
-plain socket with and without a time-out and over TLS."""
+plain socket with and without a time-out (with the C helper, and in pure Python) and over
+TLS; a unary call sends and polls in one step."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 from tether import Driver, export
 from tether.driver import ClientPolicy, DriverHost, build_client_tree
 from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
-from tether.testing import serve
 from tether.testing._serve import LocalSession
 from tether.wire import (
     ClientConnection,
@@ -25,13 +25,18 @@ from tether.wire import (
     connect_socket,
     parse_address,
 )
-from tether.wire._client import _SPIN_SKIP
+from tether.wire._spinning import NATIVE, SPIN_SKIP
 
 
 class Answer(Driver):
     @export
     def value(self) -> int:
         return 42
+
+    @export
+    async def slowly(self) -> int:
+        await asyncio.sleep(0.02)  # longer than the test's spin: the poll finds nothing
+        return 7
 
 
 def value(connection: ClientConnection) -> Any:
@@ -72,6 +77,9 @@ def connected(kind: str, tmp_path: Path, spin: float) -> Iterator[ClientConnecti
         # keepalive=None leaves the socket blocking; a keepalive gives it a time-out.
         keepalive = None if kind == "unix-blocking" else 10.0
         connection = ClientConnection(sock, keepalive=keepalive, spin=spin)
+        assert connection._native_spin is (NATIVE and kind.startswith("unix"))
+        if kind == "unix-python":
+            connection._native_spin = False
         try:
             yield connection
         finally:
@@ -88,7 +96,7 @@ def connected(kind: str, tmp_path: Path, spin: float) -> Iterator[ClientConnecti
         loop_thread.close()
 
 
-KINDS = ["unix-timeout", "unix-blocking", "tls"]
+KINDS = ["unix-timeout", "unix-blocking", "unix-python", "tls"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -112,14 +120,21 @@ def test_a_spin_that_finds_nothing_makes_the_next_reads_block_at_once(
     with connected(kind, tmp_path, spin=0.001) as connection:
         with connection._read_lock:
             assert connection._spin_read() is None  # nothing is coming
-            assert connection._spin_skip == _SPIN_SKIP
+            assert connection._spin_skip == SPIN_SKIP
             assert connection._spin_read() is None  # skipped: no spinning at all
-            assert connection._spin_skip == _SPIN_SKIP - 1
+            assert connection._spin_skip == SPIN_SKIP - 1
         assert value(connection) == 42  # reading still works
 
 
-def test_in_process_serve_does_not_spin() -> None:
-    # The server thread needs our GIL to answer: spinning would only delay it.
-    with serve(Answer()) as client:
-        assert client._target._spin == 0.0  # type: ignore[attr-defined]
-        assert client.call("value") == 42
+@pytest.mark.skipif(not NATIVE, reason="tether.wire._native is not built")
+@pytest.mark.parametrize("kind", ["unix-timeout", "unix-blocking"])
+def test_a_call_sends_and_polls_in_one_step(kind: str, tmp_path: Path) -> None:
+    with connected(kind, tmp_path, spin=30.0) as connection:
+        tree = build_client_tree(connection.server_meta["report"], connection, ClientPolicy())
+        assert tree.call("value") == 42  # answered while the sending step polled
+        assert connection._spin_skip == 0
+        connection._spin = 0.001
+        assert tree.call("slowly") == 7  # not within 1 ms: the next reads block at once
+        assert connection._spin_skip == SPIN_SKIP - 1  # one skipped by this call's read
+        assert tree.call("value") == 42
+        assert connection._spin_skip == SPIN_SKIP - 2  # no send-and-poll while skipping

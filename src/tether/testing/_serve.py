@@ -2,6 +2,8 @@
 
 The driver runs on an event loop thread; the client talks to it over a socket pair with the
 same frames a remote client would use. Client classes are trusted (the driver is local).
+With the C helper built, both ends send without the GIL and poll briefly for the answer
+(``tether.wire._spinning``): a call's round trip then has no thread sleep in it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
 from tether.wire import ClientConnection, LoopThread, ServerProtocol
+from tether.wire._client import DEFAULT_SPIN
+from tether.wire._spinning import DeferringServerProtocol
 
 __all__ = ["LocalSession", "serve"]
 
@@ -44,7 +48,8 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
     Raises:
         Whatever the driver's ``start`` raised.
     """
-    loop_thread = LoopThread("tether-serve", start=False)
+    loop_thread = LoopThread("tether-serve", start=False, spin=DEFAULT_SPIN)
+    selector = loop_thread.selector
     host = DriverHost(driver, name)
     session = LocalSession(host)
     client_sock, server_sock = socket.socketpair()
@@ -55,7 +60,12 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
             await host.start()
             loop = asyncio.get_running_loop()
             _, proto = await loop.connect_accepted_socket(
-                lambda: ServerProtocol(session.resolve), server_sock
+                lambda: (
+                    ServerProtocol(session.resolve)
+                    if selector is None
+                    else DeferringServerProtocol(session.resolve, selector)
+                ),
+                server_sock,
             )
         except BaseException:
             # The transport owns the socket only once the server is up; closing it ends the
@@ -71,8 +81,12 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
         opened = loop_thread.submit(open_server())
         loop_thread.start()
         try:
+            # Without the C helper a spin would hold the GIL the loop thread needs: none.
             connection = ClientConnection(
-                client_sock, keepalive=None, handshake_timeout=None, spin=0.0
+                client_sock,
+                keepalive=None,
+                handshake_timeout=None,
+                spin=0.0 if selector is None else DEFAULT_SPIN,
             )
         finally:
             # A failed driver start (which ends the handshake) raises here, in its place.

@@ -14,8 +14,11 @@ Spinning: before it blocks, the leader polls the socket without blocking for up 
 seconds. A thread that blocks gives up its CPU, and on a virtual machine waking it again on
 another virtual CPU can cost more than the whole call (50-60 us per wake-up here, against a
 25-30 us loopback round trip). The spin is adaptive: when a reply did not come within it, the
-next ``_SPIN_SKIP`` reads block at once, so slow calls (a power cycle, a flash) cost almost no
-spinning. In-process peers (``tether.testing.serve``) share our GIL and do not spin.
+next ``SPIN_SKIP`` reads block at once, so slow calls (a power cycle, a flash) cost almost no
+spinning. On a plain socket, with the C helper built, a unary call sends its frame and polls
+for the reply in one step without the GIL (``_spinning.send_then_poll``), which is what lets
+an in-process peer (``tether.testing.serve``, a thread of this process) answer without ever
+waiting for the GIL. Without the helper, in-process connections do not spin.
 
 Keepalive: when nothing was received for ``keepalive`` seconds the reader sends a PING; if
 nothing arrives for ``2 * keepalive`` more, the connection is declared dead and every call in
@@ -63,6 +66,7 @@ from ._events import (
     Result,
     WindowUpdate,
 )
+from ._spinning import NATIVE, SPIN_SKIP, send_then_poll
 from ._state import Role
 from ._tls import TLSChannel
 
@@ -75,8 +79,6 @@ _CLOSED = object()
 _IDLE_PERIOD_MAX = 1.0
 #: Default ``spin``: about two loopback round trips of a small call.
 DEFAULT_SPIN = 200e-6
-#: Blocking reads (without spinning) after a spin that found nothing.
-_SPIN_SKIP = 16
 
 
 class _Slot:
@@ -155,6 +157,8 @@ class ClientConnection:
         self._sock = sock
         self._spin = spin
         self._spin_skip = 0
+        #: Send-then-poll without the GIL: a plain socket and the C helper (see _spinning).
+        self._native_spin = spin > 0 and NATIVE and not isinstance(sock, TLSChannel)
         self.conn = Connection(Role.CLIENT)
         self._state_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -302,6 +306,12 @@ class ClientConnection:
             self._spin_skip -= 1
             return None
         sock = self._sock
+        if self._native_spin:
+            assert isinstance(sock, socket.socket)
+            if send_then_poll(sock.fileno(), b"", sock.fileno(), self._spin, []):
+                return sock.recv(_READ_CHUNK)
+            self._spin_skip = SPIN_SKIP
+            return None
         # A socket with a time-out polls before every recv (even with MSG_DONTWAIT): read
         # its descriptor, which is non-blocking then. TLSChannel skips that poll itself.
         fd = -1 if isinstance(sock, TLSChannel) or not sock.gettimeout() else sock.fileno()
@@ -313,7 +323,7 @@ class ClientConnection:
                 return sock.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
             except (BlockingIOError, ssl.SSLWantReadError):
                 if time.perf_counter() >= deadline:
-                    self._spin_skip = _SPIN_SKIP
+                    self._spin_skip = SPIN_SKIP
                     return None
 
     def _keepalive_tick(self, *, silent: bool = False) -> None:
@@ -492,7 +502,39 @@ class ClientConnection:
                 data = self.conn.send(cls(sid, node, method, args, kwargs))
                 self._waiters[sid] = opening.waiter
             opening.size = len(data)
-            self._transmit([data], opening.sent)
+            if cls is Call and self._native_spin and not self._spin_skip:
+                self._transmit_then_poll(data, opening.sent)
+            else:
+                self._transmit([data], opening.sent)
+
+    def _transmit_then_poll(self, data: bytes, sent: list[int]) -> None:
+        """Send a whole frame and poll for the answer, without the GIL (write lock held).
+
+        The poll ends as soon as anything arrives (the reader then takes it at once) or after
+        ``spin``; then the next ``SPIN_SKIP`` reads block without spinning.
+        """
+        sock = self._sock
+        assert isinstance(sock, socket.socket)
+        try:
+            answered = send_then_poll(sock.fileno(), data, sock.fileno(), self._spin, sent)
+        except OSError as exc:
+            raise ConnectionLost(f"connection lost: {exc}") from exc
+        count = sent[-1]
+        if count == len(data):
+            if not answered:
+                self._spin_skip = SPIN_SKIP
+            return
+        view = memoryview(data)  # a full socket buffer: the rest as _transmit sends it
+        try:
+            while count < len(data):
+                self._patiently(sent, sock.send, view[count:])
+                count += sent[-1]
+        except OSError as exc:
+            raise ConnectionLost(f"connection lost: {exc}") from exc
+        except BaseException:
+            if 0 < count < len(data):
+                self._fail_all(ConnectionLost("interrupted in the middle of a frame"))
+            raise
 
     def _abandon(self, opening: _Opening) -> None:
         """The caller gave up (an error, Ctrl-C) at any point of opening or waiting."""

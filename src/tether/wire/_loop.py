@@ -1,7 +1,8 @@
 """``LoopThread``: an asyncio loop (uvloop when installed) running on its own thread.
 
 Sync code hands coroutines to it with :meth:`LoopThread.run`. Used by ``serve()`` and the
-exporter's in-process modes; the server side of tether always runs on asyncio.
+exporter's in-process modes; the server side of tether always runs on asyncio. With ``spin``
+the loop is asyncio's own, on a :class:`~tether.wire._spinning.SpinningSelector`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from tether.errors import LifecycleError
+
+from ._spinning import NATIVE, SpinningSelector
 
 __all__ = ["LoopThread", "new_event_loop"]
 
@@ -36,10 +39,18 @@ class LoopThread:
         start: start the thread now; with ``False``, :meth:`submit` work first and call
             :meth:`start` after: the loop finds that work ready when it starts, which spares
             a wake-up of the new thread.
+        spin: seconds the loop polls for an answer after it sends, before it blocks (0: it
+            blocks at once). Only for a peer in this process, and only with the C helper
+            (``tether.wire._spinning``); ``selector`` is then the loop's selector.
     """
 
-    def __init__(self, name: str = "tether-loop", *, start: bool = True) -> None:
-        self.loop = new_event_loop()
+    def __init__(self, name: str = "tether-loop", *, start: bool = True, spin: float = 0.0) -> None:
+        self.selector: SpinningSelector | None = None
+        if spin > 0 and NATIVE:
+            self.selector = SpinningSelector(spin)
+            self.loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(self.selector)
+        else:
+            self.loop = new_event_loop()
         self.name = name
         self._finished = threading.Event()
         self._launched = False

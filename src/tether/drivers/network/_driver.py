@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -25,7 +26,10 @@ async def _connecting(what: str, limit: float, opening: Awaitable[T]) -> T:
     except TimeoutError:
         raise TimeoutError(f"{what}: no connection within {limit} s") from None
     except OSError as exc:
-        raise ConnectionError(f"{what}: cannot connect: {exc.strerror or exc}") from exc
+        # The system's words for the errno: asyncio's loop says "Connect call failed ..."
+        # where uvloop says "Connection refused".
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConnectionError(f"{what}: cannot connect: {reason}") from exc
 
 
 class TcpNetwork(NetworkInterface, Driver):

@@ -1,0 +1,8 @@
+def send_then_poll(
+    fd: int,
+    data: bytes | bytearray | memoryview,
+    poll_fd: int,
+    spin_ns: int,
+    counts: list[int],
+    /,
+) -> bool: ...
