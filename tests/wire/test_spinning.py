@@ -287,6 +287,10 @@ class Answer(Driver):
     async def value(self) -> int:
         return 42
 
+    @export
+    async def length(self, data: bytes) -> int:
+        return len(data)
+
 
 @needs_native
 def test_serve_spins_on_both_ends_when_the_helper_is_built() -> None:
@@ -294,6 +298,15 @@ def test_serve_spins_on_both_ends_when_the_helper_is_built() -> None:
         connection = client._target  # type: ignore[attr-defined]
         assert connection._native_spin
         assert [client.call("value") for _ in range(100)] == [42] * 100
+
+
+@needs_native
+def test_a_call_larger_than_the_socket_buffer_goes_out_whole() -> None:
+    # The first send takes what the socket pair holds; the rest follows blocking.
+    data = bytes(range(256)) * 3072  # 768 KiB: more than the pair buffers, under 1 MiB frames
+    with serve(Answer()) as client:
+        assert client.call("length", data) == len(data)
+        assert client.call("value") == 42  # the frame boundary held
 
 
 def test_without_the_helper_serve_neither_spins_nor_defers(

@@ -515,24 +515,20 @@ class ClientConnection:
         """
         sock = self._sock
         assert isinstance(sock, socket.socket)
+        first = len(sent)
         try:
             answered = send_then_poll(sock.fileno(), data, sock.fileno(), self._spin, sent)
-        except OSError as exc:
-            raise ConnectionLost(f"connection lost: {exc}") from exc
-        count = sent[-1]
-        if count == len(data):
-            if not answered:
-                self._spin_skip = SPIN_SKIP
-            return
-        view = memoryview(data)  # a full socket buffer: the rest as _transmit sends it
-        try:
-            while count < len(data):
+            if sent[first] == len(data):
+                if not answered:
+                    self._spin_skip = SPIN_SKIP
+                return
+            view = memoryview(data)  # a full socket buffer: the rest as _transmit sends it
+            while (count := sum(sent[first:])) < len(data):
                 self._patiently(sent, sock.send, view[count:])
-                count += sent[-1]
         except OSError as exc:
             raise ConnectionLost(f"connection lost: {exc}") from exc
         except BaseException:
-            if 0 < count < len(data):
+            if 0 < sum(sent[first:]) < len(data):
                 self._fail_all(ConnectionLost("interrupted in the middle of a frame"))
             raise
 
