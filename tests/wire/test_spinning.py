@@ -13,7 +13,8 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -130,15 +131,10 @@ def test_bad_arguments_are_a_type_error() -> None:
 
 
 class Collect(asyncio.Protocol):
-    """Keeps the transport so a test can write through a DeferredTransport around it."""
+    """Tells when the connection is lost."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
         self.lost = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()
@@ -153,32 +149,42 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
+Body = Callable[[DeferredTransport, Collect], Awaitable[None]]
+
+
+@dataclass
+class Wired:
+    """A SpinningSelector loop serving one end of a socket pair; ``client`` is the other."""
+
+    loop: asyncio.AbstractEventLoop
+    selector: SpinningSelector
+    server_sock: socket.socket
+    client: socket.socket
+
+    def run(self, body: Body) -> None:
+        """Run ``body`` on the loop with a DeferredTransport around the server end."""
+
+        async def main() -> None:
+            transport, protocol = await self.loop.connect_accepted_socket(Collect, self.server_sock)
+            assert isinstance(transport, asyncio.Transport)
+            await body(DeferredTransport(transport, self.selector), protocol)
+
+        self.loop.run_until_complete(main())
+
+
 @pytest.fixture
-def spinning_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, SpinningSelector]]:
+def wired(pair: tuple[socket.socket, socket.socket]) -> Iterator[Wired]:
     selector = SpinningSelector(0.001)
     loop = asyncio.SelectorEventLoop(selector)
-    yield loop, selector
+    yield Wired(loop, selector, *pair)
     loop.close()
 
 
-async def deferred(
-    server_sock: socket.socket, selector: SpinningSelector
-) -> tuple[DeferredTransport, Collect]:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(Collect, server_sock)
-    return DeferredTransport(transport, selector), protocol
-
-
 @needs_native
-def test_writes_wait_for_the_loop_to_block_then_go_in_order(
-    spinning_loop: tuple[asyncio.AbstractEventLoop, SpinningSelector],
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    loop, selector = spinning_loop
-    server_sock, client = pair
+def test_writes_wait_for_the_loop_to_block_then_go_in_order(wired: Wired) -> None:
+    client = wired.client
 
-    async def main() -> None:
-        transport, _ = await deferred(server_sock, selector)
+    async def body(transport: DeferredTransport, _: Collect) -> None:
         transport.write(b"one ")
         transport.writelines([b"two ", memoryview(b"three")])
         assert transport.get_write_buffer_size() == 13
@@ -190,63 +196,45 @@ def test_writes_wait_for_the_loop_to_block_then_go_in_order(
         assert read_exactly(client, 13) == b"one two three"
         transport.close()
 
-    loop.run_until_complete(main())
+    wired.run(body)
 
 
 @needs_native
-def test_order_is_kept_behind_a_full_socket(
-    spinning_loop: tuple[asyncio.AbstractEventLoop, SpinningSelector],
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    loop, selector = spinning_loop
-    server_sock, client = pair
+def test_order_is_kept_behind_a_full_socket(wired: Wired) -> None:
     # 2 MiB in 32 KiB writes: the first go out from the selector without the GIL, one of
     # them only in part (the rest is queued in the asyncio transport), and every write
     # after it must queue behind that rest.
     chunks = [bytes([i]) * 32768 for i in range(64)]
 
-    async def main() -> None:
-        transport, _ = await deferred(server_sock, selector)
+    async def body(transport: DeferredTransport, _: Collect) -> None:
         for chunk in chunks:
             transport.write(chunk)
             await asyncio.sleep(0)
         assert transport.get_write_buffer_size() > 0
-        received = await loop.run_in_executor(None, read_exactly, client, 64 * 32768)
+        received = await wired.loop.run_in_executor(None, read_exactly, wired.client, 64 * 32768)
         assert received == b"".join(chunks)
         transport.close()
 
-    loop.run_until_complete(main())
+    wired.run(body)
 
 
 @needs_native
-def test_close_sends_what_is_pending_then_eof(
-    spinning_loop: tuple[asyncio.AbstractEventLoop, SpinningSelector],
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    loop, selector = spinning_loop
-    server_sock, client = pair
-
-    async def main() -> None:
-        transport, protocol = await deferred(server_sock, selector)
+def test_close_sends_what_is_pending_then_eof(wired: Wired) -> None:
+    async def body(transport: DeferredTransport, protocol: Collect) -> None:
         transport.write(b"last words")
         transport.close()
         await protocol.lost.wait()
 
-    loop.run_until_complete(main())
-    assert read_exactly(client, 10) == b"last words"
-    assert client.recv(16) == b""
+    wired.run(body)
+    assert read_exactly(wired.client, 10) == b"last words"
+    assert wired.client.recv(16) == b""
 
 
 @needs_native
-def test_a_spin_that_finds_nothing_skips_the_next_spins(
-    spinning_loop: tuple[asyncio.AbstractEventLoop, SpinningSelector],
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    loop, selector = spinning_loop
-    server_sock, client = pair
+def test_a_spin_that_finds_nothing_skips_the_next_spins(wired: Wired) -> None:
+    selector = wired.selector
 
-    async def main() -> None:
-        transport, _ = await deferred(server_sock, selector)
+    async def body(transport: DeferredTransport, _: Collect) -> None:
         transport.write(b"?")
         # The loop must block (on a timer) to spin: 1 ms for an answer that never comes.
         await asyncio.sleep(0.2)
@@ -256,27 +244,22 @@ def test_a_spin_that_finds_nothing_skips_the_next_spins(
         assert selector._skip == SPIN_SKIP - 1
         transport.close()
 
-    loop.run_until_complete(main())
-    assert read_exactly(client, 2) == b"??"
+    wired.run(body)
+    assert read_exactly(wired.client, 2) == b"??"
 
 
 @needs_native
 def test_a_write_to_a_dead_peer_reaches_the_protocol_as_a_lost_connection(
-    spinning_loop: tuple[asyncio.AbstractEventLoop, SpinningSelector],
-    pair: tuple[socket.socket, socket.socket],
+    wired: Wired,
 ) -> None:
-    loop, selector = spinning_loop
-    server_sock, client = pair
-
-    async def main() -> None:
-        transport, protocol = await deferred(server_sock, selector)
-        client.close()
+    async def body(transport: DeferredTransport, protocol: Collect) -> None:
+        wired.client.close()
         transport.write(b"anyone?")
         # The asyncio transport meets EPIPE inside select() and schedules connection_lost:
         # the loop must not then block in epoll.
-        await protocol.lost.wait()  # EPIPE went to the transport, which told the protocol
+        await protocol.lost.wait()
 
-    loop.run_until_complete(main())
+    wired.run(body)
 
 
 # -- serve() ------------------------------------------------------------------------------
