@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,8 +50,9 @@ __all__ = [
     "send_then_poll",
 ]
 
-#: Whether the C helper is there (see the module's docstring).
-NATIVE = _native is not None
+#: Whether the C helper is there (see the module's docstring). It polls an epoll descriptor:
+#: elsewhere than on Linux it is not used.
+NATIVE = _native is not None and sys.platform == "linux"
 #: Waits that block at once after a spin that found nothing.
 SPIN_SKIP = 16
 #: Pending writes at most this large are joined and sent by the selector; larger ones (byte
@@ -74,7 +76,13 @@ def send_then_poll(fd: int, data: Any, poll_fd: int, spin: float, counts: list[i
     return _native.send_then_poll(fd, data, poll_fd, int(spin * 1e9), counts)
 
 
-class SpinningSelector(selectors.EpollSelector):
+if sys.platform == "linux":
+    _Epoll = selectors.EpollSelector
+else:  # pragma: no cover - the class is defined, never used (NATIVE is false)
+    _Epoll = selectors.DefaultSelector
+
+
+class SpinningSelector(_Epoll):
     """An epoll selector that, before the loop blocks, sends the deferred writes and polls
     for the answer without the GIL.
 
