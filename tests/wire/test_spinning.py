@@ -231,6 +231,26 @@ def test_close_sends_what_is_pending_then_eof(wired: Wired) -> None:
 
 
 @needs_native
+def test_abort_drops_what_is_pending_and_the_rest_passes_through(wired: Wired) -> None:
+    async def body(transport: DeferredTransport, protocol: Collect) -> None:
+        assert transport.get_protocol() is protocol
+        assert transport.get_extra_info("socket").fileno() == wired.server_sock.fileno()
+        assert transport.is_reading()
+        transport.pause_reading()
+        assert not transport.is_reading()
+        transport.resume_reading()
+        assert transport.is_reading()
+        transport.write(b"never sent")
+        transport.abort()
+        assert transport.is_closing()
+        assert transport.get_write_buffer_size() == 0
+        await protocol.lost.wait()
+
+    wired.run(body)
+    assert wired.client.recv(16) == b""  # EOF, and not a byte of what was pending
+
+
+@needs_native
 def test_a_spin_that_finds_nothing_skips_the_next_spins(wired: Wired) -> None:
     selector = wired.selector
 
