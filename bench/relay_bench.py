@@ -90,7 +90,7 @@ def _serve_exporter(directory: Path, relay: str, sink_port: int) -> None:
     the relay; print the direct URL once both are up; stop at stdin EOF."""
     from tether.controller._relay_testing import RelayLab
     from tether.driver import DriverHost
-    from tether.exporter._certs import server_ssl_context
+    from tether.security import server_ssl_context
     from tether.testing._serve import LocalSession
     from tether.wire import ServerProtocol
 
@@ -124,7 +124,7 @@ def _clients(directory: Path, sink_port: int) -> Iterator[tuple[Any, Any]]:
     """The direct and the relayed client trees; router and exporter are child processes."""
     from tether.client._lease import dial_relay
     from tether.driver import ClientPolicy, build_client_tree
-    from tether.exporter._certs import client_ssl_context
+    from tether.security import client_ssl_context
     from tether.wire import ClientConnection, connect_socket, parse_address
 
     context = client_ssl_context(directory / "ca.pem")
@@ -163,7 +163,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """
     from statistics import median
 
-    from tether.exporter._certs import init_lab_certs
+    from tether.security import init_lab_certs
 
     rounds = 3 if quick else 7
     calls: dict[str, list[float]] = {"direct": [], "relay": []}

@@ -44,7 +44,7 @@ def router(certs: str, listen: str) -> None:
 
 
 def _client_context(certs: str) -> Any:
-    from tether.exporter._certs import client_ssl_context
+    from tether.security import client_ssl_context
 
     return client_ssl_context(Path(certs) / "ca.pem")
 

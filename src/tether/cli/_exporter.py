@@ -84,7 +84,7 @@ def check(config: Path) -> None:
 @exporter.command()
 def token() -> None:
     """Make a new bearer token; put only its hash in the exporter config."""
-    from tether.exporter import generate_token, hash_token
+    from tether.security import generate_token, hash_token
 
     new = generate_token()
     click.echo(f"token: {new}")

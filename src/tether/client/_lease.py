@@ -38,6 +38,7 @@ from tether.errors import (
     RemoteProtocolError,
     TetherError,
 )
+from tether.security import client_ssl_context, pinned_client_context
 from tether.wire import (
     ClientConnection,
     TLSChannel,
@@ -55,9 +56,9 @@ from tether.wire._relay import (
     relay_url_for,
     split_line,
 )
-from tether.wire._tls import pinned_client_context
 
 from ._connect import RemoteClient, RemoteSession, _remote_class
+from ._http import controller_error, map_http_errors
 
 if TYPE_CHECKING:
     import httpx
@@ -176,8 +177,6 @@ class ClientSettings:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the controller's and its relay's certificates (``ca`` or the system's)."""
-        from tether.exporter import client_ssl_context  # lazily: `import tether` stays light
-
         return client_ssl_context(self.ca)
 
 
@@ -308,8 +307,6 @@ class LeaseClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        from tether.exporter._agent import controller_error, map_http_errors
-
         what = f"{method} {self.settings.endpoint}{path}"
         with map_http_errors(what):
             response = self._http.request(method, path, **kwargs)

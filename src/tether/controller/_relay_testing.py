@@ -25,7 +25,7 @@ from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_
 from tether.errors import AuthenticationFailed, RelayRefused
 from tether.exporter import Exporter, Session, parse_config
 from tether.exporter._agent import ControllerAgent, LeaseRelay, read_exporter_token
-from tether.exporter._certs import (
+from tether.security import (
     LabCerts,
     SessionIdentity,
     client_ssl_context,

@@ -4,7 +4,17 @@ See ``docs/exporter.md`` (sessions, auth, keepalive, the :class:`Exporter` API) 
 ``docs/config.md`` (the YAML reference).
 """
 
-from ._certs import LabCerts, client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import (
+    LabCerts,
+    client_ssl_context,
+    generate_token,
+    hash_token,
+    init_lab_certs,
+    read_token_hashes,
+    server_ssl_context,
+    verify_token,
+)
+
 from ._config import (
     ControllerConfig,
     ExporterConfig,
@@ -23,7 +33,6 @@ from ._main import run_exporter, serve_exporter
 from ._problems import ConfigFileError, ConfigProblem
 from ._session import Session
 from ._thread import RunningExporter, run_exporter_in_thread
-from ._tokens import generate_token, hash_token, read_token_hashes, verify_token
 
 __all__ = [
     "ConfigFileError",

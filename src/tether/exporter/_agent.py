@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import httpx
 
+from tether.client import controller_error, map_http_errors
 from tether.driver import DriverHost
 from tether.errors import (
     AuthenticationFailed,
@@ -45,6 +46,7 @@ from tether.errors import (
     ProtocolError,
     RelayRefused,
 )
+from tether.security import SessionIdentity, client_ssl_context
 from tether.wire import Address, map_connect_errors, parse_address
 from tether.wire._relay import (
     RelayHello,
@@ -57,16 +59,13 @@ from tether.wire._relay import (
 )
 from tether.wire._tls import TLSBuffer
 
-from ._certs import SessionIdentity, client_ssl_context
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
 
 __all__ = [
     "ControllerAgent",
     "LeaseRelay",
-    "controller_error",
     "dial_relay",
-    "map_http_errors",
     "read_exporter_token",
     "run_agent",
 ]
@@ -417,33 +416,6 @@ class LeaseRelay:
 
 
 # -- HTTP to the controller -------------------------------------------------------------------
-
-
-def controller_error(response: httpx.Response, what: str) -> ControllerError | AuthenticationFailed:
-    """The error for a controller's 4xx/5xx answer (its JSON ``error`` and ``message``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = str(body.get("error", "http_error"))
-    message = f"{what}: {body.get('message') or response.reason_phrase} ({response.status_code})"
-    if response.status_code == 401:
-        return AuthenticationFailed(message)
-    details = {k: v for k, v in body.items() if k not in ("error", "message", "status", "code")}
-    return ControllerError(message, code=code, status=response.status_code, **details)
-
-
-@contextlib.contextmanager
-def map_http_errors(what: str) -> Any:
-    """Translate httpx's transport errors into ConnectFailed, once, here."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ConnectFailed(f"{what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise ConnectFailed(f"{what}: {exc or type(exc).__name__}") from exc
 
 
 def read_exporter_token(config: ExporterConfig) -> str:

@@ -31,13 +31,12 @@ from typing import Any
 
 from tether.driver import DriverHost
 from tether.errors import AuthenticationFailed, ConfigError, HookFailed
+from tether.security import server_ssl_context, verify_token
 from tether.wire import Address, ServerProtocol, parse_address
 
-from ._certs import server_ssl_context
 from ._config import ExporterConfig, OnFailure, build_tree
 from ._hooks import run_hook
 from ._session import Session
-from ._tokens import verify_token
 
 __all__ = ["Exporter"]
 
