@@ -47,17 +47,18 @@ from tether.errors import (
     RelayRefused,
 )
 from tether.security import SessionIdentity, client_ssl_context
-from tether.wire import Address, map_connect_errors, parse_address
-from tether.wire._relay import (
+from tether.wire import (
+    Address,
+    RelayDialer,
     RelayHello,
-    decode_relay_reply,
-    encode_relay_hello,
-    refusal_error,
+    RelayPaired,
+    RelayState,
+    TLSBuffer,
+    map_connect_errors,
+    parse_address,
     relay_url_for,
-    split_line,
     tcp_keepalive_options,
 )
-from tether.wire._tls import TLSBuffer
 
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
@@ -95,7 +96,8 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
 
 
 class _Dial(asyncio.Protocol):
-    """One outbound relay dial, until it is paired and handed to the serving protocol.
+    """One outbound relay dial, until it is paired and handed to the serving protocol: the
+    asyncio loop around :class:`~tether.wire.RelayDialer`.
 
     Over TLS (``tls`` given) the preamble and the router's replies go through ``tls``; after
     ``paired`` and the router's close_notify the dial answers with its own close_notify and
@@ -111,19 +113,22 @@ class _Dial(asyncio.Protocol):
         tls: TLSBuffer | None = None,
         session_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._hello = hello
+        self._machine = RelayDialer(hello, tls=tls is not None, where=where)
         self._make_protocol = make_protocol
         self._where = where
         self._tls = tls
         self._session_context = session_context
-        self._buffer = bytearray()
         self._served: asyncio.BaseProtocol | None = None
-        self._paired_seen = False
         self._serving: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self.waiting: asyncio.Future[None] = loop.create_future()
         self.paired: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
+
+    @property
+    def state(self) -> RelayState:
+        """Where the handshake is."""
+        return self._machine.state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -133,11 +138,12 @@ class _Dial(asyncio.Protocol):
             for option in tcp_keepalive_options():
                 with contextlib.suppress(OSError):
                     sock.setsockopt(*option)
+        hello = self._machine.hello_bytes()
         if self._tls is None:
-            transport.write(encode_relay_hello(self._hello))
+            transport.write(hello)
             return
         self._tls.start()
-        self._tls.send(encode_relay_hello(self._hello))
+        self._tls.send(hello)
         self._flush_tls()
 
     def data_received(self, data: bytes) -> None:
@@ -156,7 +162,7 @@ class _Dial(asyncio.Protocol):
             self._flush_tls()
             if text:
                 self._on_text(text)
-            if self._paired_seen and tls.peer_closed:
+            if self._machine.state is RelayState.UNWRAPPING and tls.peer_closed:
                 self._end_relay_tls(tls)
         except ConnectFailed as exc:
             self._fail(exc)
@@ -164,41 +170,18 @@ class _Dial(asyncio.Protocol):
             self._fail(ConnectFailed(f"{self._where}: {exc}"))
 
     def _on_text(self, data: bytes) -> None:
-        if self._paired_seen:
-            raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
-        self._buffer += data
-        while not self._paired_seen:
-            split = split_line(self._buffer, "relay reply")
-            if split is None:
-                return
-            line, rest = split
-            self._buffer = bytearray(rest)
-            self._on_reply(line)
-
-    def _on_reply(self, line: bytes) -> None:
-        reply = decode_relay_reply(line)
-        if not reply.ok:
-            raise refusal_error(reply, self._where)
-        if reply.state == "waiting" and not self.waiting.done():
-            self.waiting.set_result(None)
-        elif reply.state == "paired":
-            self._paired_seen = True
-            if not self.waiting.done():
+        for event in self._machine.receive_data(data):
+            if not self.waiting.done():  # "paired" also means it was accepted
                 self.waiting.set_result(None)
-            if self._tls is None:
-                self._serve_plain()
-            elif self._buffer:
-                raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
-        else:
-            raise ProtocolError(f"unexpected relay reply state {reply.state!r}")
+            if isinstance(event, RelayPaired) and self._tls is None:
+                self._serve_plain(event.leftover)
 
-    def _serve_plain(self) -> None:
+    def _serve_plain(self, rest: bytes) -> None:
         assert self.transport is not None
         served = self._make_protocol()
         self._served = served
         self.transport.set_protocol(served)
         served.connection_made(self.transport)
-        rest, self._buffer = bytes(self._buffer), bytearray()
         if rest:
             _feed(served, rest)
         self.paired.set_result(None)
@@ -213,6 +196,7 @@ class _Dial(asyncio.Protocol):
         self._flush_tls()
         if not tls.unwrapped or tls.raw_leftover():
             raise ProtocolError("the relay sent bytes after its close_notify too early")
+        self._machine.tls_ended()
         self._tls = None
         self.paired.set_result(None)
         self._serving = asyncio.get_running_loop().create_task(
@@ -250,6 +234,7 @@ class _Dial(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._served is None:
             self._fail(ConnectFailed(f"{self._where}: the relay closed the connection"))
+        self._machine.close()
 
 
 class _Handoff(asyncio.Protocol):

@@ -30,9 +30,20 @@ from ._events import (
     WindowUpdate,
 )
 from ._loop import LoopThread, new_event_loop
+from ._relay import RelayHello, RelayReply, relay_url_for, tcp_keepalive_options
+from ._relay_state import (
+    RELAY_TRANSITIONS,
+    RelayAcceptor,
+    RelayDialer,
+    RelayInput,
+    RelayPaired,
+    RelayRole,
+    RelayState,
+    RelayWaiting,
+)
 from ._server import AsyncByteStream, ServerProtocol, ServerSession, SessionResolver
 from ._state import ConnState, Role
-from ._tls import TLSChannel
+from ._tls import TLSBuffer, TLSChannel
 from ._transport import Address, connect_socket, map_connect_errors, parse_address
 
 __all__ = [
@@ -40,6 +51,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "RELAY_TRANSITIONS",
     "Address",
     "AsyncByteStream",
     "Call",
@@ -59,15 +71,27 @@ __all__ = [
     "OpenStream",
     "Ping",
     "Pong",
+    "RelayAcceptor",
+    "RelayDialer",
+    "RelayHello",
+    "RelayInput",
+    "RelayPaired",
+    "RelayReply",
+    "RelayRole",
+    "RelayState",
+    "RelayWaiting",
     "Result",
     "Role",
     "ServerProtocol",
     "ServerSession",
     "SessionResolver",
+    "TLSBuffer",
     "TLSChannel",
     "WindowUpdate",
     "connect_socket",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",
+    "relay_url_for",
+    "tcp_keepalive_options",
 ]
