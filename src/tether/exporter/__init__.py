@@ -15,6 +15,7 @@ from tether.security import (
     verify_token,
 )
 
+from ._agent import ControllerAgent, LeaseRelay, run_agent
 from ._config import (
     ControllerConfig,
     ExporterConfig,
@@ -37,12 +38,14 @@ from ._thread import RunningExporter, run_exporter_in_thread
 __all__ = [
     "ConfigFileError",
     "ConfigProblem",
+    "ControllerAgent",
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
     "HookResult",
     "HooksConfig",
     "LabCerts",
+    "LeaseRelay",
     "NodeConfig",
     "OnFailure",
     "RunningExporter",
@@ -57,6 +60,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_token_hashes",
+    "run_agent",
     "run_exporter",
     "run_exporter_in_thread",
     "run_hook",

@@ -31,9 +31,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, cast
-
-import httpx
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.client import controller_error, map_http_errors
 from tether.driver import DriverHost
@@ -62,6 +60,9 @@ from tether.wire import (
 
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ControllerAgent",
@@ -481,6 +482,32 @@ class ControllerAgent:
         #: lease id -> the session serving it
         self.sessions: dict[str, str] = {}
 
+    @classmethod
+    def from_config(
+        cls, exporter: Exporter, config: ExporterConfig, **options: Any
+    ) -> ControllerAgent:
+        """The agent of ``config.controller``: its endpoint, its token (``token`` or
+        ``token_file``) and its CA. The one place an agent is built from a config.
+
+        Args:
+            exporter: the exporter whose sessions serve the leases.
+            config: the exporter's config, with a ``controller:`` section.
+            options: other arguments of the constructor (``long_poll``, ``retry``...).
+
+        Raises:
+            ConfigError: no ``controller:`` section, or no readable token.
+        """
+        if config.controller is None:
+            raise ConfigError(f"{config.source}: no `controller:` section")
+        return cls(
+            exporter,
+            config,
+            endpoint=config.controller.endpoint,
+            token=read_exporter_token(config),
+            ca=config.controller.ca,
+            **options,
+        )
+
     @property
     def status(self) -> str:
         """``offline`` (not registered), ``hook``, ``leased`` or ``available``."""
@@ -500,6 +527,8 @@ class ControllerAgent:
             self._identity = await asyncio.to_thread(SessionIdentity.generate)
         verify: ssl.SSLContext | bool = self._ssl_context or True
         headers = {"Authorization": f"Bearer {self._token}"}
+        import httpx  # lazily: `import tether.exporter` stays light
+
         timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
         delay = self._retry
         async with httpx.AsyncClient(
@@ -676,13 +705,4 @@ async def run_agent(exporter: Exporter, config: ExporterConfig) -> None:
         ConfigError: no ``controller:`` section or no token.
         AuthenticationFailed: the controller rejects the token.
     """
-    if config.controller is None:
-        raise ConfigError(f"{config.source}: no `controller:` section")
-    agent = ControllerAgent(
-        exporter,
-        config,
-        endpoint=config.controller.endpoint,
-        token=read_exporter_token(config),
-        ca=config.controller.ca,
-    )
-    await agent.run()
+    await ControllerAgent.from_config(exporter, config).run()

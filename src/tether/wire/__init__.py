@@ -5,7 +5,7 @@ asyncio, socket or ssl. ``ServerProtocol`` (asyncio) and ``ClientConnection`` (b
 threads) are the thin I/O loops around them. The spec is ``docs/protocol.md``.
 """
 
-from ._client import ClientConnection, ClientStream
+from ._client import DEFAULT_SPIN, ClientConnection, ClientStream
 from ._connection import (
     DEFAULT_MAX_FRAME,
     DEFAULT_WINDOW,
@@ -42,12 +42,14 @@ from ._relay_state import (
     RelayWaiting,
 )
 from ._server import AsyncByteStream, ServerProtocol, ServerSession, SessionResolver
+from ._spinning import DeferringServerProtocol
 from ._state import ConnState, Role
 from ._tls import TLSBuffer, TLSChannel
 from ._transport import Address, connect_socket, map_connect_errors, parse_address
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
     "NEED_DATA",
     "PROTOCOL_VERSION",
@@ -62,6 +64,7 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "Data",
+    "DeferringServerProtocol",
     "Error",
     "Event",
     "GoAway",
