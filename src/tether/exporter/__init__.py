@@ -32,10 +32,11 @@ from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
 from ._main import run_exporter, serve_exporter
 from ._problems import ConfigFileError, ConfigProblem
-from ._session import Session
+from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
 from ._thread import RunningExporter, run_exporter_in_thread
 
 __all__ = [
+    "SESSION_TRANSITIONS",
     "ConfigFileError",
     "ConfigProblem",
     "ControllerAgent",
@@ -50,6 +51,9 @@ __all__ = [
     "OnFailure",
     "RunningExporter",
     "Session",
+    "SessionEvent",
+    "SessionKind",
+    "SessionState",
     "TLSConfig",
     "TokensConfig",
     "build_tree",

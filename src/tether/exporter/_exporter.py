@@ -232,7 +232,6 @@ class Exporter:
             raise AuthenticationFailed("this socket serves existing sessions only")
         else:
             session = await self._new_session(None, grace=self.session_grace)
-            session.arm_grace_timer()
         reply = {
             "report": session.host.report(),
             "session": session.id,
@@ -270,17 +269,17 @@ class Exporter:
         log.info("session %s opened%s", session.id, f" for lease {lease_id}" if lease_id else "")
         command = self.config.hooks.before_lease
         if command:
-            session.held = True  # no grace timer while the hook's clients come and go
+            # OPENING: no grace timer while the hook's clients come and go.
             try:
                 ok = await self._run_hook("before_lease", command, session)
             except BaseException:  # cancelled: the client gave up waiting, or shutdown
                 await self.close_session(session.id, run_after_hook=False)
                 raise
-            finally:
-                session.held = False
             if not ok and self.config.hooks.on_failure is not OnFailure.WARN:
                 await self.close_session(session.id, run_after_hook=False)
                 raise HookFailed("before_lease failed; the session was ended (see the log)")
+        if not session.closing:  # (the exporter may be shutting down meanwhile)
+            session.opened()
         return session
 
     async def close_session(self, session_id: str, *, run_after_hook: bool = True) -> None:
@@ -296,7 +295,7 @@ class Exporter:
         await asyncio.shield(session.ending)
 
     async def _end(self, session: Session, run_after_hook: bool) -> None:
-        session.closing = True
+        session.end()
         try:
             command = self.config.hooks.after_lease
             if command and run_after_hook:
