@@ -42,7 +42,7 @@ def serve(config: Path, listen: tuple[str, ...], verbose: bool) -> None:
 
     Prints one "listening on URL" line per address, then "ready".
     """
-    from tether.errors import AuthenticationFailed, ConfigError
+    from tether.errors import AuthenticationFailed, ConfigError, ControllerError
     from tether.exporter import ExporterConfig, run_exporter
 
     logging.basicConfig(
@@ -66,6 +66,9 @@ def serve(config: Path, listen: tuple[str, ...], verbose: bool) -> None:
         sys.exit(2)
     except AuthenticationFailed as exc:  # an OSError too: before the next clause
         click.echo(f"error: the controller rejected the exporter's token: {exc}", err=True)
+        sys.exit(1)
+    except ControllerError as exc:  # e.g. another agent serves this exporter identity
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"error: cannot listen: {exc}", err=True)

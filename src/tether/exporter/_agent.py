@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -74,6 +75,8 @@ __all__ = [
 
 log = logging.getLogger("tether.exporter.agent")
 
+#: The header naming the agent instance in every request to the controller.
+_AGENT_HEADER = "X-Tether-Agent"
 #: Seconds a stopping agent waits for the controller to take its "offline".
 _OFFLINE_TIMEOUT = 3.0
 
@@ -477,6 +480,11 @@ class ControllerAgent:
         self._hooks = 0
         self._status_changed = asyncio.Event()
         self.name: str | None = None
+        #: this agent's random id, sent with every request (``X-Tether-Agent``) so that the
+        #: controller can tell two agents of one exporter identity apart.
+        self.instance = secrets.token_hex(8)
+        #: set once the controller refused this agent (another serves the exporter).
+        self.refused = False
         self.registered = asyncio.Event()
         self.heartbeat_interval = 10.0
         #: lease id -> the session serving it
@@ -522,11 +530,13 @@ class ControllerAgent:
 
         Raises:
             AuthenticationFailed: the controller does not know the token (fatal).
+            ControllerError: the controller refused this agent because another one serves
+                the same exporter identity (status 409; fatal: retrying would fight it).
         """
         if self._identity is None:  # before the first lease, which should not wait for it
             self._identity = await asyncio.to_thread(SessionIdentity.generate)
         verify: ssl.SSLContext | bool = self._ssl_context or True
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token}", _AGENT_HEADER: self.instance}
         import httpx  # lazily: `import tether.exporter` stays light
 
         timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
@@ -542,6 +552,8 @@ class ControllerAgent:
                     except (ConnectFailed, ControllerError) as exc:
                         if isinstance(exc, AuthenticationFailed):
                             raise
+                        if isinstance(exc, ControllerError) and exc.status == 409:
+                            raise self._refused(exc) from exc
                         if self.registered.is_set():  # it worked for a while: start over
                             delay = self._retry
                         self.registered.clear()
@@ -552,8 +564,21 @@ class ControllerAgent:
                 was_registered = self.registered.is_set()
                 self.registered.clear()
                 await self._stop_all()
-                if was_registered:
+                if was_registered and not self.refused:
                     await self._say_offline()
+
+    def _refused(self, exc: ControllerError) -> ControllerError:
+        """The controller will not have this agent: another serves this exporter. Stop (and
+        never say ``offline``: that would be about the other agent's exporter)."""
+        self.refused = True
+        name = self.name or self.config.name
+        message = (
+            f"controller {self.endpoint} refused this agent of exporter {name!r}: "
+            f"{exc.message} -- another agent with this exporter's token serves it (one agent "
+            "per exporter identity); this one stops"
+        )
+        log.error("%s", message)
+        return ControllerError(message, code=exc.code, status=exc.status, **exc.details)
 
     async def _say_offline(self) -> None:
         """Tell the controller we go away, so it stops granting us at once (best effort: the

@@ -40,6 +40,8 @@ from ._session import Session
 
 __all__ = ["Exporter"]
 
+_LEASED_NOW = "the exporter was leased through the controller; direct sessions ended"
+
 log = logging.getLogger("tether.exporter")
 
 _MIN_PING_WAIT = 2.0
@@ -88,6 +90,8 @@ class Exporter:
         self._hashes: list[str] | None = None
         self.sessions: dict[str, Session] = {}
         self._ending: dict[str, Session] = {}
+        #: live (or opening) lease sessions by lease id: while any, direct sessions are refused.
+        self._leases: dict[str, int] = {}
         self.urls: list[str] = []
         self.exit_requested = asyncio.Event()
         self.exit_status = 0
@@ -222,9 +226,18 @@ class Exporter:
                 raise AuthenticationFailed("invalid token")
         if self._closing:
             raise AuthenticationFailed("the exporter is shutting down")
+        direct = bound is None and not existing_only  # not the relay, not the hooks' socket
+        if direct and self._leases:
+            # One user at a time: the controller's lease holder has the board.
+            raise AuthenticationFailed(
+                f"exporter {self.config.name} is leased through the controller; direct "
+                "sessions are refused until the lease ends"
+            )
         wanted = bound or meta.get("session")
         if wanted is not None:
             session = self.sessions.get(str(wanted))
+            if direct and session is not None and session.lease_id is not None:
+                session = None  # a lease's session is reached through the relay only
             # Hook connections may join a session that is closing (after_lease runs then).
             if session is None or (session.closing and not existing_only):
                 raise AuthenticationFailed(f"no open session {wanted!r} (it has ended)")
@@ -245,14 +258,35 @@ class Exporter:
     async def open_session(self, lease_id: str | None = None) -> Session:
         """Open a session for a lease: a fresh driver tree, started, then ``before_lease``.
 
-        It stays open, with or without connections, until :meth:`close_session`.
+        It stays open, with or without connections, until :meth:`close_session`. With a
+        ``lease_id`` (a controller lease) the exporter is leased until then: direct sessions
+        open now are ended, and new ones are refused (``AuthenticationFailed``).
 
         Raises:
             HookFailed: ``before_lease`` failed and ``on_failure`` is ``end_lease`` or
                 ``exit`` (the session was closed again).
             Exception: whatever a driver's ``start`` raised (started drivers were stopped).
         """
-        return await self._new_session(lease_id, grace=None)
+        if lease_id is None:  # a session kept open by its owner (`tether shell`)
+            return await self._new_session(None, grace=None)
+        self._leases[lease_id] = self._leases.get(lease_id, 0) + 1
+        try:
+            # Direct sessions end: from now on the lease holder alone drives the board.
+            direct = [s.id for s in self.sessions.values() if s.owned_by_connections]
+            for session_id in direct:
+                log.warning("session %s: ended, the exporter is leased now", session_id)
+                await self.close_session(session_id, reason=_LEASED_NOW)
+            session = await self._new_session(lease_id, grace=None)
+        except BaseException:
+            self._lease_done(lease_id)
+            raise
+        session.closed_callbacks.append(lambda: self._lease_done(lease_id))
+        return session
+
+    def _lease_done(self, key: str) -> None:
+        count = self._leases.pop(key, 0) - 1
+        if count > 0:
+            self._leases[key] = count
 
     async def _new_session(self, lease_id: str | None, *, grace: float | None) -> Session:
         root, uses = build_tree(self.config)
@@ -282,19 +316,22 @@ class Exporter:
             session.opened()
         return session
 
-    async def close_session(self, session_id: str, *, run_after_hook: bool = True) -> None:
+    async def close_session(
+        self, session_id: str, *, run_after_hook: bool = True, reason: str = "the session ended"
+    ) -> None:
         """End a session: ``after_lease``, close its connections, stop its drivers.
 
         Unknown or already closed ids are ignored; a second call waits for the first.
+        ``reason`` is what its clients are told.
         """
         session = self.sessions.get(session_id) or self._ending.get(session_id)
         if session is None:
             return
         if session.ending is None:
-            session.ending = asyncio.ensure_future(self._end(session, run_after_hook))
+            session.ending = asyncio.ensure_future(self._end(session, run_after_hook, reason))
         await asyncio.shield(session.ending)
 
-    async def _end(self, session: Session, run_after_hook: bool) -> None:
+    async def _end(self, session: Session, run_after_hook: bool, reason: str) -> None:
         session.end()
         try:
             command = self.config.hooks.after_lease
@@ -306,7 +343,7 @@ class Exporter:
             self.sessions.pop(session.id, None)
             self._ending[session.id] = session
             try:
-                await session.close()
+                await session.close(reason)
             finally:
                 del self._ending[session.id]
             log.info("session %s closed", session.id)

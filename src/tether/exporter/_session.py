@@ -100,6 +100,8 @@ class Session:
         self.protocols: set[ServerProtocol] = set()
         self.ending: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
+        #: called once the drivers stopped.
+        self.closed_callbacks: list[Callable[[], object]] = []
         self._grace = grace
         self._on_idle = on_idle
         self._timer: asyncio.TimerHandle | None = None
@@ -174,16 +176,21 @@ class Session:
             self._timer.cancel()
             self._timer = None
 
-    async def close(self) -> None:
-        """Close every connection, then stop the drivers (``prepare_stop``, ``stop``)."""
+    async def close(self, reason: str = "the session ended") -> None:
+        """Close every connection (telling its client ``reason``), then stop the drivers
+        (``prepare_stop``, ``stop``)."""
         self.end()
         for protocol in list(self.protocols):
-            protocol.close("session_closed", "the session ended")
+            protocol.close("session_closed", reason)
         self.protocols.clear()
-        await self.host.stop()
-        if self.state is not SessionState.CLOSED:
-            self._move(SessionEvent.STOPPED)
-        self.closed.set()
+        try:
+            await self.host.stop()
+        finally:
+            if self.state is not SessionState.CLOSED:
+                self._move(SessionEvent.STOPPED)
+                for callback in self.closed_callbacks:
+                    callback()
+            self.closed.set()
 
     def __repr__(self) -> str:
         lease = f" lease={self.lease_id}" if self.lease_id else ""
