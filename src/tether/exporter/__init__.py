@@ -15,7 +15,7 @@ from tether.security import (
     verify_token,
 )
 
-from ._agent import ControllerAgent, LeaseRelay, run_agent
+from ._agent import ControllerAgent, run_agent
 from ._config import (
     ControllerConfig,
     ExporterConfig,
@@ -30,6 +30,7 @@ from ._config import (
 )
 from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
+from ._lease_relay import LeaseRelay
 from ._main import run_exporter, serve_exporter
 from ._problems import ConfigFileError, ConfigProblem
 from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
