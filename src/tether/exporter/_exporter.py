@@ -41,6 +41,10 @@ from ._session import Session
 __all__ = ["Exporter"]
 
 _LEASED_NOW = "the exporter was leased through the controller; direct sessions ended"
+_LEASED_REFUSAL = (
+    "exporter {name} is leased through the controller; direct sessions are refused until the "
+    "lease ends"
+)
 
 log = logging.getLogger("tether.exporter")
 
@@ -229,15 +233,10 @@ class Exporter:
         direct = bound is None and not existing_only  # not the relay, not the hooks' socket
         if direct and self._leases:
             # One user at a time: the controller's lease holder has the board.
-            raise AuthenticationFailed(
-                f"exporter {self.config.name} is leased through the controller; direct "
-                "sessions are refused until the lease ends"
-            )
+            raise AuthenticationFailed(_LEASED_REFUSAL.format(name=self.config.name))
         wanted = bound or meta.get("session")
         if wanted is not None:
             session = self.sessions.get(str(wanted))
-            if direct and session is not None and session.lease_id is not None:
-                session = None  # a lease's session is reached through the relay only
             # Hook connections may join a session that is closing (after_lease runs then).
             if session is None or (session.closing and not existing_only):
                 raise AuthenticationFailed(f"no open session {wanted!r} (it has ended)")
@@ -245,6 +244,9 @@ class Exporter:
             raise AuthenticationFailed("this socket serves existing sessions only")
         else:
             session = await self._new_session(None, grace=self.session_grace)
+            if self._leases:  # a lease began while its drivers started: it loses
+                await self.close_session(session.id, reason=_LEASED_NOW)
+                raise AuthenticationFailed(_LEASED_REFUSAL.format(name=self.config.name))
         reply = {
             "report": session.host.report(),
             "session": session.id,
