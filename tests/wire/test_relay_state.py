@@ -8,11 +8,15 @@ import ast
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tether.wire
 from tether.errors import (
     AuthenticationFailed,
+    ConnectFailed,
     LocalProtocolError,
+    ProtocolError,
     RelayRefused,
     RemoteProtocolError,
 )
@@ -177,3 +181,59 @@ def test_the_machine_is_sans_io() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not imported & {"asyncio", "socket", "ssl", "selectors", "threading"}
+
+
+# -- property tests ---------------------------------------------------------------------------
+
+
+@given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
+def test_garbage_to_the_router_is_refused_as_a_protocol_error_or_waits(
+    chunks: list[bytes], tls: bool
+) -> None:
+    router = RelayAcceptor(tls=tls)
+    try:
+        for chunk in chunks:
+            router.receive_data(chunk)
+    except RemoteProtocolError:
+        assert router.refuse("bad_preamble", "x").startswith(b'{"ok":false')
+        assert router.state is RelayState.REFUSED
+
+
+@given(st.lists(st.binary(max_size=64), max_size=8), st.sampled_from(["client", "exporter"]))
+def test_garbage_to_a_dialer_is_a_protocol_error_or_a_refusal(
+    chunks: list[bytes], role: str
+) -> None:
+    dialer = RelayDialer(RelayHello("L1", role, "t"), tls=False, where="r")  # type: ignore[arg-type]
+    dialer.hello_bytes()
+    try:
+        for chunk in chunks:
+            dialer.receive_data(chunk)
+    except (ProtocolError, ConnectFailed):
+        pass
+
+
+@given(st.data())
+def test_any_split_of_a_conversation_gives_the_same_events(data: st.DataObject) -> None:
+    router = RelayAcceptor(tls=False)
+    hello = RelayDialer(RelayHello("L1", "exporter", "t"), tls=False, where="r").hello_bytes()
+    stream = hello
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    found = [router.receive_data(piece) for piece in pieces]
+    assert [h for h in found if h is not None] == [RelayHello("L1", "exporter", "t")]
+    exporter = RelayDialer(RelayHello("L1", "exporter", "t"), tls=False, where="r")
+    exporter.hello_bytes()
+    replies = router.accept() + router.pair({"client": "a"}) + b"WIRE"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(replies)), max_size=6)))
+    pieces = [replies[a:b] for a, b in zip([0, *cuts], [*cuts, len(replies)], strict=True)]
+    events: list[object] = []
+    leftover = b""
+    for piece in pieces:
+        if exporter.state is RelayState.SPLICED:
+            leftover += piece  # the loop hands raw bytes to the wire protocol itself
+            continue
+        for event in exporter.receive_data(piece):
+            events.append(type(event))
+            if isinstance(event, RelayPaired):
+                leftover += event.leftover
+    assert events == [RelayWaiting, RelayPaired] and leftover == b"WIRE"
