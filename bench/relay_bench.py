@@ -33,6 +33,9 @@ from bench._sockets import LOOPBACK, Sink, stream_mb_s
 
 __all__ = ["run"]
 
+# The relay's test harness (``RelayLab``) lives with the tests: see tests/relaylab.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 CHUNK = 64 * 1024
 
 
@@ -77,7 +80,7 @@ def _first_line(child: subprocess.Popen[str], what: str) -> str:
 
 def _serve_router(directory: Path) -> None:
     """Child process: run a router with one lease, print its URL, stop at stdin EOF."""
-    from tether.controller._relay_testing import RelayLab
+    from relaylab import RelayLab
 
     with RelayLab(directory) as lab:
         lab.add_lease("bench", None)
@@ -88,9 +91,9 @@ def _serve_router(directory: Path) -> None:
 def _serve_exporter(directory: Path, relay: str, sink_port: int) -> None:
     """Child process: serve a tree directly (TLS listener) and, as another session, through
     the relay; print the direct URL once both are up; stop at stdin EOF."""
-    from tether.controller._relay_testing import RelayLab
+    from relaylab import RelayLab
     from tether.driver import DriverHost
-    from tether.exporter._certs import server_ssl_context
+    from tether.security import server_ssl_context
     from tether.testing._serve import LocalSession
     from tether.wire import ServerProtocol
 
@@ -122,9 +125,9 @@ def _serve_exporter(directory: Path, relay: str, sink_port: int) -> None:
 @contextlib.contextmanager
 def _clients(directory: Path, sink_port: int) -> Iterator[tuple[Any, Any]]:
     """The direct and the relayed client trees; router and exporter are child processes."""
-    from tether.client._lease import dial_relay
+    from tether.client import dial_relay
     from tether.driver import ClientPolicy, build_client_tree
-    from tether.exporter._certs import client_ssl_context
+    from tether.security import client_ssl_context
     from tether.wire import ClientConnection, connect_socket, parse_address
 
     context = client_ssl_context(directory / "ca.pem")
@@ -163,7 +166,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """
     from statistics import median
 
-    from tether.exporter._certs import init_lab_certs
+    from tether.security import init_lab_certs
 
     rounds = 3 if quick else 7
     calls: dict[str, list[float]] = {"direct": [], "relay": []}

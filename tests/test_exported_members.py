@@ -3,6 +3,7 @@
 import tether
 import tether.client
 import tether.exporter
+import tether.security
 import tether.testing
 import tether.wire
 
@@ -29,6 +30,7 @@ def test_every_public_name_exists() -> None:
         tether.errors,
         tether.exporter,
         tether.client,
+        tether.security,
     )
     for module in modules:
         for name in module.__all__:

@@ -15,7 +15,7 @@ from tether.drivers.composite import Composite
 from tether.drivers.network import TcpNetwork
 from tether.drivers.power import MockPower
 from tether.errors import ConnectFailed
-from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
 from tether.testing._serve import LocalSession
 from tether.wire import ClientConnection, LoopThread, ServerProtocol, connect_socket, parse_address
 

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from tether.controller import Admin, Database
-from tether.exporter._certs import init_lab_certs
+from tether.security import init_lab_certs
 
 TARGET_GRANT_P50_MS = 50.0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.client._lease import dial_relay
-from tether.controller._relay_testing import run_agent_exporter
+from relaylab import run_agent_exporter
+from tether.client import dial_relay
 from tether.controller.testing import ControllerHandle, FakeClock, run_controller
 from tether.driver import ClientPolicy, build_client_tree
 from tether.errors import AuthenticationFailed, ConnectionLost, RelayRefused

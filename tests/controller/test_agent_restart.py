@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tether
-from tether.controller._relay_testing import run_agent_exporter
+from relaylab import run_agent_exporter
 from tether.controller.testing import run_controller
 from tether.errors import ConnectionLost
 

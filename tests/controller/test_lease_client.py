@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import tether
+from relaylab import AgentExporter, run_agent_exporter
 from tether.client import Lease, LeaseClient, load_client_settings, open_leased_tree
-from tether.controller._relay_testing import AgentExporter, run_agent_exporter
 from tether.controller.testing import ControllerHandle, run_controller
 from tether.errors import ConfigError, ControllerError
 
@@ -154,9 +154,9 @@ def test_the_client_dials_again_while_the_exporter_is_not_there_yet(
 ) -> None:
     """The exporter dials only after its before_lease hook: until then the router answers
     exporter_unavailable, and the client dials again (no pause: the router waited)."""
+    from relaylab import RelayLab
     from tether.client import _lease
     from tether.client._lease import ClientSettings, LeasedSession
-    from tether.controller._relay_testing import RelayLab
     from tether.drivers.power import MockPower
     from tether.errors import RelayRefused
 

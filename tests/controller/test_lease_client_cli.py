@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from relaylab import AgentExporter, run_agent_exporter
 from tether.cli import main
-from tether.controller._relay_testing import AgentExporter, run_agent_exporter
 from tether.controller.testing import ControllerHandle, run_controller
 
 EXPORT = """

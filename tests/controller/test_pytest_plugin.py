@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.controller._relay_testing import AgentExporter, run_agent_exporter
+from relaylab import AgentExporter, run_agent_exporter
 from tether.controller.testing import ControllerHandle, IssuedIdentity, run_controller
 
 # pytester restores sys.modules after each test: the controller fixtures come first in each

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from relaylab import RelayLab
 from tether import Driver, export_stream
-from tether.client._lease import dial_relay
-from tether.controller._relay_testing import RelayLab
+from tether.client import dial_relay
 from tether.drivers.composite import Composite
 from tether.drivers.power import MockPower
 from tether.errors import AuthenticationFailed, ConnectionLost, RelayRefused

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from relaylab import RelayLab
 from tether import Driver, export
-from tether.client._lease import dial_relay
+from tether.client import dial_relay
 from tether.controller import _relay
-from tether.controller._relay_testing import RelayLab
 from tether.errors import ConnectFailed
-from tether.exporter._certs import SessionIdentity
+from tether.security import SessionIdentity, pinned_client_context
 from tether.wire._relay import RelayHello, decode_relay_reply, encode_relay_hello
-from tether.wire._tls import TLSBuffer, pinned_client_context
+from tether.wire._tls import TLSBuffer
 
 SECRET = "the-session-payload-4f1c9e"
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from tether.cli import main
 from tether.exporter import load_config, server_ssl_context
-from tether.exporter._tokens import is_token_hash
+from tether.security import is_token_hash
 
 BAD_DIR = Path(__file__).parent / "bad_configs"
 

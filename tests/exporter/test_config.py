@@ -28,7 +28,7 @@ from tether.exporter._config import (
     parse_config,
 )
 from tether.exporter._problems import ConfigFileError, ConfigProblem
-from tether.exporter._tokens import hash_token
+from tether.security import hash_token
 from tether.wire import Address
 
 HERE = Path(__file__).parent

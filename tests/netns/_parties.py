@@ -27,13 +27,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the relaylab harness
+
 
 def say(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
 def router(certs: str, listen: str) -> None:
-    from tether.controller._relay_testing import RelayLab
+    from relaylab import RelayLab
 
     with RelayLab(Path(certs), listen_host=listen, listen_port=8444) as lab:
         lab.add_lease("L1", None)
@@ -44,7 +46,7 @@ def router(certs: str, listen: str) -> None:
 
 
 def _client_context(certs: str) -> Any:
-    from tether.exporter._certs import client_ssl_context
+    from tether.security import client_ssl_context
 
     return client_ssl_context(Path(certs) / "ca.pem")
 
@@ -52,7 +54,7 @@ def _client_context(certs: str) -> Any:
 def exporter(certs: str, relay: str, listen_host: str) -> None:
     from tether.driver import DriverHost
     from tether.drivers.power import MockPower
-    from tether.exporter._agent import LeaseRelay
+    from tether.exporter import LeaseRelay
     from tether.testing._serve import LocalSession
     from tether.wire import LoopThread, ServerProtocol
 
@@ -86,7 +88,7 @@ def exporter(certs: str, relay: str, listen_host: str) -> None:
 
 
 def client(certs: str, relay: str) -> None:
-    from tether.client._lease import dial_relay
+    from tether.client import dial_relay
     from tether.driver import ClientPolicy, build_client_tree
     from tether.wire import ClientConnection
 

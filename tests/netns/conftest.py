@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tether.exporter._certs import init_lab_certs
+from tether.security import init_lab_certs
 
 PARTIES = Path(__file__).with_name("_parties.py")
 #: The parties' environment: no TETHER_* variable from the caller overrides their config files.

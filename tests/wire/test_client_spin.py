@@ -15,7 +15,7 @@ import pytest
 
 from tether import Driver, export
 from tether.driver import ClientPolicy, DriverHost, build_client_tree
-from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
 from tether.testing._serve import LocalSession
 from tether.wire import (
     ClientConnection,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tether.driver import AsyncioStream
-from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
 from tether.wire._connection import HEADER_SIZE
 from tether.wire._server import _batches, _Inbox
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tether.exporter._certs import client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
 from tether.wire._tls import _EAGER_RETRY, TLSChannel
 
 

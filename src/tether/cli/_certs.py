@@ -32,7 +32,7 @@ def init(
 ) -> None:
     """Write a lab CA and a server and client certificate signed by it into DIRECTORY."""
     from tether.errors import ConfigError
-    from tether.exporter import init_lab_certs
+    from tether.security import init_lab_certs
 
     try:
         written = init_lab_certs(

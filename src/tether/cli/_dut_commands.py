@@ -444,7 +444,7 @@ def _call_errors(ctx: click.Context, client: DriverClient, method: str) -> Itera
 
 
 def _add_extras(group: NodeGroup, client: DriverClient) -> None:
-    from tether.client._forward import byte_stream_methods
+    from tether.client import byte_stream_methods
 
     streams = byte_stream_methods(client)
     if not streams:

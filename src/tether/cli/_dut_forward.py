@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from tether.client._forward import PortForward
+from tether.client import PortForward
 from tether.driver import DriverClient
 from tether.errors import ConfigError
 

@@ -42,7 +42,7 @@ def serve(config: Path, listen: tuple[str, ...], verbose: bool) -> None:
 
     Prints one "listening on URL" line per address, then "ready".
     """
-    from tether.errors import AuthenticationFailed, ConfigError
+    from tether.errors import AuthenticationFailed, ConfigError, ControllerError
     from tether.exporter import ExporterConfig, run_exporter
 
     logging.basicConfig(
@@ -67,6 +67,9 @@ def serve(config: Path, listen: tuple[str, ...], verbose: bool) -> None:
     except AuthenticationFailed as exc:  # an OSError too: before the next clause
         click.echo(f"error: the controller rejected the exporter's token: {exc}", err=True)
         sys.exit(1)
+    except ControllerError as exc:  # e.g. another agent serves this exporter identity
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"error: cannot listen: {exc}", err=True)
         sys.exit(1)
@@ -84,7 +87,7 @@ def check(config: Path) -> None:
 @exporter.command()
 def token() -> None:
     """Make a new bearer token; put only its hash in the exporter config."""
-    from tether.exporter import generate_token, hash_token
+    from tether.security import generate_token, hash_token
 
     new = generate_token()
     click.echo(f"token: {new}")

@@ -2,12 +2,14 @@
 
 from ._connect import RemoteClient, RemoteSession, connect, split_session_url
 from ._forward import PortForward, byte_stream_methods
+from ._http import controller_error, map_http_errors
 from ._lease import (
     ClientSettings,
     Lease,
     LeaseClient,
     LeasedSession,
     RelayProxy,
+    dial_relay,
     lease,
     load_client_settings,
     open_leased_tree,
@@ -24,8 +26,11 @@ __all__ = [
     "RemoteSession",
     "byte_stream_methods",
     "connect",
+    "controller_error",
+    "dial_relay",
     "lease",
     "load_client_settings",
+    "map_http_errors",
     "open_leased_tree",
     "split_session_url",
 ]

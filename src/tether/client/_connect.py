@@ -223,7 +223,7 @@ def connect(
     address = parse_address(base)
     ssl_context = None
     if address.scheme == "tls":
-        from tether.exporter import client_ssl_context  # lazily: `import tether` stays light
+        from tether.security import client_ssl_context
 
         ssl_context = client_ssl_context(ca, cert, key)
     meta: dict[str, Any] = {"client": "tether.connect"}

@@ -35,29 +35,24 @@ from tether.errors import (
     ControllerError,
     ProtocolError,
     RelayRefused,
-    RemoteProtocolError,
     TetherError,
 )
+from tether.security import client_ssl_context, pinned_client_context
 from tether.wire import (
     ClientConnection,
+    RelayDialer,
+    RelayHello,
+    RelayPaired,
+    RelayReply,
     TLSChannel,
     connect_socket,
     map_connect_errors,
     parse_address,
-)
-from tether.wire._relay import (
-    RelayHello,
-    RelayReply,
-    decode_relay_reply,
-    encode_relay_hello,
-    is_sha256_hex,
-    refusal_error,
     relay_url_for,
-    split_line,
 )
-from tether.wire._tls import pinned_client_context
 
 from ._connect import RemoteClient, RemoteSession, _remote_class
+from ._http import controller_error, map_http_errors
 
 if TYPE_CHECKING:
     import httpx
@@ -109,34 +104,29 @@ def dial_relay(
     address = parse_address(relay)
     where = f"relay {address}"
     sock = connect_socket(address, ssl_context=ssl_context, timeout=timeout)
+    machine = RelayDialer(
+        RelayHello(lease_id, "client", token), tls=isinstance(sock, TLSChannel), where=where
+    )
     try:
         with map_connect_errors(where):
-            data = encode_relay_hello(RelayHello(lease_id, "client", token))
+            data = machine.hello_bytes()
             if isinstance(sock, TLSChannel):
                 sock.send(data)
             else:
                 sock.sendall(data)
-            buffer = b""
-            while True:
+        paired: RelayPaired | None = None
+        while paired is None:
+            with map_connect_errors(where):
                 chunk = sock.recv(4096)
-                if not chunk:
-                    raise ConnectFailed(f"{where}: the relay closed the connection")
-                buffer += chunk
-                split = split_line(buffer, "relay reply")
-                if split is not None:
-                    break
-        line, rest = split
-        reply = decode_relay_reply(line)
-        if not reply.ok:
-            raise refusal_error(reply, where)
-        if reply.state != "paired":
-            raise RemoteProtocolError(f"{where}: expected a 'paired' reply, got {reply.state!r}")
-        if rest:  # the exporter speaks only after our Hello: nothing may follow yet
-            raise RemoteProtocolError(f"{where}: unexpected bytes after the relay reply")
+            if not chunk:
+                raise ConnectFailed(f"{where}: the relay closed the connection")
+            for event in machine.receive_data(chunk):  # raises the router's refusal
+                if isinstance(event, RelayPaired):
+                    paired = event
         if isinstance(sock, TLSChannel):
-            sock = _end_to_end(sock, reply, where)
+            sock = _end_to_end(sock, machine)
         sock.settimeout(None)
-        return sock, reply
+        return sock, paired.reply
     except ProtocolError as exc:
         sock.close()
         raise ConnectFailed(f"{where}: {exc}") from exc
@@ -145,20 +135,22 @@ def dial_relay(
         raise
 
 
-def _end_to_end(channel: TLSChannel, reply: RelayReply, where: str) -> TLSChannel:
+def _end_to_end(channel: TLSChannel, machine: RelayDialer) -> TLSChannel:
     """End the TLS to the router and open the session's own TLS with the exporter."""
-    expected = reply.info.get("cert_sha256")
-    if not is_sha256_hex(expected):
-        raise RemoteProtocolError("the 'paired' reply names no exporter certificate")
+    where = machine.where
     with map_connect_errors(f"{where}: TLS hand-over to the exporter"):
-        if channel.recv(1):  # wait for the router's close_notify: nothing else may come
-            raise RemoteProtocolError("unexpected bytes after the relay reply")
+        # Wait for the router's close_notify: nothing else may come (the machine says so).
+        last = channel.recv(1)
+    machine.receive_data(last)
+    with map_connect_errors(f"{where}: TLS hand-over to the exporter"):
         raw, received = channel.unwrap()
+        machine.tls_ended()
         session = TLSChannel(raw, pinned_client_context(), None, received)
-    if not hmac.compare_digest(session.peer_certificate_sha256(), str(expected)):
+    expected = machine.expected_cert
+    if not hmac.compare_digest(session.peer_certificate_sha256(), expected):
         raise ConnectFailed(
             f"{where}: the exporter's certificate is not the one the relay announced "
-            f"(sha256 {str(expected)[:16]}...)"
+            f"(sha256 {expected[:16]}...)"
         )
     return session
 
@@ -176,8 +168,6 @@ class ClientSettings:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the controller's and its relay's certificates (``ca`` or the system's)."""
-        from tether.exporter import client_ssl_context  # lazily: `import tether` stays light
-
         return client_ssl_context(self.ca)
 
 
@@ -308,8 +298,6 @@ class LeaseClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        from tether.exporter._agent import controller_error, map_http_errors
-
         what = f"{method} {self.settings.endpoint}{path}"
         with map_http_errors(what):
             response = self._http.request(method, path, **kwargs)

@@ -9,6 +9,7 @@ from ._app import create_app
 from ._controller import Controller
 from ._database import Database, default_database_url
 from ._records import ExporterStatus, Identity, LeaseState
+from ._relay import RelayGrant, RelayRouter
 from ._scheduler import Policy
 from ._selector import Requirement, Selector, parse_duration, parse_selector
 from ._server import ServeOptions, serve
@@ -22,6 +23,8 @@ __all__ = [
     "LeaseState",
     "NewIdentity",
     "Policy",
+    "RelayGrant",
+    "RelayRouter",
     "Requirement",
     "Selector",
     "ServeOptions",

@@ -2,7 +2,7 @@
 
 This is what ``tether admin`` runs (against ``--database``, with or without a controller
 serving the same database) and what tests use through ``run_controller(...).admin``. Tokens are
-made here, returned once, and stored as ``sha256:`` hashes (:mod:`tether.exporter._tokens`).
+made here, returned once, and stored as ``sha256:`` hashes (:mod:`tether.security`).
 
 Policy file (``tether admin policy apply FILE`` replaces every policy with the file's)::
 
@@ -26,7 +26,7 @@ import yaml
 from sqlalchemy import delete, insert, select, update
 
 from tether.errors import ConfigError, ControllerError
-from tether.exporter._tokens import generate_token, hash_token
+from tether.security import generate_token, hash_token
 
 from ._database import Database
 from ._records import Changes, LeaseState, check_name

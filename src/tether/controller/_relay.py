@@ -40,16 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tether.errors import AuthenticationFailed, ConfigError, ProtocolError, RelayRefused
-from tether.wire import Address, parse_address
-from tether.wire._relay import (
+from tether.wire import (
+    RELAY_TRANSITIONS,
+    Address,
+    RelayAcceptor,
     RelayHello,
-    RelayReply,
-    decode_relay_hello,
-    encode_relay_reply,
-    split_line,
+    RelayInput,
+    RelayRole,
+    RelayState,
+    TLSBuffer,
+    parse_address,
     tcp_keepalive_options,
 )
-from tether.wire._tls import TLSBuffer
 
 __all__ = ["Authorize", "RelayGrant", "RelayRouter"]
 
@@ -60,6 +62,12 @@ _MAX_EARLY = 1 << 20
 _WRITE_HIGH = 4 << 20
 #: How many lease ids :meth:`RelayRouter.end_lease` remembers to refuse late dials.
 _ENDED_MEMORY = 65536
+#: States in which the router may still tell a dialer why it is refused.
+_REFUSABLE = frozenset(
+    state
+    for role, state, event in RELAY_TRANSITIONS
+    if role is RelayRole.ROUTER and event is RelayInput.SEND_REFUSAL
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,25 +103,32 @@ def _set_keepalive(transport: asyncio.BaseTransport) -> None:
 
 
 class _Side(asyncio.Protocol):
-    """One dialled connection: TLS to the router, preamble, authorisation, waiting or pairing,
-    then (TLS relays) unwrapping, then spliced raw to its peer."""
+    """One dialled connection: the asyncio loop around :class:`~tether.wire.RelayAcceptor`
+    (TLS to the router, preamble, authorisation, waiting or pairing, then on TLS relays
+    unwrapping), then spliced raw to its peer."""
 
     def __init__(self, router: RelayRouter) -> None:
         self.router = router
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.state = "preamble"
-        self.hello: RelayHello | None = None
-        self.grant: RelayGrant | None = None
-        self.peer: _Side | None = None
         context = router._ssl_context
         self._tls = TLSBuffer(context, server_side=True) if context is not None else None
+        self.machine = RelayAcceptor(tls=self._tls is not None)
+        self.grant: RelayGrant | None = None
+        self.peer: _Side | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
         #: raw bytes from the peer, held until this side has unwrapped TLS.
         self._held: list[bytes] = []
         self._held_size = 0
+
+    @property
+    def state(self) -> RelayState:
+        return self.machine.state
+
+    @property
+    def hello(self) -> RelayHello | None:
+        return self.machine.hello
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -126,7 +141,7 @@ class _Side(asyncio.Protocol):
         self._timer = loop.call_later(self.router.preamble_timeout, self._preamble_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self.state == "spliced":
+        if self.machine.state is RelayState.SPLICED:
             self._forward(data)
             return
         tls = self._tls
@@ -142,7 +157,7 @@ class _Side(asyncio.Protocol):
         self._flush_tls()
         if plaintext:
             self._on_plaintext(plaintext)
-        if tls.unwrapped and self.state == "unwrapping":
+        if tls.unwrapped and self.machine.state is RelayState.UNWRAPPING:
             self._finish_unwrap(tls.raw_leftover())
 
     def eof_received(self) -> bool:
@@ -150,7 +165,7 @@ class _Side(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = "closed"
+        self.machine.close()
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
@@ -170,58 +185,39 @@ class _Side(asyncio.Protocol):
     # -- steps --------------------------------------------------------------------------------
 
     def _on_plaintext(self, data: bytes) -> None:
-        if self.state == "preamble":
-            self.buffer += data
-            try:
-                split = split_line(self.buffer, "relay preamble")
-                if split is None:
-                    return
-                line, rest = split
-                self.hello = decode_relay_hello(line)
-            except ProtocolError as exc:
-                self.refuse("bad_preamble", str(exc))
-                return
-            if rest and self._tls is not None:
-                self.refuse("bad_preamble", "bytes after the preamble, before 'paired'")
-                return
-            self.buffer = bytearray(rest)
-            self.state = "authorizing"
-            self._task = asyncio.get_running_loop().create_task(self._authorize(self.hello))
-        elif self._tls is not None:
-            # Over TLS nothing may follow the preamble: after "paired" the bytes are raw.
-            if self.state == "unwrapping":
-                self.close()
-            else:
-                self.refuse("bad_preamble", "bytes after the preamble, before 'paired'")
-        else:  # plain TCP: a client's first bytes may race the pairing; kept for the peer
-            self.buffer += data
-            if len(self.buffer) > _MAX_EARLY and self.transport is not None:
-                self.transport.pause_reading()
-                self._reading_paused = True
+        machine = self.machine
+        if machine.state is RelayState.UNWRAPPING or machine.state is RelayState.CLOSED:
+            self.close()  # over TLS nothing may follow "paired" inside the router's TLS
+            return
+        try:
+            hello = machine.receive_data(data)
+        except ProtocolError as exc:
+            self.refuse("bad_preamble", str(exc))
+            return
+        if hello is not None:
+            self._task = asyncio.get_running_loop().create_task(self._authorize(hello))
+        if len(machine.early) > _MAX_EARLY and self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
 
     def _preamble_timeout(self) -> None:
         self._timer = None
-        if self.state in ("preamble", "authorizing"):
+        if self.machine.state in (RelayState.START, RelayState.AUTHORIZING):
             self.refuse("timeout", "no valid relay preamble in time")
 
     def _unwrap_timeout(self) -> None:
         self._timer = None
-        if self.state == "unwrapping":
+        if self.machine.state is RelayState.UNWRAPPING:
             log.info("relay: %s did not end its TLS to the router in time", self._peername())
             self.close()
 
     async def _authorize(self, hello: RelayHello) -> None:
         try:
-            if self._tls is not None and hello.role == "exporter" and not hello.cert:
-                raise ProtocolError("an exporter's dial over TLS must name its 'cert'")
             grant = await self.router.authorize(hello)
             if grant.lease_id != hello.lease:
                 raise RelayRefused("the grant names another lease", code="forbidden")
             if hello.lease in self.router._ended:
                 raise RelayRefused(f"lease {hello.lease} has ended", code="lease_ended")
-        except ProtocolError as exc:
-            self.refuse("bad_preamble", f"relay preamble: {exc}")
-            return
         except AuthenticationFailed as exc:
             log.warning("relay: %s dial for lease %s refused: %s", hello.role, hello.lease, exc)
             self.refuse("unauthenticated", str(exc))
@@ -236,18 +232,16 @@ class _Side(asyncio.Protocol):
             return
         finally:
             self._task = None
-        if self.state != "authorizing":
+        if self.machine.state is not RelayState.AUTHORIZING:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.grant = grant
-        if hello.role == "exporter":
-            self.state = "waiting"
-            self._write(RelayReply(ok=True, state="waiting"))
+        self._write(self.machine.accept())
+        if hello.role == "exporter":  # accepted: it waits in the pool
             self.router._offer_exporter(self)
         else:
-            self.state = "pairing"
             self._task = asyncio.get_running_loop().create_task(self._pair())
 
     async def _pair(self) -> None:
@@ -266,27 +260,25 @@ class _Side(asyncio.Protocol):
             return
         finally:
             self._task = None
-        if self.state != "pairing":  # closed while waiting: give the dial back
+        if self.machine.state is not RelayState.PAIRING:  # closed while waiting: give it back
             self.router._offer_exporter(exporter)
             return
         self.router._splice(self, exporter)
 
-    def start_splice(self, peer: _Side, reply: RelayReply) -> None:
+    def start_splice(self, peer: _Side, info: dict[str, Any]) -> None:
         """Say ``paired``; over TLS, end TLS with this side (close_notify) before the raw
         bytes start; over TCP, start copying at once."""
         self.peer = peer
-        self._write(reply)
+        self._write(self.machine.pair(info))
         if self._tls is not None:
-            self.state = "unwrapping"
             self._tls.unwrap()
             self._flush_tls()
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.router.preamble_timeout, self._unwrap_timeout)
             return
-        self.state = "spliced"
-        if self.buffer:
-            self._forward(bytes(self.buffer))
-            self.buffer.clear()
+        early = self.machine.take_early()
+        if early:
+            self._forward(early)
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -294,7 +286,7 @@ class _Side(asyncio.Protocol):
     def _finish_unwrap(self, leftover: bytes) -> None:
         """Both close_notify crossed: from now on this side's bytes are raw."""
         self._tls = None
-        self.state = "spliced"
+        self.machine.tls_ended()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -316,7 +308,7 @@ class _Side(asyncio.Protocol):
         peer = self.peer
         if peer is None or peer.transport is None:
             return
-        if peer.state == "spliced":
+        if peer.machine.state is RelayState.SPLICED:
             peer.transport.write(data)
             return
         peer._held.append(data)
@@ -327,13 +319,13 @@ class _Side(asyncio.Protocol):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _write(self, reply: RelayReply) -> None:
-        if self.transport is None or self.transport.is_closing():
+    def _write(self, data: bytes) -> None:
+        if not data or self.transport is None or self.transport.is_closing():
             return
         if self._tls is None:
-            self.transport.write(encode_relay_reply(reply))
+            self.transport.write(data)
         elif not self._tls.unwrapping:
-            self._tls.send(encode_relay_reply(reply))
+            self._tls.send(data)
             self._flush_tls()
 
     def _flush_tls(self) -> None:
@@ -348,11 +340,12 @@ class _Side(asyncio.Protocol):
 
     def refuse(self, code: str, message: str) -> None:
         """Tell the dialer why, then close."""
-        self._write(RelayReply(ok=False, code=code, message=message))
+        if self.machine.state in _REFUSABLE:
+            self._write(self.machine.refuse(code, message))
         self.close()
 
     def close(self) -> None:
-        self.state = "closed"
+        self.machine.close()
         if self.transport is not None:
             self.transport.close()
 
@@ -465,7 +458,7 @@ class RelayRouter:
     def _offer_exporter(self, side: _Side) -> None:
         assert side.grant is not None
         lease_id = side.grant.lease_id
-        if side.state != "waiting":
+        if side.state is not RelayState.WAITING:
             return
         wanted = self._wanted.get(lease_id)
         while wanted:
@@ -479,7 +472,7 @@ class RelayRouter:
         idle = self._idle.get(lease_id)
         while idle:
             side = idle.popleft()
-            if side.state == "waiting":
+            if side.state is RelayState.WAITING:
                 return side
         future: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
         self._wanted.setdefault(lease_id, collections.deque()).append(future)
@@ -504,13 +497,11 @@ class RelayRouter:
             return
         self._pairs.setdefault(lease_id, set()).update((client, exporter))
         # The exporter learns it was used first, so it can dial the next idle connection.
-        exporter.start_splice(
-            client, RelayReply(ok=True, state="paired", info={"client": client.grant.identity})
-        )
+        exporter.start_splice(client, {"client": client.grant.identity})
         info = {"exporter": client.grant.exporter or exporter.grant.identity, **client.grant.info}
         if exporter.hello is not None and exporter.hello.cert:
             info["cert_sha256"] = exporter.hello.cert
-        client.start_splice(exporter, RelayReply(ok=True, state="paired", info=info))
+        client.start_splice(exporter, info)
         log.info(
             "relay: lease %s: spliced %s to exporter %s",
             lease_id,

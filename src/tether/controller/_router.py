@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tether.errors import RelayRefused
-from tether.wire._relay import RelayHello
+from tether.wire import RelayHello
 
 from ._relay import RelayGrant, RelayRouter
 

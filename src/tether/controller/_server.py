@@ -125,7 +125,7 @@ async def serve(
         )
     ssl_context = None
     if scheme == "https":
-        from tether.exporter._certs import server_ssl_context
+        from tether.security import server_ssl_context
 
         assert options.tls_cert is not None and options.tls_key is not None
         ssl_context = server_ssl_context(options.tls_cert, options.tls_key)

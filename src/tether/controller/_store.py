@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from tether.errors import ControllerError
-from tether.exporter._tokens import hash_token
+from tether.security import hash_token
 
 from ._database import Database
 from ._records import (

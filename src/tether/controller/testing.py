@@ -294,7 +294,7 @@ def run_controller(
     url = database or f"sqlite:///{tmp / 'controller.db'}"
     ca = cert = key = None
     if tls:
-        from tether.exporter._certs import init_lab_certs
+        from tether.security import init_lab_certs
 
         certs = init_lab_certs(tmp / "controller-certs", overwrite=True)
         ca, cert, key = certs.ca, certs.server_cert, certs.server_key

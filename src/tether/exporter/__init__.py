@@ -4,7 +4,18 @@ See ``docs/exporter.md`` (sessions, auth, keepalive, the :class:`Exporter` API) 
 ``docs/config.md`` (the YAML reference).
 """
 
-from ._certs import LabCerts, client_ssl_context, init_lab_certs, server_ssl_context
+from tether.security import (
+    LabCerts,
+    client_ssl_context,
+    generate_token,
+    hash_token,
+    init_lab_certs,
+    read_token_hashes,
+    server_ssl_context,
+    verify_token,
+)
+
+from ._agent import ControllerAgent, run_agent
 from ._config import (
     ControllerConfig,
     ExporterConfig,
@@ -19,25 +30,31 @@ from ._config import (
 )
 from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
+from ._lease_relay import LeaseRelay
 from ._main import run_exporter, serve_exporter
 from ._problems import ConfigFileError, ConfigProblem
-from ._session import Session
+from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
 from ._thread import RunningExporter, run_exporter_in_thread
-from ._tokens import generate_token, hash_token, read_token_hashes, verify_token
 
 __all__ = [
+    "SESSION_TRANSITIONS",
     "ConfigFileError",
     "ConfigProblem",
+    "ControllerAgent",
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
     "HookResult",
     "HooksConfig",
     "LabCerts",
+    "LeaseRelay",
     "NodeConfig",
     "OnFailure",
     "RunningExporter",
     "Session",
+    "SessionEvent",
+    "SessionKind",
+    "SessionState",
     "TLSConfig",
     "TokensConfig",
     "build_tree",
@@ -48,6 +65,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_token_hashes",
+    "run_agent",
     "run_exporter",
     "run_exporter_in_thread",
     "run_hook",

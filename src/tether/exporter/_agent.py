@@ -15,12 +15,10 @@ The agent (a few asyncio tasks it owns) does everything by dialling out:
   fresh session (a new driver tree) and starts a :class:`LeaseRelay`; when the lease disappears
   from the list (released, expired) it stops the relay, closes the session and runs
   ``after_lease``. When the controller cannot be reached the agent retries with back-off and
-  leaves the running leases alone; an unknown token stops it.
-* **relay dials**: a :class:`LeaseRelay` keeps one idle TLS dial open to the controller's relay
-  for its lease. When the router pairs it with the lease holder's connection, the TLS to the
-  router ends and the dial serves the client's own TLS session (the exporter acts as the TLS
-  and wire-protocol server on its outbound socket, with a per-process certificate whose
-  digest it gave the router); the relay dials again, so the next client finds one waiting.
+  leaves the running leases alone; an unknown token stops it, and so does a refusal because
+  another agent serves this exporter (409: one agent per exporter identity).
+* **relay dials**: a :class:`~tether.exporter.LeaseRelay` (``_lease_relay.py``) keeps one idle
+  dial open to the controller's relay for its lease.
 """
 
 from __future__ import annotations
@@ -28,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from tether.client import controller_error, map_http_errors
 from tether.driver import DriverHost
 from tether.errors import (
     AuthenticationFailed,
@@ -42,408 +40,29 @@ from tether.errors import (
     ConnectFailed,
     ControllerError,
     HookFailed,
-    ProtocolError,
-    RelayRefused,
 )
-from tether.wire import Address, map_connect_errors, parse_address
-from tether.wire._relay import (
-    RelayHello,
-    decode_relay_reply,
-    encode_relay_hello,
-    refusal_error,
+from tether.security import SessionIdentity, client_ssl_context
+from tether.wire import (
     relay_url_for,
-    split_line,
-    tcp_keepalive_options,
 )
-from tether.wire._tls import TLSBuffer
 
-from ._certs import SessionIdentity, client_ssl_context
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
+from ._lease_relay import LeaseRelay
 
-__all__ = [
-    "ControllerAgent",
-    "LeaseRelay",
-    "controller_error",
-    "dial_relay",
-    "map_http_errors",
-    "read_exporter_token",
-    "run_agent",
-]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["ControllerAgent", "read_exporter_token", "run_agent"]
 
 log = logging.getLogger("tether.exporter.agent")
 
+#: The header naming the agent instance in every request to the controller.
+_AGENT_HEADER = "X-Tether-Agent"
 #: Seconds a stopping agent waits for the controller to take its "offline".
 _OFFLINE_TIMEOUT = 3.0
 
-#: Make the protocol that serves a paired dial (a ``ServerProtocol`` for the lease's session).
-ProtocolFactory = Callable[[], asyncio.BaseProtocol]
-
-
-def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
-    """Give ``data`` to ``protocol`` as if its transport had read it."""
-    if isinstance(protocol, asyncio.BufferedProtocol):
-        view = memoryview(data)
-        while view:
-            buffer = memoryview(protocol.get_buffer(len(view)))
-            size = min(len(buffer), len(view))
-            buffer[:size] = view[:size]
-            protocol.buffer_updated(size)
-            view = view[size:]
-    else:
-        assert isinstance(protocol, asyncio.Protocol)
-        protocol.data_received(data)
-
-
-class _Dial(asyncio.Protocol):
-    """One outbound relay dial, until it is paired and handed to the serving protocol.
-
-    Over TLS (``tls`` given) the preamble and the router's replies go through ``tls``; after
-    ``paired`` and the router's close_notify the dial answers with its own close_notify and
-    serves the client's end-to-end TLS session with ``session_context``. Over plain TCP the
-    wire protocol starts right after ``paired``.
-    """
-
-    def __init__(
-        self,
-        hello: RelayHello,
-        make_protocol: ProtocolFactory,
-        where: str,
-        tls: TLSBuffer | None = None,
-        session_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._hello = hello
-        self._make_protocol = make_protocol
-        self._where = where
-        self._tls = tls
-        self._session_context = session_context
-        self._buffer = bytearray()
-        self._served: asyncio.BaseProtocol | None = None
-        self._paired_seen = False
-        self._serving: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
-        self.waiting: asyncio.Future[None] = loop.create_future()
-        self.paired: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            for option in tcp_keepalive_options():
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(*option)
-        if self._tls is None:
-            transport.write(encode_relay_hello(self._hello))
-            return
-        self._tls.start()
-        self._tls.send(encode_relay_hello(self._hello))
-        self._flush_tls()
-
-    def data_received(self, data: bytes) -> None:
-        if self._served is not None:  # bytes read in the same batch as the "paired" line
-            _feed(self._served, data)
-            return
-        try:
-            tls = self._tls
-            if tls is None:
-                self._on_text(data)
-                return
-            try:
-                text = tls.receive_data(data)
-            except ssl.SSLError as exc:
-                raise ConnectFailed(f"{self._where}: TLS failed: {exc.reason or exc}") from exc
-            self._flush_tls()
-            if text:
-                self._on_text(text)
-            if self._paired_seen and tls.peer_closed:
-                self._end_relay_tls(tls)
-        except ConnectFailed as exc:
-            self._fail(exc)
-        except ProtocolError as exc:
-            self._fail(ConnectFailed(f"{self._where}: {exc}"))
-
-    def _on_text(self, data: bytes) -> None:
-        if self._paired_seen:
-            raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
-        self._buffer += data
-        while not self._paired_seen:
-            split = split_line(self._buffer, "relay reply")
-            if split is None:
-                return
-            line, rest = split
-            self._buffer = bytearray(rest)
-            self._on_reply(line)
-
-    def _on_reply(self, line: bytes) -> None:
-        reply = decode_relay_reply(line)
-        if not reply.ok:
-            raise refusal_error(reply, self._where)
-        if reply.state == "waiting" and not self.waiting.done():
-            self.waiting.set_result(None)
-        elif reply.state == "paired":
-            self._paired_seen = True
-            if not self.waiting.done():
-                self.waiting.set_result(None)
-            if self._tls is None:
-                self._serve_plain()
-            elif self._buffer:
-                raise ProtocolError("unexpected bytes after the relay's 'paired' reply")
-        else:
-            raise ProtocolError(f"unexpected relay reply state {reply.state!r}")
-
-    def _serve_plain(self) -> None:
-        assert self.transport is not None
-        served = self._make_protocol()
-        self._served = served
-        self.transport.set_protocol(served)
-        served.connection_made(self.transport)
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        if rest:
-            _feed(served, rest)
-        self.paired.set_result(None)
-
-    def _end_relay_tls(self, tls: TLSBuffer) -> None:
-        """The router's close_notify is in: answer it and serve the client's own TLS."""
-        assert self.transport is not None and self._session_context is not None
-        # Nothing can follow the router's close_notify before ours reaches it; stop reading
-        # so that the client's first TLS bytes wait in the socket for start_tls.
-        self.transport.pause_reading()
-        tls.unwrap()
-        self._flush_tls()
-        if not tls.unwrapped or tls.raw_leftover():
-            raise ProtocolError("the relay sent bytes after its close_notify too early")
-        self._tls = None
-        self.paired.set_result(None)
-        self._serving = asyncio.get_running_loop().create_task(
-            self._serve_tls(self.transport, self._session_context)
-        )
-
-    async def _serve_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
-        handoff = _Handoff()
-        try:
-            session = await asyncio.get_running_loop().start_tls(
-                transport, handoff, context, server_side=True, ssl_handshake_timeout=30.0
-            )
-        except Exception as exc:  # TLS, a reset, or a transport closed meanwhile
-            log.warning("%s: the client's TLS session failed: %s", self._where, exc or repr(exc))
-            transport.close()
-            return
-        if session is None:  # the connection was closed meanwhile
-            return
-        handoff.hand_over(self._make_protocol(), session)
-
-    def _flush_tls(self) -> None:
-        assert self._tls is not None and self.transport is not None
-        data = self._tls.data_to_send()
-        if data:
-            self.transport.write(data)
-
-    def _fail(self, exc: BaseException) -> None:
-        for future in (self.waiting, self.paired):
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # the other future may never be awaited
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._served is None:
-            self._fail(ConnectFailed(f"{self._where}: the relay closed the connection"))
-
-
-class _Handoff(asyncio.Protocol):
-    """Holds what a new TLS session decrypts before the serving protocol takes over (asyncio's
-    ``start_tls`` delivers data before it returns the transport)."""
-
-    def __init__(self) -> None:
-        self._early: list[bytes] = []
-        self._lost: tuple[Exception | None] | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self._early.append(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = (exc,)
-
-    def hand_over(self, served: asyncio.BaseProtocol, transport: asyncio.BaseTransport) -> None:
-        transport.set_protocol(served)
-        served.connection_made(transport)
-        for data in self._early:
-            _feed(served, data)
-        self._early.clear()
-        if self._lost is not None:
-            served.connection_lost(self._lost[0])
-
-
-async def dial_relay(
-    relay: str | Address,
-    hello: RelayHello,
-    make_protocol: ProtocolFactory,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    session_context: ssl.SSLContext | None = None,
-    connect_timeout: float = 10.0,
-) -> _Dial:
-    """Dial the relay and wait until the router accepted the dial (``waiting``).
-
-    Args:
-        relay: ``tls://HOST:PORT`` (``tcp://`` for tests: no TLS at all).
-        hello: the preamble; on a TLS relay its ``cert`` is the digest of the certificate in
-            ``session_context``.
-        make_protocol: builds the protocol serving the client once paired.
-        ssl_context: verifies the router's certificate (default: the system's CAs).
-        session_context: the server context of the end-to-end TLS (required for ``tls://``).
-
-    Raises:
-        ConnectFailed: cannot connect, TLS failed, or the relay hung up.
-        AuthenticationFailed: the router does not know the token.
-        RelayRefused: the router refused (``lease_ended``, ``forbidden``...).
-    """
-    address = parse_address(relay) if isinstance(relay, str) else relay
-    if address.scheme == "unix":
-        raise ConnectFailed(f"relay {address}: expected tls://HOST:PORT")
-    where = f"relay {address}"
-    loop = asyncio.get_running_loop()
-    tls: TLSBuffer | None = None
-    if address.scheme == "tls":
-        if session_context is None or not hello.cert:
-            raise ValueError("a TLS relay dial needs the session's context and its 'cert'")
-        tls = TLSBuffer(
-            ssl_context or ssl.create_default_context(),
-            server_side=False,
-            server_hostname=address.host,
-        )
-    with map_connect_errors(f"cannot connect to {where}"):
-        async with asyncio.timeout(connect_timeout):
-            _, dial = await loop.create_connection(
-                lambda: _Dial(hello, make_protocol, where, tls, session_context),
-                address.host,
-                address.port,
-            )
-            await dial.waiting
-    return dial
-
-
-class LeaseRelay:
-    """Keeps one idle relay dial open for a lease; each paired dial is served by
-    ``make_protocol()``.
-
-    Run :meth:`run` as a task; cancel it (or let the router refuse with ``lease_ended``) to
-    stop; other refusals and failures are retried with back-off. Served connections are not
-    closed by stopping the relay: the session's close does that, and the router cuts them
-    when the lease ends.
-
-    Args:
-        relay: the controller's relay address (``tls://host:port``).
-        lease_id: the lease.
-        token: the exporter's bearer token.
-        make_protocol: builds the protocol serving one client connection.
-        ssl_context: verifies the relay's certificate (default: the system's CAs).
-        identity: the certificate of the end-to-end TLS sessions (a TLS relay; default: a
-            new one).
-        retry: seconds between failed dials, doubled per failure up to ``max_retry``.
-    """
-
-    def __init__(
-        self,
-        relay: str | Address,
-        lease_id: str,
-        token: str,
-        make_protocol: ProtocolFactory,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        identity: SessionIdentity | None = None,
-        retry: float = 0.5,
-        max_retry: float = 10.0,
-    ) -> None:
-        self.relay = parse_address(relay) if isinstance(relay, str) else relay
-        self.lease_id = lease_id
-        self._token = token
-        self._make_protocol = make_protocol
-        self._ssl_context = ssl_context
-        self._identity = identity
-        self._retry = retry
-        self._max_retry = max_retry
-        self.served = 0
-        #: set while an idle dial is accepted and waiting for a client.
-        self.ready = asyncio.Event()
-
-    async def run(self) -> None:
-        """Dial, wait for a pairing, repeat; returns when the router says the lease ended."""
-        identity = self._identity
-        if identity is None and self.relay.scheme == "tls":
-            identity = await asyncio.to_thread(SessionIdentity.generate)
-        hello = RelayHello(
-            self.lease_id, "exporter", self._token, identity.cert_sha256 if identity else ""
-        )
-        delay = self._retry
-        while True:
-            dial: _Dial | None = None
-            try:
-                dial = await dial_relay(
-                    self.relay,
-                    hello,
-                    self._make_protocol,
-                    ssl_context=self._ssl_context,
-                    session_context=identity.server_context if identity else None,
-                )
-                self.ready.set()
-                await dial.paired
-                self.served += 1
-                delay = self._retry
-            except RelayRefused as exc:
-                if exc.code == "lease_ended":
-                    log.info("lease %s: relay stops: %s", self.lease_id, exc)
-                    return
-                # Anything else may pass (a lease not visible yet on this replica...): the
-                # agent cancels this relay when the lease leaves its lease list.
-                log.warning("lease %s: %s; retrying in %g s", self.lease_id, exc, delay)
-            except ConnectFailed as exc:
-                log.warning("lease %s: %s; retrying in %g s", self.lease_id, exc, delay)
-            except asyncio.CancelledError:
-                if dial is not None and dial.transport is not None and not dial.paired.done():
-                    dial.transport.close()
-                raise
-            finally:
-                self.ready.clear()
-            if dial is None or not dial.paired.done() or dial.paired.exception() is not None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_retry)
-
-
 # -- HTTP to the controller -------------------------------------------------------------------
-
-
-def controller_error(response: httpx.Response, what: str) -> ControllerError | AuthenticationFailed:
-    """The error for a controller's 4xx/5xx answer (its JSON ``error`` and ``message``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = str(body.get("error", "http_error"))
-    message = f"{what}: {body.get('message') or response.reason_phrase} ({response.status_code})"
-    if response.status_code == 401:
-        return AuthenticationFailed(message)
-    details = {k: v for k, v in body.items() if k not in ("error", "message", "status", "code")}
-    return ControllerError(message, code=code, status=response.status_code, **details)
-
-
-@contextlib.contextmanager
-def map_http_errors(what: str) -> Any:
-    """Translate httpx's transport errors into ConnectFailed, once, here."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ConnectFailed(f"{what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise ConnectFailed(f"{what}: {exc or type(exc).__name__}") from exc
 
 
 def read_exporter_token(config: ExporterConfig) -> str:
@@ -519,10 +138,41 @@ class ControllerAgent:
         self._hooks = 0
         self._status_changed = asyncio.Event()
         self.name: str | None = None
+        #: this agent's random id, sent with every request (``X-Tether-Agent``) so that the
+        #: controller can tell two agents of one exporter identity apart.
+        self.instance = secrets.token_hex(8)
+        #: set once the controller refused this agent (another serves the exporter).
+        self.refused = False
         self.registered = asyncio.Event()
         self.heartbeat_interval = 10.0
         #: lease id -> the session serving it
         self.sessions: dict[str, str] = {}
+
+    @classmethod
+    def from_config(
+        cls, exporter: Exporter, config: ExporterConfig, **options: Any
+    ) -> ControllerAgent:
+        """The agent of ``config.controller``: its endpoint, its token (``token`` or
+        ``token_file``) and its CA. The one place an agent is built from a config.
+
+        Args:
+            exporter: the exporter whose sessions serve the leases.
+            config: the exporter's config, with a ``controller:`` section.
+            options: other arguments of the constructor (``long_poll``, ``retry``...).
+
+        Raises:
+            ConfigError: no ``controller:`` section, or no readable token.
+        """
+        if config.controller is None:
+            raise ConfigError(f"{config.source}: no `controller:` section")
+        return cls(
+            exporter,
+            config,
+            endpoint=config.controller.endpoint,
+            token=read_exporter_token(config),
+            ca=config.controller.ca,
+            **options,
+        )
 
     @property
     def status(self) -> str:
@@ -538,11 +188,15 @@ class ControllerAgent:
 
         Raises:
             AuthenticationFailed: the controller does not know the token (fatal).
+            ControllerError: the controller refused this agent because another one serves
+                the same exporter identity (status 409; fatal: retrying would fight it).
         """
         if self._identity is None:  # before the first lease, which should not wait for it
             self._identity = await asyncio.to_thread(SessionIdentity.generate)
         verify: ssl.SSLContext | bool = self._ssl_context or True
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token}", _AGENT_HEADER: self.instance}
+        import httpx  # lazily: `import tether.exporter` stays light
+
         timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
         delay = self._retry
         async with httpx.AsyncClient(
@@ -556,6 +210,8 @@ class ControllerAgent:
                     except (ConnectFailed, ControllerError) as exc:
                         if isinstance(exc, AuthenticationFailed):
                             raise
+                        if isinstance(exc, ControllerError) and exc.status == 409:
+                            raise self._refused(exc) from exc
                         if self.registered.is_set():  # it worked for a while: start over
                             delay = self._retry
                         self.registered.clear()
@@ -566,8 +222,21 @@ class ControllerAgent:
                 was_registered = self.registered.is_set()
                 self.registered.clear()
                 await self._stop_all()
-                if was_registered:
+                if was_registered and not self.refused:
                     await self._say_offline()
+
+    def _refused(self, exc: ControllerError) -> ControllerError:
+        """The controller will not have this agent: another serves this exporter. Stop (and
+        never say ``offline``: that would be about the other agent's exporter)."""
+        self.refused = True
+        name = self.name or self.config.name
+        message = (
+            f"controller {self.endpoint} refused this agent of exporter {name!r}: "
+            f"{exc.message} -- another agent with this exporter's token serves it (one agent "
+            "per exporter identity); this one stops"
+        )
+        log.error("%s", message)
+        return ControllerError(message, code=exc.code, status=exc.status, **exc.details)
 
     async def _say_offline(self) -> None:
         """Tell the controller we go away, so it stops granting us at once (best effort: the
@@ -719,13 +388,4 @@ async def run_agent(exporter: Exporter, config: ExporterConfig) -> None:
         ConfigError: no ``controller:`` section or no token.
         AuthenticationFailed: the controller rejects the token.
     """
-    if config.controller is None:
-        raise ConfigError(f"{config.source}: no `controller:` section")
-    agent = ControllerAgent(
-        exporter,
-        config,
-        endpoint=config.controller.endpoint,
-        token=read_exporter_token(config),
-        ca=config.controller.ca,
-    )
-    await agent.run()
+    await ControllerAgent.from_config(exporter, config).run()

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from tether.driver import Composite, Driver
+from tether.security import describe_bad_hash, is_token_hash, read_token_hashes
 from tether.wire import Address, parse_address
 
 from ._problems import (
@@ -54,7 +55,6 @@ from ._problems import (
     show,
     unknown_key,
 )
-from ._tokens import describe_bad_hash, is_token_hash, read_token_hashes
 
 __all__ = [
     "ConfigFileError",

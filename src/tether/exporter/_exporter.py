@@ -31,15 +31,20 @@ from typing import Any
 
 from tether.driver import DriverHost
 from tether.errors import AuthenticationFailed, ConfigError, HookFailed
+from tether.security import server_ssl_context, verify_token
 from tether.wire import Address, ServerProtocol, parse_address
 
-from ._certs import server_ssl_context
 from ._config import ExporterConfig, OnFailure, build_tree
 from ._hooks import run_hook
 from ._session import Session
-from ._tokens import verify_token
 
 __all__ = ["Exporter"]
+
+_LEASED_NOW = "the exporter was leased through the controller; direct sessions ended"
+_LEASED_REFUSAL = (
+    "exporter {name} is leased through the controller; direct sessions are refused until the "
+    "lease ends"
+)
 
 log = logging.getLogger("tether.exporter")
 
@@ -89,6 +94,8 @@ class Exporter:
         self._hashes: list[str] | None = None
         self.sessions: dict[str, Session] = {}
         self._ending: dict[str, Session] = {}
+        #: live (or opening) lease sessions by lease id: while any, direct sessions are refused.
+        self._leases: dict[str, int] = {}
         self.urls: list[str] = []
         self.exit_requested = asyncio.Event()
         self.exit_status = 0
@@ -223,6 +230,10 @@ class Exporter:
                 raise AuthenticationFailed("invalid token")
         if self._closing:
             raise AuthenticationFailed("the exporter is shutting down")
+        direct = bound is None and not existing_only  # not the relay, not the hooks' socket
+        if direct and self._leases:
+            # One user at a time: the controller's lease holder has the board.
+            raise AuthenticationFailed(_LEASED_REFUSAL.format(name=self.config.name))
         wanted = bound or meta.get("session")
         if wanted is not None:
             session = self.sessions.get(str(wanted))
@@ -233,7 +244,9 @@ class Exporter:
             raise AuthenticationFailed("this socket serves existing sessions only")
         else:
             session = await self._new_session(None, grace=self.session_grace)
-            session.arm_grace_timer()
+            if self._leases:  # a lease began while its drivers started: it loses
+                await self.close_session(session.id, reason=_LEASED_NOW)
+                raise AuthenticationFailed(_LEASED_REFUSAL.format(name=self.config.name))
         reply = {
             "report": session.host.report(),
             "session": session.id,
@@ -247,14 +260,35 @@ class Exporter:
     async def open_session(self, lease_id: str | None = None) -> Session:
         """Open a session for a lease: a fresh driver tree, started, then ``before_lease``.
 
-        It stays open, with or without connections, until :meth:`close_session`.
+        It stays open, with or without connections, until :meth:`close_session`. With a
+        ``lease_id`` (a controller lease) the exporter is leased until then: direct sessions
+        open now are ended, and new ones are refused (``AuthenticationFailed``).
 
         Raises:
             HookFailed: ``before_lease`` failed and ``on_failure`` is ``end_lease`` or
                 ``exit`` (the session was closed again).
             Exception: whatever a driver's ``start`` raised (started drivers were stopped).
         """
-        return await self._new_session(lease_id, grace=None)
+        if lease_id is None:  # a session kept open by its owner (`tether shell`)
+            return await self._new_session(None, grace=None)
+        self._leases[lease_id] = self._leases.get(lease_id, 0) + 1
+        try:
+            # Direct sessions end: from now on the lease holder alone drives the board.
+            direct = [s.id for s in self.sessions.values() if s.owned_by_connections]
+            for session_id in direct:
+                log.warning("session %s: ended, the exporter is leased now", session_id)
+                await self.close_session(session_id, reason=_LEASED_NOW)
+            session = await self._new_session(lease_id, grace=None)
+        except BaseException:
+            self._lease_done(lease_id)
+            raise
+        session.closed_callbacks.append(lambda: self._lease_done(lease_id))
+        return session
+
+    def _lease_done(self, key: str) -> None:
+        count = self._leases.pop(key, 0) - 1
+        if count > 0:
+            self._leases[key] = count
 
     async def _new_session(self, lease_id: str | None, *, grace: float | None) -> Session:
         root, uses = build_tree(self.config)
@@ -271,33 +305,36 @@ class Exporter:
         log.info("session %s opened%s", session.id, f" for lease {lease_id}" if lease_id else "")
         command = self.config.hooks.before_lease
         if command:
-            session.held = True  # no grace timer while the hook's clients come and go
+            # OPENING: no grace timer while the hook's clients come and go.
             try:
                 ok = await self._run_hook("before_lease", command, session)
             except BaseException:  # cancelled: the client gave up waiting, or shutdown
                 await self.close_session(session.id, run_after_hook=False)
                 raise
-            finally:
-                session.held = False
             if not ok and self.config.hooks.on_failure is not OnFailure.WARN:
                 await self.close_session(session.id, run_after_hook=False)
                 raise HookFailed("before_lease failed; the session was ended (see the log)")
+        if not session.closing:  # (the exporter may be shutting down meanwhile)
+            session.opened()
         return session
 
-    async def close_session(self, session_id: str, *, run_after_hook: bool = True) -> None:
+    async def close_session(
+        self, session_id: str, *, run_after_hook: bool = True, reason: str = "the session ended"
+    ) -> None:
         """End a session: ``after_lease``, close its connections, stop its drivers.
 
         Unknown or already closed ids are ignored; a second call waits for the first.
+        ``reason`` is what its clients are told.
         """
         session = self.sessions.get(session_id) or self._ending.get(session_id)
         if session is None:
             return
         if session.ending is None:
-            session.ending = asyncio.ensure_future(self._end(session, run_after_hook))
+            session.ending = asyncio.ensure_future(self._end(session, run_after_hook, reason))
         await asyncio.shield(session.ending)
 
-    async def _end(self, session: Session, run_after_hook: bool) -> None:
-        session.closing = True
+    async def _end(self, session: Session, run_after_hook: bool, reason: str) -> None:
+        session.end()
         try:
             command = self.config.hooks.after_lease
             if command and run_after_hook:
@@ -308,7 +345,7 @@ class Exporter:
             self.sessions.pop(session.id, None)
             self._ending[session.id] = session
             try:
-                await session.close()
+                await session.close(reason)
             finally:
                 del self._ending[session.id]
             log.info("session %s closed", session.id)

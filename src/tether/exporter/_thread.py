@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.security import generate_token, hash_token
 from tether.wire import Address, LoopThread
 
 from ._config import ExporterConfig, load_config
 from ._exporter import Exporter
-from ._tokens import generate_token, hash_token
 
 __all__ = ["RunningExporter", "run_exporter_in_thread"]
 

@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
-from tether.wire import ClientConnection, LoopThread, ServerProtocol
-from tether.wire._client import DEFAULT_SPIN
-from tether.wire._spinning import DeferringServerProtocol
+from tether.wire import (
+    DEFAULT_SPIN,
+    ClientConnection,
+    DeferringServerProtocol,
+    LoopThread,
+    ServerProtocol,
+)
 
 __all__ = ["LocalSession", "serve"]
 

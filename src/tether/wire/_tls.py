@@ -14,7 +14,6 @@ TLS session between client and exporter that the router copies without decryptin
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import ssl
@@ -22,7 +21,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["TLSBuffer", "TLSChannel", "certificate_sha256", "pinned_client_context"]
+from tether.security import certificate_sha256
+
+__all__ = ["TLSBuffer", "TLSChannel"]
 
 _RAW_CHUNK = 1 << 18
 #: Plaintext encrypted at a time: small enough for its ciphertext to reuse heap memory.
@@ -251,21 +252,6 @@ class TLSChannel:
         with self._tls_lock:
             rest = self._incoming.read()
         return self._raw, rest
-
-
-def pinned_client_context() -> ssl.SSLContext:
-    """A client context for a peer known by its certificate's SHA-256, which the caller
-    compares after the handshake (no CA, no host name): TLS 1.3 only."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def certificate_sha256(der: bytes | None) -> str:
-    """SHA-256 of a DER certificate, lower-case hex (``""`` for ``None``)."""
-    return hashlib.sha256(der).hexdigest() if der else ""
 
 
 class TLSBuffer:

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from tether.driver import Driver, export
-from tether.drivers.shell._process import CommandResult, run_command
+from tether.drivers.shell import CommandResult, run_command
 
 from ._http import check_regex
 from ._interface import PowerInterface, PowerReading

@@ -7,11 +7,12 @@ type-checked and shell-quoted.
 from ._client import ShellClient, ShellResult
 from ._driver import CommandSpec, ParamSpec, Shell
 from ._interface import CommandInfo, ParamInfo, ShellInterface, ShellOutput
-from ._process import CommandFailed
+from ._process import CommandFailed, CommandResult, run_command
 
 __all__ = [
     "CommandFailed",
     "CommandInfo",
+    "CommandResult",
     "CommandSpec",
     "ParamInfo",
     "ParamSpec",
@@ -20,4 +21,5 @@ __all__ = [
     "ShellInterface",
     "ShellOutput",
     "ShellResult",
+    "run_command",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError
-from tether.exporter._tokens import (
+from tether.security import (
     generate_token,
     hash_token,
     is_token_hash,

@@ -5,6 +5,9 @@ CA signs one server certificate (names and IP addresses as subject alternative n
 ``tls://127.0.0.1:7443`` verifies as well as ``tls://localhost:7443``) and one client
 certificate for mutual TLS. Keys are P-256 EC keys (fast handshakes), written 0600.
 
+``SessionIdentity`` is the per-process certificate of relayed sessions, checked by its digest
+(``pinned_client_context``, ``certificate_sha256``) instead of a CA.
+
 The context helpers pin TLS 1.2 as the minimum and turn file and ssl errors into
 :class:`~tether.errors.ConfigError` naming the file, in one place (``_map_ssl_errors``).
 """
@@ -25,8 +28,10 @@ from tether.errors import ConfigError
 __all__ = [
     "LabCerts",
     "SessionIdentity",
+    "certificate_sha256",
     "client_ssl_context",
     "init_lab_certs",
+    "pinned_client_context",
     "server_ssl_context",
 ]
 
@@ -208,7 +213,22 @@ class SessionIdentity:
                 file.write(key_pem)
             context.load_cert_chain(cert_path, key_path)
         der = ssl.PEM_cert_to_DER_cert(cert_pem.decode())
-        return cls(context, hashlib.sha256(der).hexdigest())
+        return cls(context, certificate_sha256(der))
+
+
+def pinned_client_context() -> ssl.SSLContext:
+    """A client context for a peer known by its certificate's SHA-256, which the caller
+    compares after the handshake (no CA, no host name): TLS 1.3 only."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def certificate_sha256(der: bytes | None) -> str:
+    """SHA-256 of a DER certificate, lower-case hex (``""`` for ``None``)."""
+    return hashlib.sha256(der).hexdigest() if der else ""
 
 
 @contextlib.contextmanager

@@ -1,4 +1,8 @@
-"""Test helpers for the relay and the agent.
+"""Test harness for the relay and the agent (tests and ``bench.relay_bench`` import it).
+
+It lives in ``tests/``, not in the package: it grants leases from a table instead of asking a
+controller, so it is a lab for tether's own tests, not something to run a lab with. It uses
+only public fronts (``tether.exporter``, ``tether.client``, ``tether.wire``...).
 
 ``RelayLab``: a router relay, exporter-side lease relays and clients in one process.
 
@@ -20,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tether.client._lease import dial_relay
+from tether.client import dial_relay
+from tether.controller import RelayGrant, RelayRouter
 from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
 from tether.errors import AuthenticationFailed, RelayRefused
-from tether.exporter import Exporter, Session, parse_config
-from tether.exporter._agent import ControllerAgent, LeaseRelay, read_exporter_token
-from tether.exporter._certs import (
+from tether.exporter import ControllerAgent, Exporter, LeaseRelay, Session, parse_config
+from tether.security import (
     LabCerts,
     SessionIdentity,
     client_ssl_context,
@@ -33,10 +37,7 @@ from tether.exporter._certs import (
     server_ssl_context,
 )
 from tether.testing._serve import LocalSession
-from tether.wire import ClientConnection, LoopThread, ServerProtocol
-from tether.wire._relay import RelayHello
-
-from ._relay import RelayGrant, RelayRouter
+from tether.wire import ClientConnection, LoopThread, RelayHello, ServerProtocol
 
 __all__ = ["AgentExporter", "RelayLab", "run_agent_exporter"]
 
@@ -253,15 +254,7 @@ def run_agent_exporter(
 
     async def start() -> AgentExporter:
         await exporter.start()
-        assert config.controller is not None
-        agent = ControllerAgent(
-            exporter,
-            config,
-            endpoint=config.controller.endpoint,
-            token=read_exporter_token(config),
-            ca=config.controller.ca,
-            long_poll=long_poll,
-        )
+        agent = ControllerAgent.from_config(exporter, config, long_poll=long_poll)
         agent_box.append(agent)
         running = AgentExporter(thread, exporter, agent)
         running.task = asyncio.get_running_loop().create_task(agent.run())

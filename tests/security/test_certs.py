@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tether.errors import ConfigError
-from tether.exporter._certs import (
+from tether.security import (
     LabCerts,
     client_ssl_context,
     init_lab_certs,
