@@ -143,11 +143,12 @@ def test_the_audit_log_records_who_did_what_from_where(
     assert ("release", held["id"], "alice") in actions
     assert ("expire", second["id"], "controller") in actions
     assert ("maintenance_on", "bench-1", "root") in actions
-    by_action = {e["action"]: e for e in found}
-    assert by_action["release"]["address"] == "127.0.0.1"
-    # The first failure from an address is written at once (the upkeep adds later counts).
-    assert by_action["auth_failure"]["details"] == {"count": 1}
-    assert by_action["auth_failure"]["target"] == "127.0.0.1"
+    release = next(e for e in found if e["action"] == "release")
+    assert release["address"] == "127.0.0.1"
+    # The first failure from an address is written at once; the upkeep adds later counts.
+    failures = [e for e in found if e["action"] == "auth_failure"]
+    assert failures[0]["details"] == {"count": 1} and failures[0]["target"] == "127.0.0.1"
+    assert sum(e["details"]["count"] for e in failures) <= 3
     only = root.get("/v1/admin/audit", params={"action": "grant"}).json()["entries"]
     assert {e["action"] for e in only} == {"grant"} and len(only) == 2
 

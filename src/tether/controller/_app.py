@@ -22,7 +22,6 @@ from tether.errors import ControllerError
 
 from . import _audit as audit_log
 from ._controller import Controller, lease_version
-from ._dashboard import install_dashboard
 from ._metrics import ControllerMetrics
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
@@ -310,7 +309,11 @@ def create_app(controller: Controller) -> FastAPI:
             )
         return Response(await metrics.scrape(), media_type=metrics.content_type)
 
-    with contextlib.suppress(ImportError):
+    try:
+        from ._dashboard import install_dashboard  # needs jinja2 (tether[controller])
+    except ImportError:
+        pass
+    else:
         install_dashboard(app, controller)
 
     @app.post("/v1/exporter/register", tags=["exporter"])

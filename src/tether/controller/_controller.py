@@ -371,7 +371,7 @@ class Controller:
         if not changes:
             return
         self._wake(changes)
-        if changes.leases:
+        if changes.exporters:  # a grant or an end: the next expiry may have moved
             self._deadline_moved.set()
         if not self.database.is_sqlite:
             with contextlib.suppress(ControllerError):

@@ -20,17 +20,16 @@ import hashlib
 import hmac
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from tether.errors import ControllerError
 
+from ._controller import Controller
 from ._records import Identity, LeaseState, iso
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
-
-    from ._controller import Controller
 
 __all__ = ["COOKIE", "install_dashboard"]
 
@@ -43,9 +42,6 @@ _MAX_FORM = 16 * 1024
 
 def install_dashboard(app: FastAPI, controller: Controller) -> None:
     """Add the dashboard's pages, its event stream and its admin forms to ``app``."""
-    import jinja2
-    from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
-
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("tether.controller", "templates"),
         autoescape=True,

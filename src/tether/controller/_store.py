@@ -388,6 +388,7 @@ class Store:
                 values["ended_at"] = now
             conn.execute(insert(leases).values(**values))
             changes = Changes() if reason else self._grant_pass(conn, now, lab)
+            changes.leases.add(lease_id)  # the queue changed: watchers of the lab look again
             record = self._load(conn, lease_id)
         assert record is not None
         return record, changes
