@@ -66,18 +66,16 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
         views = controller.store.views
         show_all = request.query_params.get("all") == "1"
         limit = None if show_all else _ROWS
-        found = await controller.run_db(views.exporters)
+        found = await controller.run_db(views.exporters, None, limit)
         queue, queued = await controller.run_db(views.queue, limit)
         leases = await controller.run_db(views.leases, 50)
-        counts: dict[str, int] = {}
-        for exporter in found:
-            counts[exporter.status.value] = counts.get(exporter.status.value, 0) + 1
+        counts = await controller.run_db(views.counts)
         return {
             "me": identity,
             "csrf": csrf_for(token),
-            "exporters": found if limit is None else found[:limit],
-            "exporter_total": len(found),
-            "status_counts": sorted(counts.items()),
+            "exporters": found,
+            "exporter_total": sum(counts.exporters.values()),
+            "status_counts": [(s, n) for s, n in counts.exporters.items() if n],
             "queue": queue,
             "queue_total": queued,
             "live": [lease for lease in leases if lease.state is LeaseState.READY],

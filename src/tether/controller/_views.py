@@ -46,8 +46,11 @@ class LabViews:
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
 
-    def exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
-        """Every exporter (matching ``selector`` on its labels), with status and holder."""
+    def exporters(
+        self, selector: Selector | None = None, limit: int | None = None
+    ) -> list[ExporterRecord]:
+        """Every exporter (matching ``selector`` on its labels; the first ``limit`` by name),
+        with status and holder."""
         cutoff = self.clock() - self.heartbeat_timeout
         with self.database.begin("listing exporters") as conn:
             held = {
@@ -58,20 +61,23 @@ class LabViews:
                     .where(lease_exporters.c.active)
                 )
             }
-            rows = conn.execute(
-                select(
-                    exporters.c.name,
-                    exporters.c.labels,
-                    exporters.c.hook,
-                    exporters.c.last_seen,
-                    exporters.c.maintenance,
-                    exporters.c.unhealthy,
-                ).order_by(exporters.c.name)
-            ).all()
+            query = select(
+                exporters.c.name,
+                exporters.c.labels,
+                exporters.c.hook,
+                exporters.c.last_seen,
+                exporters.c.maintenance,
+                exporters.c.unhealthy,
+            ).order_by(exporters.c.name)
+            if selector is None and limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all()
         out = []
         for row in rows:
             if selector is not None and not selector.matches(row.labels):
                 continue
+            if limit is not None and len(out) == limit:
+                break
             lease, holder = held.get(row.name, (None, None))
             out.append(
                 ExporterRecord(
