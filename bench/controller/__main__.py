@@ -189,6 +189,7 @@ async def _measure(
     holder_tokens = [admin.create_client(f"holder{i}").token for i in range(n_busy)]
     waiter_tokens = [admin.create_client(f"waiter{i}").token for i in range(n_waiters)]
     probe_token = admin.create_client("probe").token
+    admin_token = admin.create_admin("bench-admin").token
     database.dispose()
     setup_s = time.perf_counter() - t0
     _log(f"made {n_exporters} exporters and {n_busy + n_waiters + 1} clients in {setup_s:.1f} s")
@@ -248,6 +249,8 @@ async def _measure(
             release_ms.append((time.perf_counter() - start) * 1000)
 
     _log(f"{probes} probe grants done")
+    dashboard = await _dashboard(lab, certs, admin_token, probe_token, probes)
+    _log("dashboard measured")
     handoff_ms: list[float] = []
     for k in range(handoffs):
         start = time.perf_counter()
@@ -277,6 +280,61 @@ async def _measure(
         "handoff_p95_ms": round(_percentile(handoff_ms, 0.95), 2),
         "grant_target_ms": TARGET_GRANT_P50_MS,
         "grant_target_met": statistics.median(grant_ms) < TARGET_GRANT_P50_MS,
+        **dashboard,
+    }
+
+
+async def _dashboard(
+    lab: Lab, certs: Any, admin_token: str, probe_token: str, probes: int
+) -> dict[str, Any]:
+    """The dashboard in headless Chromium on the full lab: first screen, a grant reaching an
+    open page, ``/metrics`` scrapes, and grants while a page is open and metrics are scraped."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
+        )
+        context = await browser.new_context(ignore_https_errors=True)
+        await context.add_cookies(
+            [{"name": "tether_session", "value": admin_token, "url": lab.url, "secure": True}]
+        )
+        page = await context.new_page()
+        start = time.perf_counter()
+        await page.goto(lab.url + "/", wait_until="load")
+        first_screen_ms = (time.perf_counter() - start) * 1000
+        paint = await page.evaluate(
+            "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1"
+        )
+        await page.wait_for_selector("#live:text('live')")
+        update_ms: list[float] = []
+        grant_ms: list[float] = []
+        scrape_ms: list[float] = []
+        async with lab.client(probe_token, 1) as probe, lab.client(None, 1) as scraper:
+            for k in range(max(5, probes // 10)):
+                start = time.perf_counter()
+                answer = await probe.post(
+                    "/v1/leases", json={"selector": "group=free", "duration": "10m"}
+                )
+                granted = time.perf_counter()
+                lease_id = answer.json()["id"]
+                await page.wait_for_selector(f"[data-lease='{lease_id}']", timeout=30_000)
+                update_ms.append((time.perf_counter() - granted) * 1000)
+                grant_ms.append((granted - start) * 1000)
+                await probe.delete(f"/v1/leases/{lease_id}")
+                if k % 2 == 0:
+                    start = time.perf_counter()
+                    scraped = await scraper.get("/metrics")
+                    scrape_ms.append((time.perf_counter() - start) * 1000)
+                    assert scraped.status_code == 200
+        await browser.close()
+    return {
+        "dashboard_first_screen_ms": round(first_screen_ms, 1),
+        "dashboard_first_paint_ms": round(paint, 1),
+        "dashboard_update_p50_ms": round(statistics.median(update_ms), 1),
+        "dashboard_update_max_ms": round(max(update_ms), 1),
+        "metrics_scrape_p50_ms": round(statistics.median(scrape_ms), 2),
+        "grant_with_dashboard_p50_ms": round(statistics.median(grant_ms), 2),
     }
 
 

@@ -64,12 +64,9 @@ def test_exporters_lists_status_and_labels(bench: AgentExporter, tether_cli: obj
 
 
 def rows(output: str) -> list[list[str]]:
-    """The body rows of a rich table, as cells."""
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in output.splitlines()
-        if line.startswith("│")
-    ]
+    """The body rows of a listing (off a terminal: tab-separated under a header line)."""
+    lines = [line for line in output.splitlines() if "\t" in line]
+    return [line.split("\t") for line in lines[1:]]
 
 
 def test_acquire_list_extend_release(bench: AgentExporter, tether_cli: object) -> None:

@@ -11,6 +11,7 @@ from ._certs import certs
 from ._controller import admin, controller, exporters, lease
 from ._drivers import driver
 from ._exporter import exporter
+from ._lab import queue
 from ._shell import shell
 
 __all__ = ["main"]
@@ -22,5 +23,5 @@ def main() -> None:
     """tether: drive lab hardware from tests, locally or across the network."""
 
 
-for _command in (admin, certs, controller, driver, exporter, exporters, lease, shell):
+for _command in (admin, certs, controller, driver, exporter, exporters, lease, queue, shell):
     main.add_command(_command)

@@ -19,6 +19,8 @@ import click
 
 from tether.errors import TetherError
 
+from ._text import print_json, print_table
+
 if TYPE_CHECKING:
     from tether.controller import Admin
 
@@ -28,6 +30,10 @@ _DATABASE_HELP = (
     "controller database: sqlite:///path (default ~/.local/state/tether/controller.db) "
     "or postgresql://user@host/db; also $TETHER_DATABASE"
 )
+
+
+def _json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")(fn)
 
 
 def _database_option(fn: Any) -> Any:
@@ -208,12 +214,17 @@ def delete(ctx: click.Context, kind: str, name: str) -> None:
 
 
 @admin.command("list")
-@click.argument("kind", type=click.Choice(["client", "exporter"]))
+@click.argument("kind", type=click.Choice(["client", "exporter", "admin"]))
+@_json_option
 @click.pass_context
-def list_identities(ctx: click.Context, kind: str) -> None:
-    """List clients or exporters."""
+def list_identities(ctx: click.Context, kind: str, as_json: bool) -> None:
+    """List clients, exporters or admins."""
     with _errors():
-        for row in _admin(ctx).identities(kind):
+        rows = _admin(ctx).identities(kind)
+        if as_json:
+            print_json({f"{kind}s": rows})
+            return
+        for row in rows:
             labels = row.get("labels")
             suffix = " " + ",".join(f"{k}={v}" for k, v in labels.items()) if labels else ""
             click.echo(f"{row['name']}{suffix}")
@@ -265,11 +276,26 @@ def policy_delete(ctx: click.Context, name: str) -> None:
 
 
 @policy.command("list")
+@_json_option
 @click.pass_context
-def policy_list(ctx: click.Context) -> None:
+def policy_list(ctx: click.Context, as_json: bool) -> None:
     """List policies."""
     with _errors():
-        for item in _admin(ctx).list_policies():
+        found = _admin(ctx).list_policies()
+        if as_json:
+            rows = [
+                {
+                    "name": p.name,
+                    "clients": list(p.clients),
+                    "selector": str(p.selector),
+                    "priority": p.priority,
+                    "max_duration": p.max_duration,
+                }
+                for p in found
+            ]
+            print_json({"policies": rows})
+            return
+        for item in found:
             click.echo(
                 f"{item.name}: clients={','.join(item.clients)} selector='{item.selector}' "
                 f"priority={item.priority} max_duration={item.max_duration:g}s"
@@ -327,16 +353,11 @@ def _lease_api(**options: Any) -> Iterator[Any]:
 
 
 def _print_leases(leases: list[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("lease", "state", "exporters", "queue", "ends at", "reason")
-    for each in leases:
-        position = "" if each.position is None else str(each.position)
-        ends = each.ends_at
-        row = [each.id, each.state, ", ".join(each.exporters), position, ends, each.reason]
-        table.add_row(*(value or "" for value in row))
-    Console().print(table)
+    rows: list[list[object]] = [
+        [each.id, each.state, ", ".join(each.exporters), each.position, each.ends_at, each.reason]
+        for each in leases
+    ]
+    print_table(["lease", "state", "exporters", "queue", "ends at", "reason"], rows)
 
 
 @click.group()
@@ -387,11 +408,16 @@ def lease_acquire(
 
 @lease.command("list")
 @click.option("--all", "show_all", is_flag=True, help="include recently ended leases")
+@_json_option
 @_client_options
-def lease_list(show_all: bool, **options: Any) -> None:
+def lease_list(show_all: bool, as_json: bool, **options: Any) -> None:
     """Your leases."""
     with _lease_api(**options) as api, _errors():
-        _print_leases(api.leases(all=show_all))
+        found = api.leases(all=show_all)
+    if as_json:
+        print_json({"leases": [each.raw for each in found]})
+    else:
+        _print_leases(found)
 
 
 @lease.command("release")
@@ -417,18 +443,21 @@ def lease_extend(lease_id: str, duration: str, **options: Any) -> None:
 
 @click.command()
 @click.option("--selector", "-s", help="only exporters matching these labels")
+@_json_option
 @_client_options
-def exporters(selector: str | None, **options: Any) -> None:
-    """The controller's exporters: labels, status (available, leased, hook, offline), lease."""
-    from rich.console import Console
-    from rich.table import Table
-
+def exporters(selector: str | None, as_json: bool, **options: Any) -> None:
+    """The lab's exporters: labels, status (available, leased, hook, offline, unhealthy,
+    maintenance), who holds each, and why one is out of the pool."""
     with _lease_api(**options) as api, _errors():
         found = api.exporters(selector)
-    table = Table("exporter", "labels", "status", "lease", "last seen")
+    if as_json:
+        print_json({"exporters": found})
+        return
+    rows: list[list[object]] = []
     for each in found:
         labels = ",".join(f"{k}={v}" for k, v in sorted((each.get("labels") or {}).items()))
-        row = [each.get(key) for key in ("name", "labels", "status", "lease", "last_seen")]
-        row[1] = labels
-        table.add_row(*(str(value or "") for value in row))
-    Console().print(table)
+        note = each.get("maintenance") or each.get("health") or ""
+        fields = ("name", "status", "holder", "lease", "last_seen")
+        name, status, holder, lease_id, seen = (each.get(key) for key in fields)
+        rows.append([name, labels, status, holder, lease_id, seen, str(note)[:80]])
+    print_table(["exporter", "labels", "status", "holder", "lease", "last seen", "note"], rows)

@@ -368,6 +368,13 @@ class LeaseClient:
         found = self._request("GET", "/v1/exporters", params=params).get("exporters", [])
         return [item for item in found if isinstance(item, dict)]
 
+    def queue(self, limit: int = 1000) -> tuple[list[Lease], int]:
+        """The whole lab's waiting requests in serving order (first ``limit``), and how many
+        wait in all."""
+        answer = self._request("GET", "/v1/queue", params={"limit": limit})
+        waiting = [Lease.from_json(item) for item in answer.get("leases", [])]
+        return waiting, int(answer.get("total", len(waiting)))
+
 
 # -- the client tree through the relay --------------------------------------------------------
 

@@ -5,6 +5,7 @@ Run it with ``tether controller serve``; manage it with ``tether admin``. The AP
 """
 
 from ._admin import Admin, NewIdentity, load_policy_file, make_policy
+from ._audit import AuditEntry, acting
 from ._app import create_app
 from ._controller import Controller
 from ._database import Database, default_database_url
@@ -13,13 +14,17 @@ from ._relay import RelayGrant, RelayRouter
 from ._scheduler import Policy
 from ._selector import Requirement, Selector, parse_duration, parse_selector
 from ._server import ServeOptions, serve
+from ._store import Store
+from ._views import LabViews
 
 __all__ = [
     "Admin",
+    "AuditEntry",
     "Controller",
     "Database",
     "ExporterStatus",
     "Identity",
+    "LabViews",
     "LeaseState",
     "NewIdentity",
     "Policy",
@@ -28,6 +33,8 @@ __all__ = [
     "Requirement",
     "Selector",
     "ServeOptions",
+    "Store",
+    "acting",
     "create_app",
     "default_database_url",
     "load_policy_file",

@@ -28,11 +28,12 @@ from sqlalchemy import delete, insert, select, update
 from tether.errors import ConfigError, ControllerError
 from tether.security import generate_token, hash_token
 
+from . import _audit as audit_log
 from ._database import Database
 from ._records import Changes, LeaseState, check_name
 from ._scheduler import OPEN_MAX_DURATION, Policy
 from ._selector import is_label_word, parse_duration, parse_selector
-from ._tables import clients, exporters, lab_state, lease_exporters, leases, policies
+from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
 
 __all__ = ["Admin", "NewIdentity", "load_policy_file", "make_policy"]
 
@@ -49,7 +50,7 @@ class NewIdentity:
     def config(self, endpoint: str, ca: str | Path | None = None) -> str:
         """The ready-to-use YAML config for this identity (client or exporter)."""
         lines = [f"# tether {self.kind} config for {self.name} (the token is shown only once)"]
-        if self.kind == "client":
+        if self.kind in ("client", "admin"):
             body: dict[str, Any] = {"endpoint": endpoint, "token": self.token}
             if ca is not None:
                 body["ca"] = str(ca)
@@ -82,18 +83,31 @@ class Admin:
         Raises:
             ControllerError: bad name (``bad_name``) or it exists (``conflict``).
         """
-        check_name(name, "client")
+        return self._create_person("client", name)
+
+    def create_admin(self, name: str) -> NewIdentity:
+        """Make an admin identity: it may use the dashboard's admin actions, not lease.
+
+        Raises:
+            ControllerError: bad name (``bad_name``) or it exists (``conflict``).
+        """
+        return self._create_person("admin", name)
+
+    def _create_person(self, kind: str, name: str) -> NewIdentity:
+        check_name(name, kind)
+        table = _table(kind)
         token = generate_token()
-        with self.database.begin(f"creating client {name!r}") as conn:
-            if conn.execute(select(clients.c.name).where(clients.c.name == name)).first():
-                raise _exists("client", name)
+        with self.database.begin(f"creating {kind} {name!r}") as conn:
+            if conn.execute(select(table.c.name).where(table.c.name == name)).first():
+                raise _exists(kind, name)
             conn.execute(
-                insert(clients).values(
+                insert(table).values(
                     name=name, token_hash=hash_token(token), created_at=self.clock()
                 )
             )
             _bump_version(conn, exporters=False)
-        return NewIdentity("client", name, token, {})
+            audit_log.record(conn, self.clock(), f"create_{kind}", name)
+        return NewIdentity(kind, name, token, {})
 
     def create_exporter(self, name: str, labels: Mapping[str, str]) -> NewIdentity:
         """Make an exporter identity with the given labels (the ones policies can trust).
@@ -118,6 +132,7 @@ class Admin:
                 )
             )
             _bump_version(conn)
+            audit_log.record(conn, self.clock(), "create_exporter", name, labels=labels)
         return NewIdentity("exporter", name, token, labels)
 
     def rotate(self, kind: str, name: str) -> NewIdentity:
@@ -131,6 +146,7 @@ class Admin:
             if result.rowcount == 0:
                 raise _unknown(kind, name)
             _bump_version(conn, exporters=False)
+            audit_log.record(conn, self.clock(), f"rotate_{kind}", name)
             labels: dict[str, str] = {}
             if kind == "exporter":
                 row = conn.execute(select(exporters.c.admin_labels).where(exporters.c.name == name))
@@ -144,6 +160,10 @@ class Admin:
         with self.database.begin(f"deleting {kind} {name!r}", lock=True) as conn:
             if conn.execute(delete(table).where(table.c.name == name)).rowcount == 0:
                 raise _unknown(kind, name)
+            audit_log.record(conn, self.clock(), f"delete_{kind}", name)
+            if kind == "admin":
+                _bump_version(conn, exporters=False)
+                return changes
             if kind == "client":
                 live = select(leases.c.seq, leases.c.id).where(
                     leases.c.client == name,
@@ -194,12 +214,14 @@ class Admin:
         with self.database.begin(f"setting policy {policy.name!r}") as conn:
             conn.execute(delete(policies).where(policies.c.name == policy.name))
             conn.execute(insert(policies).values(**_policy_row(policy)))
+            audit_log.record(conn, self.clock(), "set_policy", policy.name, **_policy_row(policy))
 
     def delete_policy(self, name: str) -> None:
         """Delete one policy."""
         with self.database.begin(f"deleting policy {name!r}") as conn:
             if conn.execute(delete(policies).where(policies.c.name == name)).rowcount == 0:
                 raise _unknown("policy", name)
+            audit_log.record(conn, self.clock(), "delete_policy", name)
 
     def replace_policies(self, new: Sequence[Policy]) -> None:
         """Replace every policy with ``new`` (what applying a policy file does)."""
@@ -209,6 +231,8 @@ class Admin:
             conn.execute(delete(policies))
             if new:
                 conn.execute(insert(policies), [_policy_row(p) for p in new])
+            names = [p.name for p in new]
+            audit_log.record(conn, self.clock(), "replace_policies", "*", policies=names)
 
     def list_policies(self) -> list[Policy]:
         """Every policy, by name."""
@@ -224,6 +248,31 @@ class Admin:
             )
             for row in rows
         ]
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def audit(
+        self, *, since: float | None = None, action: str | None = None, limit: int = 1000
+    ) -> list[audit_log.AuditEntry]:
+        """Audit entries from ``since`` on (oldest first), at most ``limit``."""
+        with self.database.begin("reading the audit log") as conn:
+            return audit_log.read(conn, since=since, action=action, limit=limit)
+
+    def lease_history(self, lease_id: str) -> list[audit_log.AuditEntry]:
+        """The audit entries about one lease (grant, extensions, its end), oldest first."""
+        with self.database.begin("reading a lease's history") as conn:
+            return audit_log.read(conn, target=lease_id, limit=200)
+
+    def write_audit(self, auth_failures: Mapping[str, int], prune_before: float | None) -> None:
+        """Record counted authentication failures (one entry per address) and drop entries
+        older than ``prune_before`` (None: keep all)."""
+        now = self.clock()
+        with self.database.begin("writing the audit log") as conn:
+            for address, count in auth_failures.items():
+                with audit_log.acting("anonymous", address):
+                    audit_log.record(conn, now, "auth_failure", address, count=count)
+            if prune_before is not None:
+                audit_log.prune(conn, prune_before)
 
 
 def load_policy_file(path: str | Path) -> list[Policy]:
@@ -323,7 +372,9 @@ def _table(kind: str) -> Any:
         return clients
     if kind == "exporter":
         return exporters
-    raise ControllerError(f"unknown identity kind {kind!r}: expected client or exporter")
+    if kind == "admin":
+        return admins
+    raise ControllerError(f"unknown identity kind {kind!r}: expected client, exporter or admin")
 
 
 def _exists(kind: str, name: str) -> ControllerError:

@@ -8,17 +8,21 @@ become ``invalid_request`` (422) listing each bad field; unknown routes ``not_fo
 time, and they use aliases local to :func:`create_app`.)
 """
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.errors import ControllerError
 
+from . import _audit as audit_log
 from ._controller import Controller, lease_version
+from ._metrics import ControllerMetrics
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
 from ._selector import Selector, parse_duration, parse_selector
@@ -81,6 +85,22 @@ class HeartbeatRequest(_Body):
     status: Literal["available", "hook", "offline"] = "available"
 
 
+class MaintenanceRequest(_Body):
+    """``on``: out of the pool with ``reason``; off: back in. ``end_lease`` ends its live
+    lease now (otherwise the lease runs to its end and no new one is granted)."""
+
+    on: bool
+    reason: str | None = Field(None, max_length=500)
+    end_lease: bool = False
+
+
+class HealthRequest(_Body):
+    """The outcome of an exporter's health check and the tail of its output."""
+
+    ok: bool
+    output: str = Field("", max_length=8000)
+
+
 class LeaseOut(BaseModel):
     """A lease (docs/controller-api.md, "Lease object")."""
 
@@ -131,6 +151,7 @@ def create_app(controller: Controller) -> FastAPI:
     _install_error_handlers(app)
 
     async def identity(request: Request) -> Identity:
+        address = request.client.host if request.client else "unknown"
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -141,29 +162,28 @@ def create_app(controller: Controller) -> FastAPI:
             )
         found = await controller.identify(token.strip())
         if found is None:
+            await controller.note_auth_failure(address)
             raise ControllerError("unknown or revoked token", code="unauthorized", status=401)
+        audit_log.act_as(found.name, address)
         return found
 
-    async def client(who: Annotated[Identity, Depends(identity)]) -> Identity:
-        if who.kind != "client":
-            raise ControllerError(
-                f"this needs a client token; {who.name!r} is an exporter",
-                code="forbidden",
-                status=403,
-            )
-        return who
+    def kind(wanted: str) -> Callable[[Identity], Awaitable[Identity]]:
+        async def check(who: Annotated[Identity, Depends(identity)]) -> Identity:
+            if who.kind != wanted:
+                raise ControllerError(
+                    f"this needs {'an' if wanted[0] in 'aeiou' else 'a'} {wanted} token; "
+                    f"{who.name!r} is {'an' if who.kind[0] in 'aeiou' else 'a'} {who.kind}",
+                    code="forbidden",
+                    status=403,
+                )
+            return who
 
-    async def exporter(who: Annotated[Identity, Depends(identity)]) -> Identity:
-        if who.kind != "exporter":
-            raise ControllerError(
-                f"this needs an exporter token; {who.name!r} is a client",
-                code="forbidden",
-                status=403,
-            )
-        return who
+        return check
 
-    Client = Annotated[Identity, Depends(client)]
-    Exporter = Annotated[Identity, Depends(exporter)]
+    Client = Annotated[Identity, Depends(kind("client"))]
+    Exporter = Annotated[Identity, Depends(kind("exporter"))]
+    Admin = Annotated[Identity, Depends(kind("admin"))]
+    Anyone = Annotated[Identity, Depends(identity)]
     Wait = Annotated[float, Query(ge=0, le=_MAX_WAIT, description="long-poll seconds")]
 
     def lease_json(lease: LeaseRecord) -> dict[str, Any]:
@@ -227,13 +247,74 @@ def create_app(controller: Controller) -> FastAPI:
         return lease_json(lease)
 
     @app.get("/v1/exporters", tags=["exporters"])
-    async def list_exporters(
-        _who: Annotated[Identity, Depends(identity)], selector: str | None = None
-    ) -> dict[str, Any]:
-        """Every exporter (matching ``selector``) with its status."""
+    async def list_exporters(_who: Anyone, selector: str | None = None) -> dict[str, Any]:
+        """Every exporter (matching ``selector``) with its status and holder."""
         parsed = None if selector is None else _selector(selector, "selector")
         found = await controller.run_db(controller.store.list_exporters, parsed)
         return {"exporters": [e.to_json() for e in found]}
+
+    @app.get("/v1/queue", tags=["leases"])
+    async def queue(
+        _who: Anyone, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> dict[str, Any]:
+        """The whole lab's waiting requests in the order they will be served."""
+        waiting, total = await controller.run_db(controller.store.views.queue, limit)
+        return {"total": total, "leases": [lease_json(lease) for lease in waiting]}
+
+    @app.get("/v1/admin/audit", tags=["admin"])
+    async def audit(
+        _who: Admin,
+        since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
+        action: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> dict[str, Any]:
+        """Audit entries from ``since`` on, oldest first."""
+        entries = await controller.run_db(
+            controller.admin.audit, since=since, action=action, limit=limit
+        )
+        return {"entries": [entry.to_json() for entry in entries]}
+
+    @app.post("/v1/admin/exporters/{name}/maintenance", tags=["admin"])
+    async def maintenance(name: str, body: MaintenanceRequest, who: Admin) -> dict[str, Any]:
+        """Take an exporter out of the pool, or put it back."""
+        reason = (body.reason or f"set by {who.name}") if body.on else None
+        ended = await controller.set_maintenance(who, name, reason, end_lease=body.end_lease)
+        return {"name": name, "maintenance": reason, "ended_leases": ended}
+
+    @app.post("/v1/admin/leases/{lease_id}/end", response_model=LeaseOut, tags=["admin"])
+    async def end_lease(lease_id: str, who: Admin) -> dict[str, Any]:
+        """End anyone's lease (a pending one leaves the queue)."""
+        return lease_json(await controller.end_lease(who, lease_id))
+
+    @app.post("/v1/exporter/health", tags=["exporter"])
+    async def health(body: HealthRequest, who: Exporter) -> dict[str, Any]:
+        """An exporter reports its health check; a failure keeps it from being granted."""
+        await controller.set_health(who.name, None if body.ok else body.output or "failed")
+        return {"name": who.name, "healthy": body.ok}
+
+    metrics: ControllerMetrics | None = None
+    with contextlib.suppress(ImportError):
+        metrics = ControllerMetrics(controller)
+        app.middleware("http")(metrics.observe_request)
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    async def scrape() -> Response:
+        """Prometheus text: leases, queue, exporters, grants, wait and lease durations, API
+        latency (docs/dashboard.md lists every metric)."""
+        if metrics is None:
+            raise ControllerError(
+                "metrics need prometheus-client: pip install 'tether[controller]'",
+                code="not_available",
+                status=501,
+            )
+        return Response(await metrics.scrape(), media_type=metrics.content_type)
+
+    try:
+        from ._dashboard import install_dashboard  # needs jinja2 (tether[controller])
+    except ImportError:
+        pass
+    else:
+        install_dashboard(app, controller)
 
     @app.post("/v1/exporter/register", tags=["exporter"])
     async def register(body: RegisterRequest, who: Exporter) -> dict[str, Any]:

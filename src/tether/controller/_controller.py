@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -28,6 +29,7 @@ from sqlalchemy import text
 
 from tether.errors import ControllerError
 
+from . import _audit as audit_log
 from ._admin import Admin
 from ._database import Database
 from ._records import Changes, Identity, LeaseRecord, LeaseState
@@ -51,6 +53,7 @@ class Controller:
         heartbeat_timeout: silence after which an exporter is offline, seconds.
         relay_url: advertised in leases as ``relay`` (set by the relay when it runs).
         clock: seconds since the epoch.
+        audit_retention: how long audit entries are kept, seconds (default 90 days).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Controller:
         heartbeat_timeout: float = 30.0,
         relay_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        audit_retention: float = 90 * 86400.0,
     ) -> None:
         if heartbeat_timeout <= heartbeat_interval:
             raise ControllerError(
@@ -90,6 +94,10 @@ class Controller:
         self._versions: tuple[int, int] | None = None
         self._closing = False
         self._listener: Any = None
+        self._lab_watchers: set[asyncio.Event] = set()
+        self._auth_failures: dict[str, int] = {}
+        self.audit_retention = audit_retention
+        self._pruned_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -123,6 +131,8 @@ class Controller:
         self._wake_everyone()
 
     def _wake_everyone(self) -> None:
+        for event in self._lab_watchers:
+            event.set()
         for futures in self._waiters.values():
             for future in futures:
                 if not future.done():
@@ -138,7 +148,8 @@ class Controller:
         if self._inline:
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        context = contextvars.copy_context()  # who acts, for the audit log
+        return await loop.run_in_executor(self._executor, lambda: context.run(fn, *args, **kwargs))
 
     # -- API used by the HTTP layer and the relay ---------------------------------------------
 
@@ -230,6 +241,73 @@ class Controller:
             self._mirror = None
         return True
 
+    @property
+    def closing(self) -> bool:
+        """True once the controller is shutting down (long-lived streams end)."""
+        return self._closing
+
+    async def end_lease(
+        self, admin: Identity, lease_id: str, address: str | None = None
+    ) -> LeaseRecord:
+        """An admin ends a lease (pending or ready); recorded in the audit log."""
+        with audit_log.acting(admin.name, address):
+            lease, changes = await self.run_db(self.store.end_lease, admin.name, lease_id)
+        await self.apply(changes)
+        return lease
+
+    async def set_maintenance(
+        self,
+        admin: Identity,
+        name: str,
+        reason: str | None,
+        *,
+        end_lease: bool = False,
+        address: str | None = None,
+    ) -> list[str]:
+        """Take an exporter out of the pool (``reason``) or put it back (None).
+
+        Returns:
+            The ids of the leases this ended (only with ``end_lease``).
+        """
+        with audit_log.acting(admin.name, address):
+            ended, changes = await self.run_db(
+                self.store.set_maintenance, name, reason, end_lease=end_lease
+            )
+        await self.apply(changes)
+        return ended
+
+    async def set_health(self, name: str, failure: str | None) -> None:
+        """An exporter reports its health check: ``failure`` is the failed check's output."""
+        with audit_log.acting(name, None):
+            changes = await self.run_db(self.store.set_health, name, failure)
+        await self.apply(changes)
+
+    @contextlib.contextmanager
+    def watch_lab(self) -> Iterator[asyncio.Event]:
+        """An event set whenever any lease or exporter changes, here or in another replica.
+
+        The dashboard's live stream waits on it (and clears it before each read).
+        """
+        event = asyncio.Event()
+        self._lab_watchers.add(event)
+        try:
+            yield event
+        finally:
+            self._lab_watchers.discard(event)
+
+    async def note_auth_failure(self, address: str) -> None:
+        """Record a failed authentication from ``address`` in the audit log.
+
+        The first failure from an address is written at once; more from it are counted and
+        written by the upkeep about once a second, one entry with the count, so a flood of
+        bad tokens writes little.
+        """
+        if address in self._auth_failures:
+            self._auth_failures[address] += 1
+        elif len(self._auth_failures) < 10_000:
+            self._auth_failures[address] = 0
+            await self.run_db(self.admin.write_audit, {address: 1}, None)
+
     def poke(self) -> None:
         """Make the upkeep run now (tests call it after moving a fake clock)."""
         self._deadline_moved.set()
@@ -293,7 +371,7 @@ class Controller:
         if not changes:
             return
         self._wake(changes)
-        if changes.leases:
+        if changes.exporters:  # a grant or an end: the next expiry may have moved
             self._deadline_moved.set()
         if not self.database.is_sqlite:
             with contextlib.suppress(ControllerError):
@@ -318,6 +396,8 @@ class Controller:
                 del self._waiters[key]
 
     def _wake_keys(self, keys: Iterable[str]) -> None:
+        for event in self._lab_watchers:
+            event.set()
         for key in keys:
             for future in self._waiters.get(key, ()):
                 if not future.done():
@@ -410,11 +490,26 @@ class Controller:
                     last_pass = time.monotonic()
                     changes.update(await self.run_db(self.store.run_pass))
                 await self.apply(changes)
+                if moved:
+                    # Maintenance, relabels or deletions made elsewhere: every waiter re-reads.
+                    self._wake_everyone()
+                await self._write_audit()
             except Exception:
                 # The upkeep must outlive a bad moment (database restart, a bug in one
                 # pass): leases still have to expire.
                 _log.exception("controller upkeep failed; retrying")
                 await asyncio.sleep(flush_every)
+
+    async def _write_audit(self) -> None:
+        counted = {a: n for a, n in self._auth_failures.items() if n}
+        self._auth_failures = dict.fromkeys(counted, 0)  # addresses quiet for a second leave
+        now = self.clock()
+        prune = now - self._pruned_at > 60.0
+        if counted or prune:
+            before = now - self.audit_retention if prune else None
+            await self.run_db(self.admin.write_audit, counted, before)
+        if prune:
+            self._pruned_at = now
 
 
 def lease_version(leases: list[LeaseRecord]) -> str:

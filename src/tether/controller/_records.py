@@ -66,13 +66,17 @@ class ExporterStatus(StrEnum):
     LEASED = "leased"
     HOOK = "hook"
     OFFLINE = "offline"
+    #: Its health check failed (``health:`` in its config); back when one passes.
+    UNHEALTHY = "unhealthy"
+    #: An admin took it out of the pool (``tether admin maintenance NAME on``).
+    MAINTENANCE = "maintenance"
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who presented a token."""
 
-    kind: Literal["client", "exporter"]
+    kind: Literal["client", "exporter", "admin"]
     name: str
 
 
@@ -156,6 +160,9 @@ class ExporterRecord:
     status: ExporterStatus
     lease: str | None
     last_seen: float | None
+    holder: str | None = None
+    maintenance: str | None = None
+    health: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of ``GET /v1/exporters`` entries."""
@@ -164,7 +171,10 @@ class ExporterRecord:
             "labels": self.labels,
             "status": self.status.value,
             "lease": self.lease,
+            "holder": self.holder,
             "last_seen": iso(self.last_seen),
+            "maintenance": self.maintenance,
+            "health": self.health,
         }
 
 

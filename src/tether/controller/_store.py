@@ -24,12 +24,12 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 from tether.errors import ControllerError
 from tether.security import hash_token
 
+from . import _audit as audit_log
 from ._database import Database
 from ._records import (
     LIVE_STATES,
     Changes,
     ExporterRecord,
-    ExporterStatus,
     Identity,
     LeaseRecord,
     LeaseState,
@@ -45,7 +45,8 @@ from ._scheduler import (
     unsatisfiable_reason,
 )
 from ._selector import Selector, parse_selector
-from ._tables import clients, exporters, lab_state, lease_exporters, leases, policies
+from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
+from ._views import LabViews
 
 __all__ = ["Store"]
 
@@ -80,6 +81,7 @@ class Store:
         self._checked_version: int | None = None
         self._durations: dict[str, float] = {}
         self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
+        self.views = LabViews(database, heartbeat_timeout, clock)
 
     # -- identities ---------------------------------------------------------------------------
 
@@ -103,6 +105,11 @@ class Store:
                 found = name.scalar()
                 if found is not None:
                     identity = Identity("exporter", found)
+            if identity is None:
+                name = conn.execute(select(admins.c.name).where(admins.c.token_hash == digest))
+                found = name.scalar()
+                if found is not None:
+                    identity = Identity("admin", found)
         if len(self._tokens) > 100_000:
             self._tokens.clear()
         self._tokens[digest] = (identity, now + TOKEN_CACHE_SECONDS)
@@ -241,36 +248,97 @@ class Store:
 
     def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
         """Every exporter (matching ``selector``) with its status."""
-        cutoff = self.clock() - self.heartbeat_timeout
-        with self.database.begin("listing exporters") as conn:
-            held = dict(
-                conn.execute(
-                    select(lease_exporters.c.exporter, leases.c.id)
-                    .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
-                    .where(lease_exporters.c.active)
-                ).all()
+        return self.views.exporters(selector)
+
+    def set_maintenance(
+        self, name: str, reason: str | None, *, end_lease: bool = False
+    ) -> tuple[list[str], Changes]:
+        """Take an exporter out of the pool (``reason``) or put it back (None).
+
+        Args:
+            end_lease: also end its live lease now (otherwise the lease runs to its end).
+
+        Returns:
+            The ids of the leases ended, and what changed.
+
+        Raises:
+            ControllerError: no such exporter (404).
+        """
+        now = self.clock()
+        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
+            found = conn.execute(
+                update(exporters).where(exporters.c.name == name).values(maintenance=reason)
             )
-            rows = conn.execute(
-                select(
-                    exporters.c.name, exporters.c.labels, exporters.c.hook, exporters.c.last_seen
-                ).order_by(exporters.c.name)
-            ).all()
-        out = []
-        for row in rows:
-            if selector is not None and not selector.matches(row.labels):
-                continue
-            if row.last_seen is None or row.last_seen < cutoff:
-                status = ExporterStatus.OFFLINE
-            elif row.hook:
-                status = ExporterStatus.HOOK
-            elif row.name in held:
-                status = ExporterStatus.LEASED
-            else:
-                status = ExporterStatus.AVAILABLE
-            out.append(
-                ExporterRecord(row.name, row.labels, status, held.get(row.name), row.last_seen)
+            if found.rowcount == 0:
+                raise ControllerError(f"no exporter named {name!r}", code="not_found", status=404)
+            # Other replicas (and a controller beside ``tether admin``) notice and re-read.
+            conn.execute(
+                update(lab_state)
+                .where(lab_state.c.id == 1)
+                .values(exporters_version=lab_state.c.exporters_version + 1)
             )
-        return out
+            audit_log.record(
+                conn, now, "maintenance_on" if reason else "maintenance_off", name, reason=reason
+            )
+            changes = Changes(exporters={name})
+            ended: list[str] = []
+            if reason is not None and end_lease:
+                seqs = list(
+                    conn.execute(
+                        select(lease_exporters.c.lease_seq).where(
+                            lease_exporters.c.exporter == name, lease_exporters.c.active
+                        )
+                    ).scalars()
+                )
+                if seqs:
+                    why = f"ended: exporter {name} went into maintenance ({reason})"
+                    finished = self._finish(conn, seqs, LeaseState.ENDED, now, why)
+                    ended = sorted(finished.leases)
+                    changes.update(finished)
+            changes.update(self._grant_pass(conn, now))
+        return ended, changes
+
+    def set_health(self, name: str, failure: str | None) -> Changes:
+        """Record a health check: ``failure`` (its output) makes the exporter unhealthy."""
+        now = self.clock()
+        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
+            result = conn.execute(
+                update(exporters)
+                .where(
+                    exporters.c.name == name,
+                    exporters.c.unhealthy.is_(None)
+                    if failure is not None
+                    else exporters.c.unhealthy.is_not(None),
+                )
+                .values(unhealthy=failure)
+            )
+            if result.rowcount == 0:
+                if failure is not None:  # still unhealthy: keep the newest output
+                    conn.execute(
+                        update(exporters).where(exporters.c.name == name).values(unhealthy=failure)
+                    )
+                return Changes()
+            audit_log.record(conn, now, "unhealthy" if failure else "healthy", name, output=failure)
+            changes = Changes(exporters={name})
+            if failure is None:
+                changes.update(self._grant_pass(conn, now))
+        return changes
+
+    def end_lease(self, actor: str, lease_id: str) -> tuple[LeaseRecord, Changes]:
+        """An admin ends someone's lease (a pending one leaves the queue)."""
+        now = self.clock()
+        with self.database.begin("ending a lease", lock=True) as conn:
+            lease = self._load(conn, lease_id)
+            if lease is None:
+                raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+            if lease.state not in LIVE_STATES:
+                return lease, Changes()
+            changes = self._finish(conn, [lease.seq], LeaseState.ENDED, now, f"ended by {actor}")
+            audit_log.record(conn, now, "end_lease", lease_id, actor=actor, client=lease.client)
+            changes.update(self._grant_pass(conn, now))
+            result = self._load(conn, lease_id)
+        assert result is not None
+        return result, changes
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -320,6 +388,7 @@ class Store:
                 values["ended_at"] = now
             conn.execute(insert(leases).values(**values))
             changes = Changes() if reason else self._grant_pass(conn, now, lab)
+            changes.leases.add(lease_id)  # the queue changed: watchers of the lab look again
             record = self._load(conn, lease_id)
         assert record is not None
         return record, changes
@@ -364,6 +433,7 @@ class Store:
                 .where(leases.c.seq == record.seq)
                 .values(ends_at=new_end, duration=new_end - record.granted_at)
             )
+            audit_log.record(conn, self.clock(), "extend", lease_id, actor=client, seconds=seconds)
             result = self._load(conn, lease_id)
         assert result is not None
         return result, Changes({lease_id}, set(result.exporters))
@@ -376,6 +446,7 @@ class Store:
             if record.state not in LIVE_STATES:
                 return record, Changes()
             changes = self._finish(conn, [record.seq], LeaseState.ENDED, now, "released")
+            audit_log.record(conn, now, "release", lease_id, actor=client)
             changes.update(self._grant_pass(conn, now))
             result = self._load(conn, lease_id)
         assert result is not None
@@ -395,6 +466,8 @@ class Store:
             if not due:
                 return Changes()
             changes = self._finish(conn, due, LeaseState.EXPIRED, now, "expired at its end time")
+            for lease_id in sorted(changes.leases):
+                audit_log.record(conn, now, "expire", lease_id, actor="controller")
             changes.update(self._grant_pass(conn, now))
         return changes
 
@@ -509,6 +582,8 @@ class Store:
         down = select(exporters.c.name).where(
             or_(
                 exporters.c.hook,
+                exporters.c.maintenance.is_not(None),
+                exporters.c.unhealthy.is_not(None),
                 exporters.c.last_seen.is_(None),
                 exporters.c.last_seen < now - self.heartbeat_timeout,
             )
@@ -601,6 +676,14 @@ class Store:
             )
             changes.leases.add(grant.request_id)
             changes.exporters.update(grant.exporters)
+            audit_log.record(
+                conn,
+                now,
+                "grant",
+                grant.request_id,
+                actor="controller",
+                exporters=list(grant.exporters),
+            )
         return changes
 
 

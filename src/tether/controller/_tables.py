@@ -23,7 +23,17 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["clients", "exporters", "lab_state", "lease_exporters", "leases", "metadata", "policies"]
+__all__ = [
+    "admins",
+    "audit",
+    "clients",
+    "exporters",
+    "lab_state",
+    "lease_exporters",
+    "leases",
+    "metadata",
+    "policies",
+]
 
 metadata = MetaData()
 
@@ -57,6 +67,19 @@ exporters = Table(
     Column("report", JSON, nullable=True),
     Column("hook", Boolean, nullable=False, server_default=text("false")),
     Column("last_seen", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    # Why an admin took it out of the pool (None: in the pool), and the last failed health
+    # check's output (None: healthy). Either keeps it from being granted.
+    Column("maintenance", Text, nullable=True),
+    Column("unhealthy", Text, nullable=True),
+)
+
+#: People who run the lab from the dashboard (``tether admin create-admin``); they cannot lease.
+admins = Table(
+    "admins",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("token_hash", String(80), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
 )
 
@@ -103,4 +126,18 @@ lease_exporters = Table(
         sqlite_where=text("active"),
         postgresql_where=text("active"),
     ),
+)
+
+#: Who did what, when, from where: grants, releases, expiries, extensions, maintenance,
+#: identity and policy changes, failed authentications. Kept for ``audit_retention`` seconds.
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(40), nullable=False, index=True),
+    Column("target", String(200), nullable=False, index=True),
+    Column("address", String(100), nullable=True),
+    Column("details", JSON, nullable=True),
 )

@@ -68,6 +68,10 @@ class TestAdmin:
         """Make a client; returns its token and config."""
         return self._issued(self.admin.create_client(name))
 
+    def create_admin(self, name: str) -> IssuedIdentity:
+        """Make an admin (dashboard admin actions, the admin API); returns its token."""
+        return self._issued(self.admin.create_admin(name))
+
     def create_exporter(self, name: str, labels: Mapping[str, str] | None = None) -> IssuedIdentity:
         """Make an exporter with ``labels``; returns its token and config."""
         return self._issued(self.admin.create_exporter(name, labels or {}))

@@ -1,0 +1,207 @@
+"""Lab-wide read views: every exporter with its holder, the whole queue, recent leases.
+
+The API's per-client routes read through :class:`~._store.Store`; the dashboard, ``tether
+queue``, ``tether exporters`` and ``/metrics`` read the whole lab through these functions. Each
+is a handful of queries whatever the lab's size (queue positions come from one ordered read,
+not a count per request), and runs on the controller's database threads like store calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from ._database import Database
+from ._records import LIVE_STATES, ExporterRecord, ExporterStatus, LeaseRecord, LeaseState
+from ._selector import Selector
+from ._tables import exporters, lease_exporters, leases
+
+__all__ = ["LabCounts", "LabViews"]
+
+
+@dataclass(frozen=True, slots=True)
+class LabCounts:
+    """How many leases and exporters are in each state (for ``/metrics`` and the dashboard)."""
+
+    leases: dict[str, int]
+    exporters: dict[str, int]
+
+
+class LabViews:
+    """Read-only views of the whole lab.
+
+    Args:
+        database: the controller's database.
+        heartbeat_timeout: silence after which an exporter counts as offline, seconds.
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self, database: Database, heartbeat_timeout: float, clock: Callable[[], float]
+    ) -> None:
+        self.database = database
+        self.heartbeat_timeout = heartbeat_timeout
+        self.clock = clock
+
+    def exporters(
+        self, selector: Selector | None = None, limit: int | None = None
+    ) -> list[ExporterRecord]:
+        """Every exporter (matching ``selector`` on its labels; the first ``limit`` by name),
+        with status and holder."""
+        cutoff = self.clock() - self.heartbeat_timeout
+        with self.database.begin("listing exporters") as conn:
+            held = {
+                row.exporter: (row.id, row.client)
+                for row in conn.execute(
+                    select(lease_exporters.c.exporter, leases.c.id, leases.c.client)
+                    .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
+                    .where(lease_exporters.c.active)
+                )
+            }
+            query = select(
+                exporters.c.name,
+                exporters.c.labels,
+                exporters.c.hook,
+                exporters.c.last_seen,
+                exporters.c.maintenance,
+                exporters.c.unhealthy,
+            ).order_by(exporters.c.name)
+            if selector is None and limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all()
+        out = []
+        for row in rows:
+            if selector is not None and not selector.matches(row.labels):
+                continue
+            if limit is not None and len(out) == limit:
+                break
+            lease, holder = held.get(row.name, (None, None))
+            out.append(
+                ExporterRecord(
+                    row.name,
+                    row.labels,
+                    exporter_status(row, lease is not None, cutoff),
+                    lease,
+                    row.last_seen,
+                    holder=holder,
+                    maintenance=row.maintenance,
+                    health=row.unhealthy,
+                )
+            )
+        return out
+
+    def queue(self, limit: int | None = None) -> tuple[list[LeaseRecord], int]:
+        """The pending requests in the order they will be served, with positions.
+
+        Returns:
+            The first ``limit`` requests (all when None) and how many wait in all.
+        """
+        with self.database.begin("reading the queue") as conn:
+            query = (
+                select(leases)
+                .where(leases.c.state == LeaseState.PENDING)
+                .order_by(leases.c.priority.desc(), leases.c.seq)
+            )
+            total = conn.execute(
+                select(func.count()).select_from(leases).where(leases.c.state == LeaseState.PENDING)
+            ).scalar_one()
+            if limit is not None:
+                query = query.limit(limit)
+            records = [LeaseRecord.from_row(row, []) for row in conn.execute(query).mappings()]
+        for position, record in enumerate(records, 1):
+            record.position = position
+        return records, int(total)
+
+    def leases(self, recent: int = 50) -> list[LeaseRecord]:
+        """Ready leases, then the ``recent`` latest finished ones (newest first)."""
+        with self.database.begin("listing leases") as conn:
+            live = select(leases).where(leases.c.state == LeaseState.READY).order_by(leases.c.seq)
+            ended = (
+                select(leases)
+                .where(leases.c.state.not_in(LIVE_STATES))
+                .order_by(leases.c.seq.desc())
+                .limit(recent)
+            )
+            rows = [*conn.execute(live).mappings(), *conn.execute(ended).mappings()]
+            names = _granted(conn, [row["seq"] for row in rows])
+        return [LeaseRecord.from_row(row, names.get(row["seq"], [])) for row in rows]
+
+    def counts(self) -> LabCounts:
+        """Leases by state and exporters by status, each in one aggregate query."""
+        cutoff = self.clock() - self.heartbeat_timeout
+        with self.database.begin("counting the lab") as conn:
+            by_state: dict[str, int] = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    select(leases.c.state, func.count()).group_by(leases.c.state)
+                )
+            }
+            leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
+            status = case(
+                (exporters.c.maintenance.is_not(None), ExporterStatus.MAINTENANCE.value),
+                (
+                    exporters.c.last_seen.is_(None) | (exporters.c.last_seen < cutoff),
+                    ExporterStatus.OFFLINE.value,
+                ),
+                (exporters.c.unhealthy.is_not(None), ExporterStatus.UNHEALTHY.value),
+                (exporters.c.hook, ExporterStatus.HOOK.value),
+                (exporters.c.name.in_(leased), ExporterStatus.LEASED.value),
+                else_=ExporterStatus.AVAILABLE.value,
+            )
+            by_status: dict[str, int] = {
+                row[0]: row[1]
+                for row in conn.execute(select(status, func.count()).group_by(status))
+            }
+        return LabCounts(
+            leases={state.value: int(by_state.get(state.value, 0)) for state in LeaseState},
+            exporters={s.value: int(by_status.get(s.value, 0)) for s in ExporterStatus},
+        )
+
+    def granted_since(self, since: float) -> list[tuple[float, float]]:
+        """``(created_at, granted_at)`` of leases granted after ``since``."""
+        with self.database.begin("reading grants") as conn:
+            rows = conn.execute(
+                select(leases.c.created_at, leases.c.granted_at).where(leases.c.granted_at > since)
+            ).all()
+        return [(row.created_at, row.granted_at) for row in rows]
+
+    def finished_since(self, since: float) -> list[tuple[float, float]]:
+        """``(granted_at, ended_at)`` of granted leases that ended after ``since``."""
+        with self.database.begin("reading finished leases") as conn:
+            rows = conn.execute(
+                select(leases.c.granted_at, leases.c.ended_at).where(
+                    leases.c.ended_at > since, leases.c.granted_at.is_not(None)
+                )
+            ).all()
+        return [(row.granted_at, row.ended_at) for row in rows]
+
+
+def exporter_status(row: Any, leased: bool, cutoff: float) -> ExporterStatus:
+    """An exporter's status from its row (maintenance first: an admin's word wins)."""
+    if row.maintenance is not None:
+        return ExporterStatus.MAINTENANCE
+    if row.last_seen is None or row.last_seen < cutoff:
+        return ExporterStatus.OFFLINE
+    if row.unhealthy is not None:
+        return ExporterStatus.UNHEALTHY
+    if row.hook:
+        return ExporterStatus.HOOK
+    if leased:
+        return ExporterStatus.LEASED
+    return ExporterStatus.AVAILABLE
+
+
+def _granted(conn: Connection, seqs: list[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for start in range(0, len(seqs), 500):
+        rows = conn.execute(
+            select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
+            .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
+            .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
+        )
+        for row in rows:
+            found.setdefault(row.lease_seq, []).append(row.exporter)
+    return found

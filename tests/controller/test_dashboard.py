@@ -1,0 +1,151 @@
+"""The web dashboard in headless Chromium (Debian's, driven by Playwright) against a real
+controller over TLS: sign-in, live updates without reload, admin actions, CSRF, escaping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tether.controller.testing import ControllerHandle, run_controller
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[ControllerHandle]:
+    with run_controller(tmp_path, heartbeat_interval=5, heartbeat_timeout=60) as handle:
+        yield handle
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    # The lab CA is not in the browser's store: trust this controller's certificate here.
+    context = browser.new_context(ignore_https_errors=True)
+    yield context.new_page()
+    context.close()
+
+
+def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> None:
+    exporter = ctl.admin.create_exporter(name, labels)
+    with ctl.http(exporter.token) as http:
+        assert http.post("/v1/exporter/register", json={"report": {}}).status_code == 200
+
+
+def sign_in(page: Page, ctl: ControllerHandle, token: str) -> None:
+    page.goto(ctl.url + "/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#exporters")
+    page.wait_for_selector("#live:text('live')")  # the event stream is open
+
+
+def lease(ctl: ControllerHandle, token: str, **body: Any) -> dict[str, Any]:
+    body.setdefault("duration", "10m")
+    with ctl.http(token) as http:
+        answer = http.post("/v1/leases", json=body)
+    assert answer.status_code == 201, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(
+    ctl: ControllerHandle, page: Page
+) -> None:
+    alice = ctl.admin.create_client("alice")
+    page.goto(ctl.url + "/")
+    page.fill("input[name=token]", "tth_wrong")
+    page.click("button[type=submit]")
+    assert "not a client or admin token" in page.inner_text("[role=alert]")
+    sign_in(page, ctl, alice.token)
+    (cookie,) = page.context.cookies()
+    assert cookie["value"] == alice.token
+    assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Strict")
+    assert alice.token not in page.url
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+    assert "client alice" in page.inner_text("header")
+    assert page.query_selector("button[data-maintenance-on]") is None  # no admin actions
+
+
+def test_an_exporter_token_cannot_sign_in(ctl: ControllerHandle, page: Page) -> None:
+    exporter = ctl.admin.create_exporter("bench-1", {})
+    page.goto(ctl.url + "/login")
+    page.fill("input[name=token]", exporter.token)
+    page.click("button[type=submit]")
+    assert page.query_selector("[role=alert]") is not None
+    assert page.context.cookies() == []
+
+
+def test_a_grant_shows_up_on_an_open_page_without_reload(ctl: ControllerHandle, page: Page) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    alice = ctl.admin.create_client("alice")
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.evaluate("window.notReloaded = true")
+    granted = lease(ctl, alice.token, selector="board=rpi4")
+    row = page.wait_for_selector(f"[data-lease='{granted['id']}']")
+    assert row is not None and "alice" in row.inner_text()
+    waiting = lease(ctl, alice.token, selector="board=rpi4")
+    page.wait_for_selector(f"[data-queued='{waiting['id']}']")
+    assert page.inner_text("#queue-total") == "1"
+    status = page.inner_text("[data-exporter='bench-1'] .status")
+    assert status == "leased"
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_an_admin_ends_a_lease_and_takes_an_exporter_out_of_the_pool(
+    ctl: ControllerHandle, page: Page
+) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    alice = ctl.admin.create_client("alice")
+    held = lease(ctl, alice.token, selector="board=rpi4")
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.click(f"[data-lease='{held['id']}'] button[data-end]")
+    page.wait_for_selector(f"[data-recent='{held['id']}']")
+    with ctl.http(alice.token) as http:
+        ended = http.get(f"/v1/leases/{held['id']}").json()
+    assert ended["state"] == "ended" and ended["reason"].startswith("ended by root")
+
+    page.fill("[data-exporter='bench-1'] input[name=reason]", "<b>reflash</b>")
+    page.click("button[data-maintenance-on='bench-1']")
+    page.wait_for_selector("[data-exporter='bench-1'] .status-maintenance")
+    # The reason is shown as text, never as markup.
+    assert "<b>reflash</b>" in page.inner_text("[data-exporter='bench-1']")
+    assert page.query_selector("[data-exporter='bench-1'] b") is None
+    page.click("button[data-maintenance-off='bench-1']")
+    page.wait_for_selector("[data-exporter='bench-1'] .status-available")
+
+    page.goto(f"{ctl.url}/leases/{held['id']}")
+    history = page.inner_text("main")
+    assert "grant" in history and "end_lease" in history and "root" in history
+
+
+def test_admin_forms_refuse_a_post_without_the_csrf_field(ctl: ControllerHandle) -> None:
+    online(ctl, "bench-1", {})
+    root = ctl.admin.create_admin("root")
+    with ctl.http() as http:
+        http.cookies.set("tether_session", root.token)
+        refused = http.post("/admin/exporters/bench-1/maintenance", data={"on": "on"})
+        assert refused.status_code == 403
+        assert "stale or came from another site" in refused.json()["message"]
+        anonymous = httpx.post(
+            ctl.url + "/admin/exporters/bench-1/maintenance",
+            data={"on": "on"},
+            verify=False,
+        )
+        assert anonymous.status_code == 401
+    with ctl.http(root.token) as http:
+        shown = http.get("/v1/exporters").json()["exporters"][0]
+    assert shown["status"] == "available"
