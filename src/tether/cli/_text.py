@@ -30,7 +30,8 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
     from rich.text import Text
 
     if not sys.stdout.isatty():
-        for line in [headers, *rows]:
+        lines: list[list[object]] = [list(headers), *rows]
+        for line in lines:
             click.echo("\t".join(plain(value).replace("\t", " ") for value in line))
         return
     table = Table(*headers)

@@ -5,8 +5,8 @@ Run it with ``tether controller serve``; manage it with ``tether admin``. The AP
 """
 
 from ._admin import Admin, NewIdentity, load_policy_file, make_policy
-from ._audit import AuditEntry, acting
 from ._app import create_app
+from ._audit import AuditEntry, acting
 from ._controller import Controller
 from ._database import Database, default_database_url
 from ._records import ExporterStatus, Identity, LeaseState

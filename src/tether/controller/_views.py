@@ -72,7 +72,7 @@ class LabViews:
             if selector is None and limit is not None:
                 query = query.limit(limit)
             rows = conn.execute(query).all()
-        out = []
+        out: list[ExporterRecord] = []
         for row in rows:
             if selector is not None and not selector.matches(row.labels):
                 continue
