@@ -8,6 +8,7 @@ from ._admin import Admin, NewIdentity, load_policy_file, make_policy
 from ._app import create_app
 from ._controller import Controller
 from ._database import Database, default_database_url
+from ._limits import Limits
 from ._records import ExporterStatus, Identity, LeaseState
 from ._scheduler import Policy
 from ._selector import Requirement, Selector, parse_duration, parse_selector
@@ -20,6 +21,7 @@ __all__ = [
     "ExporterStatus",
     "Identity",
     "LeaseState",
+    "Limits",
     "NewIdentity",
     "Policy",
     "Requirement",

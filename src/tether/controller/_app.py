@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tether.errors import ControllerError
 
 from ._controller import Controller, lease_version
+from ._limits import GuardMiddleware, Limits
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
 from ._selector import Selector, parse_duration, parse_selector
@@ -115,12 +116,16 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)
+    code: {"model": ErrorOut} for code in (401, 403, 404, 408, 409, 413, 422, 429, 503)
 }
 
 
-def create_app(controller: Controller) -> FastAPI:
-    """The FastAPI application serving ``controller`` (kept as ``app.state.controller``)."""
+def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving ``controller`` (kept as ``app.state.controller``).
+
+    Every ``/v1/`` request is authenticated, and its body bounded, by
+    :class:`~._limits.GuardMiddleware` before a route sees it.
+    """
     app = FastAPI(
         title="tether controller",
         version="1",
@@ -129,8 +134,17 @@ def create_app(controller: Controller) -> FastAPI:
     )
     app.state.controller = controller
     _install_error_handlers(app)
+    app.add_middleware(
+        GuardMiddleware,
+        identify=controller.identify,
+        known=controller.store.known_identity,
+        limits=limits or Limits(),
+    )
 
     async def identity(request: Request) -> Identity:
+        checked = getattr(request.state, "identity", None)
+        if isinstance(checked, Identity):
+            return checked
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -108,6 +108,13 @@ class Store:
         self._tokens[digest] = (identity, now + TOKEN_CACHE_SECONDS)
         return identity
 
+    def known_identity(self, token: str) -> Identity | None:
+        """The identity of ``token`` if this process already knows it (no database work)."""
+        cached = self._tokens.get(hash_token(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     # -- exporters ----------------------------------------------------------------------------
 
     def register(

@@ -37,6 +37,7 @@ from tether.errors import ConfigError
 
 from ._admin import Admin
 from ._database import Database
+from ._limits import Limits
 from ._server import ServeOptions, serve
 
 __all__ = ["ControllerHandle", "FakeClock", "IssuedIdentity", "TestAdmin", "run_controller"]
@@ -273,6 +274,7 @@ def run_controller(
     heartbeat_timeout: float = 30.0,
     relay: bool = False,
     clock: Callable[[], float] | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[ControllerHandle]:
     """Run a controller until the ``with`` block ends.
 
@@ -285,6 +287,7 @@ def run_controller(
         heartbeat_timeout: seconds of silence before an exporter is offline.
         relay: also run the router relay on a free loopback port (``handle.relay``).
         clock: seconds since the epoch, e.g. a :class:`FakeClock` (in-process only).
+        limits: the HTTP side's bounds (in-process only; default :class:`Limits`).
 
     Yields:
         The handle: ``url``, ``ca``, ``database``, ``relay``, ``admin``, ``http(token)``.
@@ -307,11 +310,12 @@ def run_controller(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         relay_listen=f"{'tls' if tls else 'tcp'}://127.0.0.1:0" if relay else None,
+        limits=limits or Limits(),
     )
     handle: ControllerHandle
     if subprocess:
-        if clock is not None:
-            raise ConfigError("run_controller: a clock works only in-process")
+        if clock is not None or limits is not None:
+            raise ConfigError("run_controller: a clock or limits work only in-process")
         handle = _start_process(tmp, options, ca)
     else:
         handle = _start_thread(options, ca, clock)
