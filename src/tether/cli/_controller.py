@@ -19,6 +19,8 @@ import click
 
 from tether.errors import TetherError
 
+from ._safe import plain, printable
+
 if TYPE_CHECKING:
     from tether.controller import Admin
 
@@ -41,7 +43,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except TetherError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(exc)) from exc
 
 
 def _url(database: str | None) -> str:
@@ -216,7 +218,7 @@ def list_identities(ctx: click.Context, kind: str) -> None:
         for row in _admin(ctx).identities(kind):
             labels = row.get("labels")
             suffix = " " + ",".join(f"{k}={v}" for k, v in labels.items()) if labels else ""
-            click.echo(f"{row['name']}{suffix}")
+            click.echo(printable(f"{row['name']}{suffix}", newlines=False))
 
 
 @admin.group()
@@ -335,7 +337,7 @@ def _print_leases(leases: list[Any]) -> None:
         position = "" if each.position is None else str(each.position)
         ends = each.ends_at
         row = [each.id, each.state, ", ".join(each.exporters), position, ends, each.reason]
-        table.add_row(*(value or "" for value in row))
+        table.add_row(*(plain(value or "") for value in row))
     Console().print(table)
 
 
@@ -365,11 +367,14 @@ def lease_acquire(
         pending = api.request(selector, duration, exporter=exporter_name)
         console = Console(stderr=True)
         try:
-            with console.status(f"waiting for lease {pending.id}") as status:
+            with console.status(plain(f"waiting for lease {pending.id}")) as status:
 
                 def show(waiting: Any) -> None:
-                    line = f"waiting for lease {waiting.id}: position {waiting.position or '?'}"
-                    status.update(line)
+                    line = printable(
+                        f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
+                        newlines=False,
+                    )
+                    status.update(plain(line))
                     if not console.is_terminal:  # CI logs: one line per position
                         click.echo(line, err=True)
 
@@ -401,7 +406,7 @@ def lease_release(lease_id: str, **options: Any) -> None:
     """End a lease (or leave the queue)."""
     with _lease_api(**options) as api, _errors():
         ended = api.release(lease_id)
-    click.echo(f"lease {ended.id}: {ended.state}")
+    click.echo(printable(f"lease {ended.id}: {ended.state}"))
 
 
 @lease.command("extend")
@@ -412,7 +417,7 @@ def lease_extend(lease_id: str, duration: str, **options: Any) -> None:
     """Move a lease's end later by DURATION (10m, 1h, seconds)."""
     with _lease_api(**options) as api, _errors():
         extended = api.extend(lease_id, duration)
-    click.echo(f"lease {extended.id}: ends at {extended.ends_at}")
+    click.echo(printable(f"lease {extended.id}: ends at {extended.ends_at}"))
 
 
 @click.command()
@@ -430,5 +435,5 @@ def exporters(selector: str | None, **options: Any) -> None:
         labels = ",".join(f"{k}={v}" for k, v in sorted((each.get("labels") or {}).items()))
         row = [each.get(key) for key in ("name", "labels", "status", "lease", "last_seen")]
         row[1] = labels
-        table.add_row(*(str(value or "") for value in row))
+        table.add_row(*(plain(value or "") for value in row))
     Console().print(table)

@@ -31,7 +31,7 @@ from tether.exporter._tokens import generate_token, hash_token
 from ._database import Database
 from ._records import Changes, LeaseState, check_name
 from ._scheduler import OPEN_MAX_DURATION, Policy
-from ._selector import is_label_word, parse_duration, parse_selector
+from ._selector import label_problem, parse_duration, parse_selector
 from ._tables import clients, exporters, lab_state, lease_exporters, leases, policies
 
 __all__ = ["Admin", "NewIdentity", "load_policy_file", "make_policy"]
@@ -296,19 +296,11 @@ def _policy_row(policy: Policy) -> dict[str, Any]:
 
 
 def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        # A label must be usable in a selector, so it follows the selector's word syntax.
-        for part in (key, value):
-            if not isinstance(part, str) or not is_label_word(part):
-                raise ControllerError(
-                    f"bad label {key!r}: {value!r}: keys and values must be "
-                    "letters, digits, '-', '_', '.', '/', ':'",
-                    code="bad_label",
-                    status=422,
-                )
-        out[key] = value
-    return out
+    # A label must be usable in a selector, so it follows the selector's word syntax.
+    problem = label_problem(labels)
+    if problem is not None:
+        raise ControllerError(problem, code="bad_label", status=422)
+    return dict(labels)
 
 
 def _bump_version(conn: Any, *, exporters: bool = True) -> None:

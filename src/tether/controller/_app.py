@@ -8,12 +8,13 @@ become ``invalid_request`` (422) listing each bad field; unknown routes ``not_fo
 time, and they use aliases local to :func:`create_app`.)
 """
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.errors import ControllerError
@@ -22,7 +23,15 @@ from ._controller import Controller, lease_version
 from ._limits import GuardMiddleware, Limits
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
-from ._selector import Selector, parse_duration, parse_selector
+from ._selector import (
+    MAX_LABEL_KEY,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    Selector,
+    label_problem,
+    parse_duration,
+    parse_selector,
+)
 
 __all__ = ["create_app"]
 
@@ -69,10 +78,27 @@ class ExtendRequest(_Body):
 
 
 class RegisterRequest(_Body):
-    """An exporter announcing itself: its own labels (under the admin's) and driver report."""
+    """An exporter announcing itself: its own labels (under the admin's) and driver report.
 
-    labels: dict[str, str] = Field(default_factory=dict)
+    Reported labels are shown and matched by lease selectors, never by access policies
+    (those match only the labels the admin gave the exporter)."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            f"at most {MAX_LABELS}; keys (up to {MAX_LABEL_KEY} characters) and values (up to "
+            f"{MAX_LABEL_VALUE}) of letters, digits, '-', '_', '.', '/', ':'"
+        ),
+    )
     report: Any = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        problem = label_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class HeartbeatRequest(_Body):
@@ -115,6 +141,16 @@ class ErrorOut(BaseModel):
     message: str
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate in stored or echoed text
+    (an exporter's label, a selector) is still a valid answer, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 403, 404, 408, 409, 413, 422, 429, 503)
 }
@@ -131,6 +167,7 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
         version="1",
         description="Leases, exporters and access for a tether lab. See docs/controller-api.md.",
         responses=_ERRORS,
+        default_response_class=AsciiJSONResponse,
     )
     app.state.controller = controller
     _install_error_handlers(app)
@@ -314,7 +351,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def controller_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ControllerError)
         body = {"error": exc.code, "message": exc.message, **exc.details}
-        return JSONResponse(body, status_code=exc.status)
+        return AsciiJSONResponse(body, status_code=exc.status)
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -323,7 +360,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in error.get("loc", ()))
             problems.append({"where": where, "message": error.get("msg", "invalid")})
         text = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
-        return JSONResponse(
+        return AsciiJSONResponse(
             {"error": "invalid_request", "message": f"invalid request: {text}", "errors": problems},
             status_code=422,
         )
@@ -331,7 +368,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
+        return AsciiJSONResponse(
             {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
         )
 

@@ -22,10 +22,16 @@ from enum import StrEnum
 from tether.errors import ControllerError, SelectorError
 
 __all__ = [
+    "MAX_LABELS",
+    "MAX_LABEL_KEY",
+    "MAX_LABEL_VALUE",
+    "MAX_SELECTOR",
+    "MIN_DURATION",
     "Op",
     "Requirement",
     "Selector",
     "is_label_word",
+    "label_problem",
     "parse_duration",
     "parse_selector",
 ]
@@ -34,9 +40,44 @@ _WORD = re.compile(r"[A-Za-z0-9_./:-]+")
 _WORD_CHARS = "letters, digits, '-', '_', '.', '/', ':'"
 
 
+#: Most labels one exporter may have (admin's and reported together count separately).
+MAX_LABELS = 64
+#: Longest label key and value, in characters.
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 256
+#: Longest selector text, in characters.
+MAX_SELECTOR = 4096
+#: Shortest lease, seconds.
+MIN_DURATION = 1.0
+
+
 def is_label_word(text: str) -> bool:
     """True when ``text`` can be a label key or value (usable unquoted in a selector)."""
     return _WORD.fullmatch(text) is not None
+
+
+def label_problem(labels: object) -> str | None:
+    """What is wrong with ``labels`` as a label mapping (None: nothing).
+
+    Keys and values must be selector words (:func:`is_label_word`) of at most
+    :data:`MAX_LABEL_KEY` / :data:`MAX_LABEL_VALUE` characters; at most :data:`MAX_LABELS`.
+    """
+    if not isinstance(labels, Mapping):
+        return "labels must be a mapping of key to value"
+    if len(labels) > MAX_LABELS:
+        return f"at most {MAX_LABELS} labels (got {len(labels)})"
+    for key, value in labels.items():
+        for part, limit, what in ((key, MAX_LABEL_KEY, "key"), (value, MAX_LABEL_VALUE, "value")):
+            if not isinstance(part, str):
+                return f"label {what} {part!r} is not a string"
+            if len(part) > limit:
+                return f"label {what} {part[:40]!r}... is longer than {limit} characters"
+            if not is_label_word(part):
+                return (
+                    f"bad label {key!r}: {value!r}: keys and values must be "
+                    f"{_WORD_CHARS} (1 to {limit} of them)"
+                )
+    return None
 
 
 class Op(StrEnum):
@@ -163,6 +204,12 @@ def parse_selector(text: str) -> Selector:
         SelectorError: the text does not parse; the message names the position and what was
             expected there.
     """
+    if len(text) > MAX_SELECTOR:
+        raise SelectorError(
+            f"bad selector: longer than {MAX_SELECTOR} characters",
+            position=MAX_SELECTOR,
+            selector=text[:100],
+        )
     scan = _Scanner(text)
     requirements: list[Requirement] = []
     if scan.at_end():

@@ -509,8 +509,13 @@ class Store:
             select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
         ).scalar_one()
         if version != self._labels_version:
-            rows = conn.execute(select(exporters.c.name, exporters.c.labels)).all()
-            self._index = LabIndex({row.name: row.labels for row in rows})
+            rows = conn.execute(
+                select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels)
+            ).all()
+            self._index = LabIndex(
+                {row.name: row.labels for row in rows},
+                {row.name: row.admin_labels for row in rows},
+            )
             self._labels_version = version
         leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
         down = select(exporters.c.name).where(
