@@ -70,6 +70,13 @@ def controller() -> None:
 @click.option("--heartbeat-interval", type=float, default=10.0, show_default=True)
 @click.option("--heartbeat-timeout", type=float, default=30.0, show_default=True)
 @click.option("--relay-listen", default=None, help="run the router relay too: tls://HOST:PORT")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="change one limit (repeat), e.g. max_pending_per_client=20; see docs/security.md",
+)
 def serve(
     listen: str,
     database: str | None,
@@ -78,15 +85,19 @@ def serve(
     heartbeat_interval: float,
     heartbeat_timeout: float,
     relay_listen: str | None,
+    limits: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API; prints 'tether controller ready at URL' once listening.
 
     The database is migrated at start. Stop with SIGINT or SIGTERM.
     """
-    from tether.controller import ServeOptions
+    from tether.controller import Limits, ServeOptions
     from tether.controller import serve as run
 
+    with _errors():
+        parsed_limits = Limits.parse(limits)
     options = ServeOptions(
+        limits=parsed_limits,
         listen=listen,
         database=_url(database),
         tls_cert=tls_cert,

@@ -249,7 +249,7 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
     @app.get("/v1/leases", response_model=LeaseList, tags=["leases"])
     async def list_leases(who: Client, all: bool = False) -> dict[str, Any]:
         """The caller's live leases (``all=true``: also its last 100 finished ones)."""
-        found = await controller.run_db(controller.store.list_leases, who.name, include_ended=all)
+        found = await controller.run_read(controller.store.list_leases, who.name, include_ended=all)
         return {"leases": [lease_json(lease) for lease in found]}
 
     @app.get("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
@@ -283,7 +283,7 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """Every exporter (matching ``selector``) with its status."""
         parsed = None if selector is None else _selector(selector, "selector")
-        found = await controller.run_db(controller.store.list_exporters, parsed)
+        found = await controller.run_read(controller.store.list_exporters, parsed)
         return {"exporters": [e.to_json() for e in found]}
 
     @app.post("/v1/exporter/register", tags=["exporter"])

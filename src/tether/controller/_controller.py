@@ -30,6 +30,7 @@ from tether.errors import ControllerError
 
 from ._admin import Admin
 from ._database import Database
+from ._limits import Limits
 from ._records import Changes, Identity, LeaseRecord, LeaseState
 from ._store import Store
 
@@ -51,6 +52,7 @@ class Controller:
         heartbeat_timeout: silence after which an exporter is offline, seconds.
         relay_url: advertised in leases as ``relay`` (set by the relay when it runs).
         clock: seconds since the epoch.
+        limits: the queue's bounds (pending requests per client, poll and claim timeouts).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Controller:
         heartbeat_timeout: float = 30.0,
         relay_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
     ) -> None:
         if heartbeat_timeout <= heartbeat_interval:
             raise ControllerError(
@@ -69,7 +72,13 @@ class Controller:
                 code="bad_config",
             )
         self.database = database
-        self.store = Store(database, heartbeat_timeout=heartbeat_timeout, clock=clock)
+        self.limits = limits or Limits()
+        self.store = Store(
+            database,
+            heartbeat_timeout=heartbeat_timeout,
+            clock=clock,
+            max_pending_per_client=self.limits.max_pending_per_client,
+        )
         self.admin = Admin(database, clock=clock)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -79,6 +88,8 @@ class Controller:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if database.is_sqlite else 8, thread_name_prefix="tether-db"
         )
+        # Listings can be long (a client's queue, a big lab): never on the event loop.
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tether-db-read")
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._seen: dict[str, float] = {}
         self._deadline_moved = asyncio.Event()
@@ -115,6 +126,7 @@ class Controller:
         with contextlib.suppress(ControllerError):
             await self.run_db(self.store.flush_heartbeats, self._take_seen())
         self._executor.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         self.database.dispose()
 
     def wake_all(self) -> None:
@@ -139,6 +151,14 @@ class Controller:
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def run_read(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a read-only store call that may take long, on a reader thread (never inline).
+
+        ``fn`` must only read (on SQLite it runs in a deferred transaction, beside writers).
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
 
     # -- API used by the HTTP layer and the relay ---------------------------------------------
 

@@ -29,13 +29,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tether.errors import ControllerError
+from tether.errors import ConfigError, ControllerError
 
 from ._records import Identity
 
@@ -66,6 +66,11 @@ class Limits:
         max_waiters: long-polls (``wait=`` > 0) in progress at once.
         auth_failures_burst: failed authentications a peer may make before throttling.
         auth_failures_per_second: how fast that budget refills.
+        max_pending_per_client: lease requests one client may have waiting at once.
+        pending_poll_timeout: seconds a pending request lives after its client last polled it
+            (a long-poll in progress counts as polling).
+        claim_timeout: seconds a granted lease may go without its client joining the relay
+            before it is released (only with the relay running).
     """
 
     header_timeout: float = 10.0
@@ -80,6 +85,36 @@ class Limits:
     max_waiters: int = 8192
     auth_failures_burst: int = 50
     auth_failures_per_second: float = 5.0
+    max_pending_per_client: int = 100
+    pending_poll_timeout: float = 300.0
+    claim_timeout: float = 300.0
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> Limits:
+        """Limits from ``KEY=VALUE`` strings (``tether controller serve --limit``).
+
+        Raises:
+            ConfigError: an unknown key or a value that is not a positive number.
+        """
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls) if f.name != "route_bodies"}
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in known:
+                raise ConfigError(
+                    f"bad --limit {item!r}: expected KEY=VALUE with KEY one of "
+                    f"{', '.join(sorted(known))}"
+                )
+            kind = int if known[key].type in ("int", int) else float
+            try:
+                value = kind(text)
+            except ValueError:
+                value = -1
+            if value <= 0:
+                raise ConfigError(f"bad --limit {item!r}: expected a positive {kind.__name__}")
+            values[key] = value
+        return cls(**values)
 
     def body_limit(self, path: str) -> int:
         """The body size limit of ``path``."""
@@ -260,6 +295,11 @@ class GuardMiddleware:
             return
         peer = (scope.get("client") or ("?", 0))[0]
         waiting = _is_long_poll(scope)
+        if scope["path"].startswith("/v1/exporter/"):
+            # Heartbeats and registrations (one stream per exporter) never wait behind
+            # client load; unknown tokens are still throttled like anyone's.
+            await self._guarded(scope, receive, send, peer)
+            return
         if waiting and self.waiters >= self.limits.max_waiters:
             _say(f"busy:{peer}", "refused a long-poll from %s: too many waiting", peer)
             await _answer(send, 503, "busy", "too many requests wait; retry later", retry=1)

@@ -137,6 +137,7 @@ async def serve(
         heartbeat_interval=options.heartbeat_interval,
         heartbeat_timeout=options.heartbeat_timeout,
         clock=clock or time.time,
+        limits=options.limits,
     )
     await controller.start()
     sock = _bind(host, port)

@@ -61,6 +61,7 @@ class Store:
         database: a migrated :class:`~._database.Database`.
         heartbeat_timeout: seconds without a heartbeat after which an exporter is offline.
         clock: seconds since the epoch.
+        max_pending_per_client: lease requests one client may have waiting at once.
     """
 
     def __init__(
@@ -69,8 +70,10 @@ class Store:
         *,
         heartbeat_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        max_pending_per_client: int = 100,
     ) -> None:
         self.database = database
+        self.max_pending_per_client = max_pending_per_client
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self._labels_version = -1
@@ -249,7 +252,7 @@ class Store:
     def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
         """Every exporter (matching ``selector``) with its status."""
         cutoff = self.clock() - self.heartbeat_timeout
-        with self.database.begin("listing exporters") as conn:
+        with self.database.read("listing exporters") as conn:
             held = dict(
                 conn.execute(
                     select(lease_exporters.c.exporter, leases.c.id)
@@ -294,6 +297,19 @@ class Store:
         now = self.clock()
         lease_id = uuid.uuid4().hex
         with self.database.begin("creating a lease", lock=True) as conn:
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(leases)
+                .where(leases.c.client == client, leases.c.state == LeaseState.PENDING)
+            ).scalar_one()
+            if waiting >= self.max_pending_per_client:
+                raise ControllerError(
+                    f"client {client!r} already has {waiting} lease requests waiting, the most "
+                    f"allowed ({self.max_pending_per_client}); release some first",
+                    code="too_many_pending",
+                    status=429,
+                    limit=self.max_pending_per_client,
+                )
             lab = self._lab(conn, now)
             for slot in slots:
                 if slot.exporter is not None and slot.exporter not in lab[0].names:
@@ -338,14 +354,36 @@ class Store:
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        with self.database.begin("listing leases") as conn:
-            query = select(leases.c.id).where(leases.c.client == client)
-            ids = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).scalars())
+        with self.database.read("listing leases") as conn:
+            query = select(leases).where(leases.c.client == client)
+            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
             if include_ended:
                 ended = query.where(leases.c.state.not_in(LIVE_STATES))
-                ids += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).scalars()
-            records = [self._load(conn, i) for i in ids]
-        return sorted((r for r in records if r is not None), key=lambda r: r.seq)
+                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
+            seqs = [row["seq"] for row in rows]
+            granted: dict[int, list[str]] = {}
+            for start in range(0, len(seqs), 500):
+                for link in conn.execute(
+                    select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
+                    .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
+                    .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
+                ):
+                    granted.setdefault(link.lease_seq, []).append(link.exporter)
+            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
+            if any(r.state is LeaseState.PENDING for r in records):
+                positions = self._positions(conn)
+                for record in records:
+                    record.position = positions.get(record.seq)
+        return sorted(records, key=lambda r: r.seq)
+
+    def _positions(self, conn: Connection) -> dict[int, int]:
+        """Queue position (1-based) of every pending request, by ``seq``: one query."""
+        order = (
+            select(leases.c.seq)
+            .where(leases.c.state == LeaseState.PENDING)
+            .order_by(leases.c.priority.desc(), leases.c.seq)
+        )
+        return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.
