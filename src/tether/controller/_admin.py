@@ -30,7 +30,7 @@ from tether.exporter._tokens import generate_token, hash_token
 
 from ._database import Database
 from ._records import Changes, LeaseState, check_name
-from ._scheduler import OPEN_MAX_DURATION, Policy
+from ._scheduler import OPEN_MAX_DURATION, LabIndex, Policy, Slot, decide_policy
 from ._selector import label_problem, parse_duration, parse_selector
 from ._tables import clients, exporters, lab_state, lease_exporters, leases, policies
 
@@ -188,27 +188,33 @@ class Admin:
 
     # -- policies -----------------------------------------------------------------------------
 
-    def set_policy(self, policy: Policy) -> None:
-        """Create or replace one policy."""
+    # Every policy change re-checks the live leases (:func:`_recheck_live`): waiting requests
+    # get the new limits or end, ready leases the new maximum length (for extensions).
+
+    def set_policy(self, policy: Policy) -> Changes:
+        """Create or replace one policy; returns the leases that changed."""
         check_name(policy.name, "policy")
-        with self.database.begin(f"setting policy {policy.name!r}") as conn:
+        with self.database.begin(f"setting policy {policy.name!r}", lock=True) as conn:
             conn.execute(delete(policies).where(policies.c.name == policy.name))
             conn.execute(insert(policies).values(**_policy_row(policy)))
+            return _recheck_live(conn, self.clock())
 
-    def delete_policy(self, name: str) -> None:
-        """Delete one policy."""
-        with self.database.begin(f"deleting policy {name!r}") as conn:
+    def delete_policy(self, name: str) -> Changes:
+        """Delete one policy; returns the leases that changed."""
+        with self.database.begin(f"deleting policy {name!r}", lock=True) as conn:
             if conn.execute(delete(policies).where(policies.c.name == name)).rowcount == 0:
                 raise _unknown("policy", name)
+            return _recheck_live(conn, self.clock())
 
-    def replace_policies(self, new: Sequence[Policy]) -> None:
+    def replace_policies(self, new: Sequence[Policy]) -> Changes:
         """Replace every policy with ``new`` (what applying a policy file does)."""
         for policy in new:
             check_name(policy.name, "policy")
-        with self.database.begin("replacing policies") as conn:
+        with self.database.begin("replacing policies", lock=True) as conn:
             conn.execute(delete(policies))
             if new:
                 conn.execute(insert(policies), [_policy_row(p) for p in new])
+            return _recheck_live(conn, self.clock())
 
     def list_policies(self) -> list[Policy]:
         """Every policy, by name."""
@@ -301,6 +307,84 @@ def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     if problem is not None:
         raise ControllerError(problem, code="bad_label", status=422)
     return dict(labels)
+
+
+def _recheck_live(conn: Any, now: float) -> Changes:
+    """Apply the policies now in the database to every live lease.
+
+    A waiting request no policy covers any more, or now too long, ends (its reason says
+    why); the others get the new limits and priority. A ready lease keeps running but gets the
+    new maximum length, so extensions are judged by today's policy.
+    """
+    rows = conn.execute(select(policies)).mappings().all()
+    current = [
+        Policy(
+            row["name"],
+            tuple(row["clients"]),
+            parse_selector(row["selector"]),
+            row["priority"],
+            row["max_duration"],
+        )
+        for row in rows
+    ]
+    lab = conn.execute(select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels))
+    found = lab.all()
+    index = LabIndex({r.name: r.labels for r in found}, {r.name: r.admin_labels for r in found})
+    changes = Changes()
+    live = select(
+        leases.c.seq,
+        leases.c.id,
+        leases.c.client,
+        leases.c.state,
+        leases.c.requests,
+        leases.c.duration,
+        leases.c.granted_at,
+        leases.c.ends_at,
+    ).where(leases.c.state.in_([LeaseState.PENDING, LeaseState.READY]))
+    for lease in conn.execute(live).all():
+        slots = [
+            Slot(exporter=str(r["exporter"]))
+            if r.get("exporter")
+            else Slot(selector=parse_selector(str(r.get("selector") or "")))
+            for r in lease.requests
+        ]
+        decision = decide_policy(lease.client, current, slots, index)
+        if lease.state == LeaseState.READY:
+            maximum = OPEN_MAX_DURATION if decision is None else decision.max_duration
+            conn.execute(
+                update(leases).where(leases.c.seq == lease.seq).values(max_duration=maximum)
+            )
+            continue
+        reason = None
+        if decision is None:
+            reason = f"the access policies changed: none names client {lease.client} any more"
+        elif lease.duration > decision.max_duration + 1e-6:
+            reason = (
+                f"the access policies changed: {lease.duration:g} s is longer than the "
+                f"{decision.max_duration:g} s now allowed"
+            )
+        if reason is not None:
+            conn.execute(
+                update(leases)
+                .where(leases.c.seq == lease.seq)
+                .values(state=LeaseState.ENDED, ended_at=now, reason=reason)
+            )
+            changes.leases.add(lease.id)
+            continue
+        assert decision is not None
+        conn.execute(
+            update(leases)
+            .where(leases.c.seq == lease.seq)
+            .values(
+                allowed=None if decision.allowed is None else [str(a) for a in decision.allowed],
+                priority=decision.priority,
+                max_duration=decision.max_duration,
+            )
+        )
+        changes.leases.add(lease.id)
+    # Controllers cache parsed requests by this version: make them read the new limits.
+    _bump_version(conn, exporters=True)
+    return changes
 
 
 def _bump_version(conn: Any, *, exporters: bool = True) -> None:

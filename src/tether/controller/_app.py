@@ -11,7 +11,7 @@ time, and they use aliases local to :func:`create_app`.)
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -99,6 +99,12 @@ class RegisterRequest(_Body):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+
+class EndRequest(_Body):
+    """Why the exporter ends the lease (shown to its client)."""
+
+    reason: str = Field("the exporter ended the lease", max_length=2000)
 
 
 class HeartbeatRequest(_Body):
@@ -215,10 +221,23 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
 
     Client = Annotated[Identity, Depends(client)]
     Exporter = Annotated[Identity, Depends(exporter)]
+    Agent = Annotated[
+        str | None,
+        Header(
+            alias="Tether-Agent",
+            max_length=64,
+            description="the agent process's id (random, per process): one agent an exporter",
+        ),
+    ]
     Wait = Annotated[float, Query(ge=0, le=_MAX_WAIT, description="long-poll seconds")]
 
     def lease_json(lease: LeaseRecord) -> dict[str, Any]:
         return lease.to_json(controller.relay_url)
+
+    def seen(lease: LeaseRecord) -> dict[str, Any]:
+        # Its client reads it: a pending request is still wanted, a granted one claimed.
+        controller.note_seen_by_client(lease)
+        return lease_json(lease)
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
@@ -244,13 +263,13 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
             controller.store.create_lease, who.name, slots, seconds
         )
         await controller.apply(changes)
-        return lease_json(lease)
+        return seen(lease)
 
     @app.get("/v1/leases", response_model=LeaseList, tags=["leases"])
     async def list_leases(who: Client, all: bool = False) -> dict[str, Any]:
         """The caller's live leases (``all=true``: also its last 100 finished ones)."""
         found = await controller.run_read(controller.store.list_leases, who.name, include_ended=all)
-        return {"leases": [lease_json(lease) for lease in found]}
+        return {"leases": [seen(lease) for lease in found]}
 
     @app.get("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
     async def get_lease(
@@ -258,7 +277,7 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """One lease; with ``wait``, answers once its state is no longer ``state``."""
         lease = await controller.wait_lease(lease_id, state if wait > 0 else None, wait)
-        return lease_json(_mine(lease, lease_id, who))
+        return seen(_mine(lease, lease_id, who))
 
     @app.post("/v1/leases/{lease_id}/extend", response_model=LeaseOut, tags=["leases"])
     async def extend_lease(lease_id: str, body: ExtendRequest, who: Client) -> dict[str, Any]:
@@ -284,15 +303,20 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
         """Every exporter (matching ``selector``) with its status."""
         parsed = None if selector is None else _selector(selector, "selector")
         found = await controller.run_read(controller.store.list_exporters, parsed)
-        return {"exporters": [e.to_json() for e in found]}
+        refused = controller.agents_refused
+        return {
+            "exporters": [{**e.to_json(), "agents_refused": refused.get(e.name, 0)} for e in found]
+        }
 
     @app.post("/v1/exporter/register", tags=["exporter"])
-    async def register(body: RegisterRequest, who: Exporter) -> dict[str, Any]:
-        """An exporter announces its labels and driver report."""
-        labels, changes = await controller.run_db(
-            controller.store.register, who.name, body.labels, body.report
-        )
-        await controller.apply(changes)
+    async def register(body: RegisterRequest, who: Exporter, agent: Agent = None) -> dict[str, Any]:
+        """An exporter announces its labels and driver report.
+
+        With a ``Tether-Agent`` header, a second agent for an exporter whose agent is live is
+        refused (409 ``agent_conflict``); once it registers (the first silent for the heartbeat
+        time-out, or gone offline), the first is fenced (409 ``agent_fenced`` on its calls).
+        """
+        labels = await controller.register(who.name, body.labels, body.report, agent)
         current = await controller.run_db(controller.store.exporter_leases, who.name)
         return {
             "name": who.name,
@@ -303,12 +327,14 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
         }
 
     @app.post("/v1/exporter/heartbeat", tags=["exporter"])
-    async def heartbeat(body: HeartbeatRequest, who: Exporter) -> dict[str, Any]:
+    async def heartbeat(
+        body: HeartbeatRequest, who: Exporter, agent: Agent = None
+    ) -> dict[str, Any]:
         """An exporter is alive (or says it goes away); the answer lists its live leases."""
         if body.status == "offline":
-            current = await controller.exporter_offline(who.name)
+            current = await controller.exporter_offline(who.name, agent)
         else:
-            current = await controller.exporter_heartbeat(who.name, body.status == "hook")
+            current = await controller.exporter_heartbeat(who.name, body.status == "hook", agent)
         return {
             "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
             "version": lease_version(current),
@@ -317,14 +343,28 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/v1/exporter/leases", tags=["exporter"])
     async def exporter_leases(
-        who: Exporter, wait: Wait = 0.0, version: str | None = None
+        who: Exporter, wait: Wait = 0.0, version: str | None = None, agent: Agent = None
     ) -> dict[str, Any]:
         """The exporter's live leases; with ``wait``, once they differ from ``version``."""
+        await controller.verify_agent(who.name, agent)
         current, tag = await controller.wait_exporter_leases(who.name, version, wait)
         return {
             "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
             "version": tag,
         }
+
+    @app.post("/v1/exporter/leases/{lease_id}/end", response_model=LeaseOut, tags=["exporter"])
+    async def exporter_end_lease(
+        lease_id: str, body: EndRequest, who: Exporter, agent: Agent = None
+    ) -> dict[str, Any]:
+        """The exporter cannot serve one of its leases (``before_lease`` failed with
+        ``on_failure: end_lease``): it ends now, and its client sees ``reason`` at once."""
+        await controller.verify_agent(who.name, agent)
+        lease, changes = await controller.run_db(
+            controller.store.end_by_exporter, who.name, lease_id, body.reason
+        )
+        await controller.apply(changes)
+        return lease_json(lease)
 
     return app
 

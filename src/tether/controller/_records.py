@@ -95,6 +95,7 @@ class LeaseRecord:
     reason: str | None = None
     exporters: list[str] = field(default_factory=list)
     position: int | None = None
+    claimed_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], exporters: list[str]) -> LeaseRecord:
@@ -114,6 +115,7 @@ class LeaseRecord:
             ended_at=row["ended_at"],
             reason=row["reason"],
             exporters=exporters,
+            claimed_at=row.get("claimed_at"),
         )
 
     def to_json(self, relay: str | None) -> dict[str, Any]:
@@ -156,6 +158,7 @@ class ExporterRecord:
     status: ExporterStatus
     lease: str | None
     last_seen: float | None
+    agent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of ``GET /v1/exporters`` entries."""
@@ -165,6 +168,7 @@ class ExporterRecord:
             "status": self.status.value,
             "lease": self.lease,
             "last_seen": iso(self.last_seen),
+            "agent": self.agent,
         }
 
 

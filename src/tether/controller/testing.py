@@ -150,6 +150,11 @@ class ControllerHandle:
         """Make an in-process controller's upkeep run now (after moving its fake clock)."""
         raise NotImplementedError("poke() needs an in-process controller")
 
+    def upkeep_now(self) -> None:
+        """Run one round of an in-process controller's upkeep and wait for it (heartbeats and
+        polls written, due leases expired, abandoned ones ended, a grant pass)."""
+        raise NotImplementedError("upkeep_now() needs an in-process controller")
+
     def notice_admin_changes(self) -> None:
         """Make an in-process controller see identity changes now (it checks every second)."""
         raise NotImplementedError("notice_admin_changes() needs an in-process controller")
@@ -165,6 +170,11 @@ class _ThreadHandle(ControllerHandle):
     def poke(self) -> None:
         assert self._loop is not None and self._server is not None
         self._loop.call_soon_threadsafe(self._server.controller.poke)
+
+    def upkeep_now(self) -> None:
+        assert self._loop is not None and self._server is not None
+        rounds = self._server.controller.upkeep_once()
+        asyncio.run_coroutine_threadsafe(rounds, self._loop).result()
 
     def notice_admin_changes(self) -> None:
         assert self._loop is not None and self._server is not None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -542,7 +543,8 @@ class ControllerAgent:
         if self._identity is None:  # before the first lease, which should not wait for it
             self._identity = await asyncio.to_thread(SessionIdentity.generate)
         verify: ssl.SSLContext | bool = self._ssl_context or True
-        headers = {"Authorization": f"Bearer {self._token}"}
+        # Tether-Agent: this process's id, so the controller keeps one agent per exporter.
+        headers = {"Authorization": f"Bearer {self._token}", "Tether-Agent": secrets.token_hex(16)}
         timeout = httpx.Timeout(10.0, read=self._long_poll + 10.0)
         delay = self._retry
         async with httpx.AsyncClient(
@@ -677,6 +679,9 @@ class ControllerAgent:
         except HookFailed as exc:
             log.error("lease %s: not served: %s", lease_id, exc)
             self._done.add(lease_id)
+            with contextlib.suppress(ConnectFailed, ControllerError):  # it ends anyway, later
+                reason = {"reason": f"not served: {exc}"}
+                await self._request("POST", f"/v1/exporter/leases/{lease_id}/end", json=reason)
             return
         self.sessions[lease_id] = session.id
         client = lease.get("client")
