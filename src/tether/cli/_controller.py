@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -370,35 +372,84 @@ def lease_acquire(
     The lease stays until `tether lease release ID` or its end. Ctrl-C while waiting leaves
     the queue.
     """
-    from rich.console import Console
-
     if (selector is None) == (exporter_name is None):
         raise click.UsageError("give exactly one of --selector and --exporter")
     with _lease_api(**options) as api, _errors():
-        pending = api.request(selector, duration, exporter=exporter_name)
-        console = Console(stderr=True)
-        try:
-            with console.status(plain(f"waiting for lease {pending.id}")) as status:
-
-                def show(waiting: Any) -> None:
-                    line = printable(
-                        f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
-                        newlines=False,
-                    )
-                    status.update(plain(line))
-                    if not console.is_terminal:  # CI logs: one line per position
-                        click.echo(line, err=True)
-
-                granted = api.wait_ready(pending, show)
-        except KeyboardInterrupt:
-            api.release(pending.id)
-            click.echo(f"lease {pending.id} withdrawn from the queue", err=True)
-            sys.exit(130)
-        except BaseException:
-            with contextlib.suppress(TetherError):
-                api.release(pending.id)
-            raise
+        granted = _acquire(api, selector, exporter_name, duration)
         _print_leases([granted])
+
+
+def _acquire(api: Any, selector: str | None, exporter: str | None, duration: str) -> Any:
+    """Request and wait, on a worker thread, so that Ctrl-C always withdraws the request.
+
+    Python's SIGINT raises KeyboardInterrupt wherever the main thread is; inside the HTTP
+    client's pool (a lock just taken, a connection half-read) the release that follows,
+    through the same client, can block for good, and a SIGINT before the controller answered
+    the request left it queued. So SIGINT only sets a flag, the main thread only waits, and on
+    Ctrl-C it releases the request through a fresh client (waiting, bounded, for the
+    request's id when the SIGINT came before the answer) and exits 130, leaving the worker's
+    poll behind.
+    """
+    from rich.console import Console
+
+    from tether.client import LeaseClient
+
+    console = Console(stderr=True)
+    requested = threading.Event()
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+    with console.status(plain("requesting a lease")) as status:
+
+        def show(waiting: Any) -> None:
+            line = printable(
+                f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
+                newlines=False,
+            )
+            status.update(plain(line))
+            if not console.is_terminal:  # CI logs: one line per position
+                click.echo(line, err=True)
+
+        def work() -> None:
+            try:
+                outcome["pending"] = api.request(selector, duration, exporter=exporter)
+                requested.set()
+                outcome["granted"] = api.wait_ready(outcome["pending"], show)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                requested.set()
+                done.set()
+
+        worker = threading.Thread(target=work, name="tether-lease-acquire", daemon=True)
+        interrupted = threading.Event()
+        # A handler that only sets a flag: no KeyboardInterrupt lands anywhere (a second
+        # Ctrl-C included), and the main thread notices within a fraction of a second.
+        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
+        try:
+            worker.start()
+            while not done.wait(0.2) and not interrupted.is_set():
+                pass
+        finally:
+            if not interrupted.is_set():
+                signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        requested.wait(15)
+        pending = outcome.get("pending")
+        if pending is not None:
+            with contextlib.suppress(TetherError), LeaseClient(api.settings) as fresh:
+                fresh.release(pending.id)
+            click.echo(f"lease {pending.id} withdrawn from the queue", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # the worker may still sit in its poll
+    error = outcome.get("error")
+    if error is not None:
+        pending = outcome.get("pending")
+        if pending is not None:
+            with contextlib.suppress(TetherError), LeaseClient(api.settings) as fresh:
+                fresh.release(pending.id)
+        raise error
+    return outcome["granted"]
 
 
 @lease.command("list")
