@@ -148,7 +148,17 @@ _endpoint = click.option(
     show_default=True,
     help="controller URL written into the printed config",
 )
-_ca = click.option("--ca", default=None, help="CA file written into the printed config")
+_ca = click.option(
+    "--ca",
+    default=None,
+    help="CA file written into the printed config (as an absolute path)",
+)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """A path for a printed config: absolute, since the config is read from elsewhere (a
+    relative path there is taken from the config file's directory, not from here)."""
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 @admin.command("create-client")
@@ -159,7 +169,7 @@ _ca = click.option("--ca", default=None, help="CA file written into the printed 
 def create_client(ctx: click.Context, name: str, endpoint: str, ca: str | None) -> None:
     """Make a client; prints its config with the token (shown only once)."""
     with _errors():
-        click.echo(_admin(ctx).create_client(name).config(endpoint, ca), nl=False)
+        click.echo(_admin(ctx).create_client(name).config(endpoint, _absolute(ca)), nl=False)
 
 
 @admin.command("create-exporter")
@@ -190,12 +200,13 @@ def create_exporter(
         parsed[key] = value
     with _errors():
         new = _admin(ctx).create_exporter(name, parsed)
-        config = new.config(endpoint, ca)
+        config = new.config(endpoint, _absolute(ca))
         if token_file is not None:
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(new.token + "\n")
-            config = config.replace(f"token: {new.token}", f"token_file: {token_file}")
+            written = _absolute(token_file)
+            config = config.replace(f"token: {new.token}", f"token_file: {written}")
         click.echo(config, nl=False)
 
 
@@ -333,6 +344,12 @@ def _client_options(fn: Any) -> Any:
 def _lease_api(**options: Any) -> Iterator[Any]:
     from tether.client import LeaseClient, load_client_settings
 
+    if options.get("token"):
+        click.echo(
+            "warning: a token on the command line is visible to every user (ps); "
+            "use $TETHER_TOKEN or the client config file",
+            err=True,
+        )
     with _errors():
         settings = load_client_settings(
             options["controller"], options["token"], options["ca"], options["client_config"]

@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.errors import ControllerError
@@ -24,9 +33,12 @@ from ._limits import GuardMiddleware, Limits
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
 from ._selector import (
+    MAX_DURATION,
     MAX_LABEL_KEY,
     MAX_LABEL_VALUE,
     MAX_LABELS,
+    MAX_SELECTOR,
+    MIN_DURATION,
     Selector,
     label_problem,
     parse_duration,
@@ -39,8 +51,27 @@ _MAX_WAIT = 60.0
 _MAX_SLOTS = 64
 
 Duration = Annotated[
-    float | str,
-    Field(description="seconds, or text like '90s', '30m', '1h30m'", examples=["30m", 1800]),
+    StrictInt | StrictFloat | StrictStr,
+    Field(
+        description=(
+            f"seconds (a number, at least {MIN_DURATION:g}), or text: a number with units "
+            "d, h, m, s from largest to smallest, each at most once ('90s', '30m', '1h30m', "
+            f"'2d'); at most {MAX_DURATION / 86400:g} days"
+        ),
+        examples=["30m", 1800],
+    ),
+]
+Selector_ = Annotated[
+    str,
+    Field(
+        max_length=MAX_SELECTOR,
+        description=(
+            "requirements joined by ',' (all must hold): KEY=VALUE, KEY!=VALUE, "
+            "KEY in (V1, V2), KEY notin (V1, V2), KEY (exists), !KEY (absent); keys and "
+            "values of letters, digits, '-', '_', '.', '/', ':'. Empty: every exporter."
+        ),
+        examples=["board=rpi4,site in (lab-a, lab-b)"],
+    ),
 ]
 
 
@@ -52,10 +83,10 @@ class LeaseRequest(_Body):
     """Ask for exporters: one ``selector`` (``count`` times), several ``selectors``, or one
     ``exporter`` by name. Several exporters are granted together or not at all."""
 
-    selector: str | None = Field(None, examples=["board=rpi4,site in (lab-a, lab-b)"])
-    count: int = Field(1, ge=1, le=_MAX_SLOTS)
-    selectors: list[str] | None = Field(None, min_length=1, max_length=_MAX_SLOTS)
-    exporter: str | None = None
+    selector: Selector_ | None = None
+    count: StrictInt = Field(1, ge=1, le=_MAX_SLOTS)
+    selectors: list[Selector_] | None = Field(None, min_length=1, max_length=_MAX_SLOTS)
+    exporter: str | None = Field(None, max_length=200)
     duration: Duration
 
     @model_validator(mode="after")
@@ -298,7 +329,11 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/v1/exporters", tags=["exporters"])
     async def list_exporters(
-        _who: Annotated[Identity, Depends(identity)], selector: str | None = None
+        _who: Annotated[Identity, Depends(identity)],
+        selector: Annotated[
+            str | None,
+            Query(max_length=MAX_SELECTOR, description="a label selector, as in a lease request"),
+        ] = None,
     ) -> dict[str, Any]:
         """Every exporter (matching ``selector``) with its status."""
         parsed = None if selector is None else _selector(selector, "selector")
