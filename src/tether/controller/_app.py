@@ -211,7 +211,7 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
     app.add_middleware(
         GuardMiddleware,
         identify=controller.identify,
-        known=controller.store.known_identity,
+        known=controller.store.known_token,
         limits=limits or Limits(),
     )
 

@@ -16,8 +16,10 @@ and no stall for anyone else:
   run at once, past which the answer is 503 with ``Retry-After``. Failed authentications are
   counted per peer address: past a budget (``auth_failures_burst``, refilled at
   ``auth_failures_per_second``) a peer's unknown tokens get 429 without a database lookup, while
-  tokens the controller already knows still pass (a lab's real clients share addresses with
-  attackers on NAT or loopback). Refusals are logged with counts, at most every 10 s a peer.
+  tokens that were valid before are still looked up (a lab's real clients share addresses with
+  attackers on NAT or loopback); each such 429 waits ``auth_tarpit`` first, so a connection
+  makes at most one attempt that long. Refusals are logged with counts, at most every 10 s a
+  peer.
 
 The identity the middleware found goes into the ASGI ``state`` (``request.state.identity``), so
 the routes do not look the token up twice.
@@ -33,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tether.errors import ConfigError, ControllerError
@@ -66,6 +69,8 @@ class Limits:
         max_waiters: long-polls (``wait=`` > 0) in progress at once.
         auth_failures_burst: failed authentications a peer may make before throttling.
         auth_failures_per_second: how fast that budget refills.
+        auth_tarpit: seconds a throttled peer's unknown token waits for its 429 (so one
+            connection makes at most one such attempt a tarpit, at no cost to anyone else).
         max_pending_per_client: lease requests one client may have waiting at once.
         pending_poll_timeout: seconds a pending request lives after its client last polled it
             (a long-poll in progress counts as polling).
@@ -85,6 +90,7 @@ class Limits:
     max_waiters: int = 8192
     auth_failures_burst: int = 50
     auth_failures_per_second: float = 5.0
+    auth_tarpit: float = 1.0
     max_pending_per_client: int = 100
     pending_poll_timeout: float = 300.0
     claim_timeout: float = 300.0
@@ -194,8 +200,13 @@ def protocol_class(limits: Limits) -> type[H11Protocol]:
                 self._arm_header_timer()
 
         def on_response_complete(self) -> None:
+            unread = self.conn.their_state is h11.SEND_BODY
             super().on_response_complete()
             self._disarm_header_timer()
+            if unread and self.transport.get_write_buffer_size() == 0:
+                # Refused before its body was read (401, 413...): drop the connection now. A
+                # graceful (TLS) close would go on reading, and decrypting, the junk.
+                self.transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_timer()
@@ -269,7 +280,9 @@ class GuardMiddleware:
 
     Args:
         app: the FastAPI application.
-        identify: token to identity (None: unknown); ``known`` the same from memory only.
+        identify: token to identity (None: unknown).
+        known: True when a token was valid before (looked up even while its peer is
+            throttled); no database work.
         limits: the bounds.
     """
 
@@ -278,7 +291,7 @@ class GuardMiddleware:
         app: ASGIApp,
         *,
         identify: Callable[[str], Awaitable[Identity | None]],
-        known: Callable[[str], Identity | None],
+        known: Callable[[str], bool],
         limits: Limits,
     ) -> None:
         self.app = app
@@ -294,6 +307,15 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         peer = (scope.get("client") or ("?", 0))[0]
+        token = _bearer(scope)
+        if token is not None and self.throttle.exhausted(peer) and not self.known(token):
+            # Outside the request count: a throttled peer's attempts take no slot.
+            await asyncio.sleep(self.limits.auth_tarpit)
+            _say(f"throttle:{peer}", "throttled failed authentications from %s", peer)
+            await _answer(
+                send, 429, "too_many_failures", "too many failed authentications; retry later", 5
+            )
+            return
         waiting = _is_long_poll(scope)
         if scope["path"].startswith("/v1/exporter/"):
             # Heartbeats and registrations (one stream per exporter) never wait behind
@@ -367,10 +389,7 @@ class GuardMiddleware:
                 "missing bearer token: send 'Authorization: Bearer <token>'",
             )
             return None
-        if self.throttle.exhausted(peer):
-            found = self.known(token)
-            if found is not None:
-                return found
+        if self.throttle.exhausted(peer) and not self.known(token):
             _say(f"throttle:{peer}", "throttled failed authentications from %s", peer)
             await _answer(
                 send, 429, "too_many_failures", "too many failed authentications; retry later", 5

@@ -80,6 +80,7 @@ class Store:
         self._index = LabIndex({})
         self._requests: dict[str, RequestView] = {}
         self._tokens: dict[str, tuple[Identity | None, float]] = {}
+        self._good: set[str] = set()
         self._checked_version: int | None = None
         self._views_version: int | None = None
         self._durations: dict[str, float] = {}
@@ -110,14 +111,16 @@ class Store:
         if len(self._tokens) > 100_000:
             self._tokens.clear()
         self._tokens[digest] = (identity, now + TOKEN_CACHE_SECONDS)
+        if identity is not None:
+            if len(self._good) > 100_000:
+                self._good.clear()
+            self._good.add(digest)
         return identity
 
-    def known_identity(self, token: str) -> Identity | None:
-        """The identity of ``token`` if this process already knows it (no database work)."""
-        cached = self._tokens.get(hash_token(token))
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        return None
+    def known_token(self, token: str) -> bool:
+        """True when ``token`` was a valid one here before (no database work): worth a lookup
+        even while its peer address is throttled. Survives :meth:`forget_tokens`."""
+        return hash_token(token) in self._good
 
     # -- exporters ----------------------------------------------------------------------------
 
