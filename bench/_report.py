@@ -196,6 +196,8 @@ ROWS: tuple[Row, ...] = (
     Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
+    Row("hostile_call_ratio_max", "controller: worst flood / idle call p50", "x", True),
+    Row("hostile_rss_over_idle_mb_max", "controller: worst flood RSS over idle", "MB", True),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -218,6 +220,8 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
+    Target("hostile_call_ratio_max", "absolute", 3.0, "under each flood, call p50 <= 3x idle"),
+    Target("hostile_rss_over_idle_mb_max", "absolute", 200.0, "under each flood, RSS +200 MB"),
 )
 
 

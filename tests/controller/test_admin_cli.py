@@ -170,3 +170,26 @@ def test_serve_refuses_bad_arguments(tmp_path: Path, args: list[str], message: s
     done = subprocess.run(argv + db + args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_printed_configs_name_token_files_and_cas_by_absolute_path(
+    tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = admin(db, "create-client", "alice", "--ca", "certs/ca.pem")
+    assert code == 0, out
+    assert yaml.safe_load(out)["ca"] == str(tmp_path / "certs" / "ca.pem")
+    code, out = admin(
+        db, "create-exporter", "bench-1", "--token-file", "bench.token", "--ca", "ca.pem"
+    )
+    assert code == 0, out
+    section = yaml.safe_load(out)["controller"]
+    assert section["token_file"] == str(tmp_path / "bench.token")
+    assert section["ca"] == str(tmp_path / "ca.pem")
+
+
+def test_a_token_on_the_command_line_draws_a_warning(db: str) -> None:
+    result = CliRunner().invoke(
+        main, ["exporters", "--controller", "http://127.0.0.1:9", "--token", "tth_x"]
+    )
+    assert "visible to every user" in result.output

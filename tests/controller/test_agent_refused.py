@@ -43,9 +43,7 @@ class RefusingEndpoint:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(size)) if size else {}
                 path = self.path.split("?")[0]
-                endpoint.requests.append(
-                    (method, path, body, self.headers.get("X-Tether-Agent", ""))
-                )
+                endpoint.requests.append((method, path, body, self.headers.get("Tether-Agent", "")))
                 if path == refuse_at:
                     status, answer = 409, REFUSAL
                 elif path == "/v1/exporter/register":

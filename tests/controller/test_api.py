@@ -214,7 +214,7 @@ def test_real_time_expiry_wakes_the_long_poll(tmp_path: Any) -> None:
     with run_controller(tmp_path, tls=False) as ctl:
         online(ctl, "e1", {})
         with ctl.http(ctl.admin.create_client("c").token) as http:
-            got = lease(http, exporter="e1", duration=0.3)
+            got = lease(http, exporter="e1", duration=1)
             ended = http.get(
                 f"/v1/leases/{got['id']}", params={"wait": 30, "state": "ready"}
             ).json()

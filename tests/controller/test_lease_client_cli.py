@@ -129,6 +129,35 @@ def test_ctrl_c_while_queued_withdraws_the_request(
         assert http.get(f"/v1/leases/{lease_id}").json()["state"] == "ended"
 
 
+def test_ctrl_c_twice_at_once_still_withdraws_the_request(
+    ctl: ControllerHandle, bench: AgentExporter, tmp_path: Path
+) -> None:
+    bob = ctl.admin.create_client("bob")
+    config = tmp_path / "bob.yaml"
+    config.write_text(bob.config)
+    with ctl.http(ctl.admin.create_client("carol").token) as carol:  # carol holds bench-1
+        taken = carol.post("/v1/leases", json={"selector": "board=rpi4", "duration": 60})
+        assert taken.json()["state"] == "ready"
+        command = ["lease", "acquire", "-s", "board=rpi4", "--config", str(config)]
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from tether.cli import main; main()", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
+        )
+        assert process.stderr is not None
+        waiting = process.stderr.readline()
+        assert "waiting for lease" in waiting
+        lease_id = waiting.split()[3].rstrip(":")
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+    with ctl.http(bob.token) as http:
+        assert http.get(f"/v1/leases/{lease_id}").json()["state"] == "ended"
+
+
 def test_shell_with_a_selector_leases_and_dut_drives_the_leased_exporter(
     bench: AgentExporter, ctl: ControllerHandle, tmp_path: Path
 ) -> None:

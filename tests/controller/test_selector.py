@@ -139,3 +139,10 @@ def test_bad_durations(value: str | float) -> None:
         parse_duration(value)
     assert info.value.code == "bad_duration"
     assert "expected a positive number of seconds" in info.value.message
+
+
+@pytest.mark.parametrize("value", ["1h1h1h", "30m1h", "1s1m", "0.0001", 0.0005, "1e308", 10**12])
+def test_repeated_or_unordered_units_and_absurd_lengths_are_refused(value: str | float) -> None:
+    with pytest.raises(ControllerError) as info:
+        parse_duration(value)
+    assert info.value.code == "bad_duration"

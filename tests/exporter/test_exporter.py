@@ -278,3 +278,27 @@ def test_a_client_that_gives_up_during_before_lease_leaves_no_session(
             tether.connect(running.url, timeout=0.5)  # the handshake waits for the hook
         assert notes.wait_for("marker stopped") == ["marker started"]
         assert running.exporter.sessions == {}
+
+
+def test_serving_tls_with_neither_tokens_nor_client_certificates_warns(
+    notes: Notifications, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    from tether.exporter import Exporter
+
+    certs = init_lab_certs(tmp_path / "certs")
+    config = lab(notes, f"tls: {{cert: {certs.server_cert}, key: {certs.server_key}}}")
+
+    async def serve_once() -> None:
+        exporter = Exporter(config)
+        await exporter.start()
+        try:
+            await exporter.listen("tls://127.0.0.1:0")
+        finally:
+            await exporter.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="tether.exporter"):
+        asyncio.run(serve_once())
+    assert any("no tokens and no client certificates" in r.getMessage() for r in caplog.records)

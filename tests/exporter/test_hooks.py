@@ -36,3 +36,46 @@ def test_hooks_see_tether_host_and_this_installation_first_on_path() -> None:
     host, python = result.output.split()
     assert host == "unix:///x?session=s"
     assert Path(python).parent == Path(sys.executable).parent
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_hook_that_prints_without_end_keeps_only_a_bounded_tail() -> None:
+    from tether.exporter._hooks import OUTPUT_TAIL_BYTES
+
+    before = _rss_bytes()
+    result = run("yes", time_limit=1.5)
+    assert result.status is None
+    # The end of the output only, with a note of how much was dropped.
+    assert len(result.output.encode()) < OUTPUT_TAIL_BYTES + 200
+    assert result.output.startswith("[") and "earlier bytes dropped" in result.output
+    assert _rss_bytes() - before < 64 * 1024 * 1024
+
+
+def test_a_hook_whose_child_holds_its_output_succeeds_and_the_child_is_killed(
+    tmp_path: Path,
+) -> None:
+    import os
+    import select
+
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = run(f"sleep 1000 & echo $! > {pid_file}; echo started", time_limit=20)
+    assert result.ok, result.describe()
+    assert "started" in result.output
+    assert time.monotonic() - started < 15  # not the time limit
+    child = int(pid_file.read_text())
+    try:
+        fd = os.pidfd_open(child)
+    except ProcessLookupError:
+        return  # already gone and reaped
+    try:
+        readable, _, _ = select.select([fd], [], [], 10)
+        assert readable, "the hook's background child survived it"
+    finally:
+        os.close(fd)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ import click
 
 from tether.errors import TetherError
 
+from ._safe import plain, printable
 from ._text import print_json, print_table
 
 if TYPE_CHECKING:
@@ -47,7 +50,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except TetherError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(exc)) from exc
 
 
 def _url(database: str | None) -> str:
@@ -74,6 +77,13 @@ def controller() -> None:
 @click.option("--heartbeat-interval", type=float, default=10.0, show_default=True)
 @click.option("--heartbeat-timeout", type=float, default=30.0, show_default=True)
 @click.option("--relay-listen", default=None, help="run the router relay too: tls://HOST:PORT")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="change one limit (repeat), e.g. max_pending_per_client=20; see docs/security.md",
+)
 def serve(
     listen: str,
     database: str | None,
@@ -82,15 +92,19 @@ def serve(
     heartbeat_interval: float,
     heartbeat_timeout: float,
     relay_listen: str | None,
+    limits: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API; prints 'tether controller ready at URL' once listening.
 
     The database is migrated at start. Stop with SIGINT or SIGTERM.
     """
-    from tether.controller import ServeOptions
+    from tether.controller import Limits, ServeOptions
     from tether.controller import serve as run
 
+    with _errors():
+        parsed_limits = Limits.parse(limits)
     options = ServeOptions(
+        limits=parsed_limits,
         listen=listen,
         database=_url(database),
         tls_cert=tls_cert,
@@ -139,7 +153,17 @@ _endpoint = click.option(
     show_default=True,
     help="controller URL written into the printed config",
 )
-_ca = click.option("--ca", default=None, help="CA file written into the printed config")
+_ca = click.option(
+    "--ca",
+    default=None,
+    help="CA file written into the printed config (as an absolute path)",
+)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """A path for a printed config: absolute, since the config is read from elsewhere (a
+    relative path there is taken from the config file's directory, not from here)."""
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 @admin.command("create-client")
@@ -150,7 +174,7 @@ _ca = click.option("--ca", default=None, help="CA file written into the printed 
 def create_client(ctx: click.Context, name: str, endpoint: str, ca: str | None) -> None:
     """Make a client; prints its config with the token (shown only once)."""
     with _errors():
-        click.echo(_admin(ctx).create_client(name).config(endpoint, ca), nl=False)
+        click.echo(_admin(ctx).create_client(name).config(endpoint, _absolute(ca)), nl=False)
 
 
 @admin.command("create-exporter")
@@ -181,12 +205,13 @@ def create_exporter(
         parsed[key] = value
     with _errors():
         new = _admin(ctx).create_exporter(name, parsed)
-        config = new.config(endpoint, ca)
+        config = new.config(endpoint, _absolute(ca))
         if token_file is not None:
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(new.token + "\n")
-            config = config.replace(f"token: {new.token}", f"token_file: {token_file}")
+            written = _absolute(token_file)
+            config = config.replace(f"token: {new.token}", f"token_file: {written}")
         click.echo(config, nl=False)
 
 
@@ -227,7 +252,7 @@ def list_identities(ctx: click.Context, kind: str, as_json: bool) -> None:
         for row in rows:
             labels = row.get("labels")
             suffix = " " + ",".join(f"{k}={v}" for k, v in labels.items()) if labels else ""
-            click.echo(f"{row['name']}{suffix}")
+            click.echo(printable(f"{row['name']}{suffix}", newlines=False))
 
 
 @admin.group()
@@ -344,6 +369,12 @@ def _client_options(fn: Any) -> Any:
 def _lease_api(**options: Any) -> Iterator[Any]:
     from tether.client import LeaseClient, load_client_settings
 
+    if options.get("token"):
+        click.echo(
+            "warning: a token on the command line is visible to every user (ps); "
+            "use $TETHER_TOKEN or the client config file",
+            err=True,
+        )
     with _errors():
         settings = load_client_settings(
             options["controller"], options["token"], options["ca"], options["client_config"]
@@ -378,32 +409,84 @@ def lease_acquire(
     The lease stays until `tether lease release ID` or its end. Ctrl-C while waiting leaves
     the queue.
     """
-    from rich.console import Console
-
     if (selector is None) == (exporter_name is None):
         raise click.UsageError("give exactly one of --selector and --exporter")
     with _lease_api(**options) as api, _errors():
-        pending = api.request(selector, duration, exporter=exporter_name)
-        console = Console(stderr=True)
-        try:
-            with console.status(f"waiting for lease {pending.id}") as status:
-
-                def show(waiting: Any) -> None:
-                    line = f"waiting for lease {waiting.id}: position {waiting.position or '?'}"
-                    status.update(line)
-                    if not console.is_terminal:  # CI logs: one line per position
-                        click.echo(line, err=True)
-
-                granted = api.wait_ready(pending, show)
-        except KeyboardInterrupt:
-            api.release(pending.id)
-            click.echo(f"lease {pending.id} withdrawn from the queue", err=True)
-            sys.exit(130)
-        except BaseException:
-            with contextlib.suppress(TetherError):
-                api.release(pending.id)
-            raise
+        granted = _acquire(api, selector, exporter_name, duration)
         _print_leases([granted])
+
+
+def _acquire(api: Any, selector: str | None, exporter: str | None, duration: str) -> Any:
+    """Request and wait, on a worker thread, so that Ctrl-C always withdraws the request.
+
+    Python's SIGINT raises KeyboardInterrupt wherever the main thread is; inside the HTTP
+    client's pool (a lock just taken, a connection half-read) the release that follows,
+    through the same client, can block for good, and a SIGINT before the controller answered
+    the request left it queued. So SIGINT only sets a flag, the main thread only waits, and on
+    Ctrl-C it releases the request through a fresh client (waiting, bounded, for the
+    request's id when the SIGINT came before the answer) and exits 130, leaving the worker's
+    poll behind.
+    """
+    from rich.console import Console
+
+    from tether.client import LeaseClient
+
+    console = Console(stderr=True)
+    requested = threading.Event()
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+    with console.status(plain("requesting a lease")) as status:
+
+        def show(waiting: Any) -> None:
+            line = printable(
+                f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
+                newlines=False,
+            )
+            status.update(plain(line))
+            if not console.is_terminal:  # CI logs: one line per position
+                click.echo(line, err=True)
+
+        def work() -> None:
+            try:
+                outcome["pending"] = api.request(selector, duration, exporter=exporter)
+                requested.set()
+                outcome["granted"] = api.wait_ready(outcome["pending"], show)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                requested.set()
+                done.set()
+
+        worker = threading.Thread(target=work, name="tether-lease-acquire", daemon=True)
+        interrupted = threading.Event()
+        # A handler that only sets a flag: no KeyboardInterrupt lands anywhere (a second
+        # Ctrl-C included), and the main thread notices within a fraction of a second.
+        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
+        try:
+            worker.start()
+            while not done.wait(0.2) and not interrupted.is_set():
+                pass
+        finally:
+            if not interrupted.is_set():
+                signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        requested.wait(15)
+        pending = outcome.get("pending")
+        if pending is not None:
+            with contextlib.suppress(TetherError), LeaseClient(api.settings) as fresh:
+                fresh.release(pending.id)
+            click.echo(f"lease {pending.id} withdrawn from the queue", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # the worker may still sit in its poll
+    error = outcome.get("error")
+    if error is not None:
+        pending = outcome.get("pending")
+        if pending is not None:
+            with contextlib.suppress(TetherError), LeaseClient(api.settings) as fresh:
+                fresh.release(pending.id)
+        raise error
+    return outcome["granted"]
 
 
 @lease.command("list")
@@ -427,7 +510,7 @@ def lease_release(lease_id: str, **options: Any) -> None:
     """End a lease (or leave the queue)."""
     with _lease_api(**options) as api, _errors():
         ended = api.release(lease_id)
-    click.echo(f"lease {ended.id}: {ended.state}")
+    click.echo(printable(f"lease {ended.id}: {ended.state}"))
 
 
 @lease.command("extend")
@@ -438,7 +521,7 @@ def lease_extend(lease_id: str, duration: str, **options: Any) -> None:
     """Move a lease's end later by DURATION (10m, 1h, seconds)."""
     with _lease_api(**options) as api, _errors():
         extended = api.extend(lease_id, duration)
-    click.echo(f"lease {extended.id}: ends at {extended.ends_at}")
+    click.echo(printable(f"lease {extended.id}: ends at {extended.ends_at}"))
 
 
 @click.command()

@@ -8,6 +8,8 @@ from rich.tree import Tree
 
 from tether.driver import DriverClient
 
+from ._safe import printable
+
 __all__ = ["print_tree", "render_tree"]
 
 
@@ -25,18 +27,20 @@ def _add_children(branch: Tree, client: DriverClient) -> None:
 
 def _label(client: DriverClient) -> Text:
     text = Text()
-    text.append(client.name or "(root)", style="bold")
+    # Everything here comes from the exporter: escaped, and appended as plain text.
+    text.append(printable(client.name or "(root)", newlines=False), style="bold")
     interface = client.report.get("interface")
     if interface:
-        text.append(f"  {interface} v{client.report.get('version', 0)}", style="cyan")
+        version = client.report.get("version", 0)
+        text.append(printable(f"  {interface} v{version}", newlines=False), style="cyan")
     if client.description:
-        text.append(f"  {client.description}")
+        text.append(printable(f"  {client.description}"))
     if client.labels:
         labels = ", ".join(f"{k}={v}" for k, v in sorted(client.labels.items()))
-        text.append(f"  [{labels}]", style="dim")
+        text.append(printable(f"  [{labels}]", newlines=False), style="dim")
     if client.methods:
         text.append("\n")
-        text.append(", ".join(sorted(client.methods)), style="green")
+        text.append(printable(", ".join(sorted(client.methods)), newlines=False), style="green")
     return text
 
 

@@ -108,6 +108,12 @@ def shell(
         )
     if config is not None and (token or ca or cert or key):
         raise click.UsageError("--token, --ca, --cert and --key go with --connect or --selector")
+    if token:
+        click.echo(
+            "warning: a token on the command line is visible to every user (ps); "
+            "use $TETHER_TOKEN or a config file",
+            err=True,
+        )
     if selector is None and client_config is not None:
         raise click.UsageError("--client-config goes with --selector")
     if selector is not None and (cert or key):

@@ -1,9 +1,5 @@
-"""Showing strings that came from someone else (names, labels, reasons) on a terminal.
-
-Tables are built from plain :class:`rich.text.Text` cells, so no markup in a value is ever
-interpreted, and control characters (escape sequences, an OSC title) are shown as ``\\xNN``
-instead of reaching the terminal.
-"""
+"""Listings for people and for scripts: a table on a terminal, tab-separated lines elsewhere,
+JSON with ``--json``. Cells are remote strings, escaped by :mod:`._safe`."""
 
 from __future__ import annotations
 
@@ -13,13 +9,9 @@ from typing import Any
 
 import click
 
-__all__ = ["plain", "print_json", "print_table"]
+from ._safe import plain, printable
 
-
-def plain(value: object) -> str:
-    """``value`` as text, its control characters made visible."""
-    text = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+__all__ = ["print_json", "print_table"]
 
 
 def print_table(headers: list[str], rows: list[list[object]]) -> None:
@@ -27,16 +19,16 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
     tab-separated line per row under a header line, nothing cut, for ``cut`` and ``awk``."""
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     if not sys.stdout.isatty():
         lines: list[list[object]] = [list(headers), *rows]
         for line in lines:
-            click.echo("\t".join(plain(value).replace("\t", " ") for value in line))
+            cells = ("" if value is None else printable(value, newlines=False) for value in line)
+            click.echo("\t".join(cell.replace("\\t", " ") for cell in cells))
         return
     table = Table(*headers)
     for row in rows:
-        table.add_row(*(Text(plain(value)) for value in row))
+        table.add_row(*(plain(value) for value in row))
     Console().print(table)
 
 

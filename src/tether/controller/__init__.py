@@ -9,6 +9,7 @@ from ._app import create_app
 from ._audit import AuditEntry, acting
 from ._controller import Controller
 from ._database import Database, default_database_url
+from ._limits import Limits
 from ._records import ExporterStatus, Identity, LeaseState
 from ._relay import RelayGrant, RelayRouter
 from ._scheduler import Policy
@@ -26,6 +27,7 @@ __all__ = [
     "Identity",
     "LabViews",
     "LeaseState",
+    "Limits",
     "NewIdentity",
     "Policy",
     "RelayGrant",

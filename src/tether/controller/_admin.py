@@ -31,8 +31,8 @@ from tether.security import generate_token, hash_token
 from . import _audit as audit_log
 from ._database import Database
 from ._records import Changes, LeaseState, check_name
-from ._scheduler import OPEN_MAX_DURATION, Policy
-from ._selector import is_label_word, parse_duration, parse_selector
+from ._scheduler import OPEN_MAX_DURATION, LabIndex, Policy, Slot, decide_policy
+from ._selector import label_problem, parse_duration, parse_selector
 from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
 
 __all__ = ["Admin", "NewIdentity", "load_policy_file", "make_policy"]
@@ -208,31 +208,37 @@ class Admin:
 
     # -- policies -----------------------------------------------------------------------------
 
-    def set_policy(self, policy: Policy) -> None:
-        """Create or replace one policy."""
+    # Every policy change re-checks the live leases (:func:`_recheck_live`): waiting requests
+    # get the new limits or end, ready leases the new maximum length (for extensions).
+
+    def set_policy(self, policy: Policy) -> Changes:
+        """Create or replace one policy; returns the leases that changed."""
         check_name(policy.name, "policy")
-        with self.database.begin(f"setting policy {policy.name!r}") as conn:
+        with self.database.begin(f"setting policy {policy.name!r}", lock=True) as conn:
             conn.execute(delete(policies).where(policies.c.name == policy.name))
             conn.execute(insert(policies).values(**_policy_row(policy)))
             audit_log.record(conn, self.clock(), "set_policy", policy.name, **_policy_row(policy))
+            return _recheck_live(conn, self.clock())
 
-    def delete_policy(self, name: str) -> None:
-        """Delete one policy."""
-        with self.database.begin(f"deleting policy {name!r}") as conn:
+    def delete_policy(self, name: str) -> Changes:
+        """Delete one policy; returns the leases that changed."""
+        with self.database.begin(f"deleting policy {name!r}", lock=True) as conn:
             if conn.execute(delete(policies).where(policies.c.name == name)).rowcount == 0:
                 raise _unknown("policy", name)
             audit_log.record(conn, self.clock(), "delete_policy", name)
+            return _recheck_live(conn, self.clock())
 
-    def replace_policies(self, new: Sequence[Policy]) -> None:
+    def replace_policies(self, new: Sequence[Policy]) -> Changes:
         """Replace every policy with ``new`` (what applying a policy file does)."""
         for policy in new:
             check_name(policy.name, "policy")
-        with self.database.begin("replacing policies") as conn:
+        with self.database.begin("replacing policies", lock=True) as conn:
             conn.execute(delete(policies))
             if new:
                 conn.execute(insert(policies), [_policy_row(p) for p in new])
             names = [p.name for p in new]
             audit_log.record(conn, self.clock(), "replace_policies", "*", policies=names)
+            return _recheck_live(conn, self.clock())
 
     def list_policies(self) -> list[Policy]:
         """Every policy, by name."""
@@ -255,12 +261,12 @@ class Admin:
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
     ) -> list[audit_log.AuditEntry]:
         """Audit entries from ``since`` on (oldest first), at most ``limit``."""
-        with self.database.begin("reading the audit log") as conn:
+        with self.database.read("reading the audit log") as conn:
             return audit_log.read(conn, since=since, action=action, limit=limit)
 
     def lease_history(self, lease_id: str) -> list[audit_log.AuditEntry]:
         """The audit entries about one lease (grant, extensions, its end), oldest first."""
-        with self.database.begin("reading a lease's history") as conn:
+        with self.database.read("reading a lease's history") as conn:
             return audit_log.read(conn, target=lease_id, limit=200)
 
     def write_audit(self, auth_failures: Mapping[str, int], prune_before: float | None) -> None:
@@ -345,19 +351,89 @@ def _policy_row(policy: Policy) -> dict[str, Any]:
 
 
 def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        # A label must be usable in a selector, so it follows the selector's word syntax.
-        for part in (key, value):
-            if not isinstance(part, str) or not is_label_word(part):
-                raise ControllerError(
-                    f"bad label {key!r}: {value!r}: keys and values must be "
-                    "letters, digits, '-', '_', '.', '/', ':'",
-                    code="bad_label",
-                    status=422,
-                )
-        out[key] = value
-    return out
+    # A label must be usable in a selector, so it follows the selector's word syntax.
+    problem = label_problem(labels)
+    if problem is not None:
+        raise ControllerError(problem, code="bad_label", status=422)
+    return dict(labels)
+
+
+def _recheck_live(conn: Any, now: float) -> Changes:
+    """Apply the policies now in the database to every live lease.
+
+    A waiting request no policy covers any more, or now too long, ends (its reason says
+    why); the others get the new limits and priority. A ready lease keeps running but gets the
+    new maximum length, so extensions are judged by today's policy.
+    """
+    rows = conn.execute(select(policies)).mappings().all()
+    current = [
+        Policy(
+            row["name"],
+            tuple(row["clients"]),
+            parse_selector(row["selector"]),
+            row["priority"],
+            row["max_duration"],
+        )
+        for row in rows
+    ]
+    lab = conn.execute(select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels))
+    found = lab.all()
+    index = LabIndex({r.name: r.labels for r in found}, {r.name: r.admin_labels for r in found})
+    changes = Changes()
+    live = select(
+        leases.c.seq,
+        leases.c.id,
+        leases.c.client,
+        leases.c.state,
+        leases.c.requests,
+        leases.c.duration,
+        leases.c.granted_at,
+        leases.c.ends_at,
+    ).where(leases.c.state.in_([LeaseState.PENDING, LeaseState.READY]))
+    for lease in conn.execute(live).all():
+        slots = [
+            Slot(exporter=str(r["exporter"]))
+            if r.get("exporter")
+            else Slot(selector=parse_selector(str(r.get("selector") or "")))
+            for r in lease.requests
+        ]
+        decision = decide_policy(lease.client, current, slots, index)
+        if lease.state == LeaseState.READY:
+            maximum = OPEN_MAX_DURATION if decision is None else decision.max_duration
+            conn.execute(
+                update(leases).where(leases.c.seq == lease.seq).values(max_duration=maximum)
+            )
+            continue
+        reason = None
+        if decision is None:
+            reason = f"the access policies changed: none names client {lease.client} any more"
+        elif lease.duration > decision.max_duration + 1e-6:
+            reason = (
+                f"the access policies changed: {lease.duration:g} s is longer than the "
+                f"{decision.max_duration:g} s now allowed"
+            )
+        if reason is not None:
+            conn.execute(
+                update(leases)
+                .where(leases.c.seq == lease.seq)
+                .values(state=LeaseState.ENDED, ended_at=now, reason=reason)
+            )
+            changes.leases.add(lease.id)
+            continue
+        assert decision is not None
+        conn.execute(
+            update(leases)
+            .where(leases.c.seq == lease.seq)
+            .values(
+                allowed=None if decision.allowed is None else [str(a) for a in decision.allowed],
+                priority=decision.priority,
+                max_duration=decision.max_duration,
+            )
+        )
+        changes.leases.add(lease.id)
+    # Controllers cache parsed requests by this version: make them read the new limits.
+    _bump_version(conn, exporters=True)
+    return changes
 
 
 def _bump_version(conn: Any, *, exporters: bool = True) -> None:

@@ -9,23 +9,45 @@ time, and they use aliases local to :func:`create_app`.)
 """
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.errors import ControllerError
 
 from . import _audit as audit_log
 from ._controller import Controller, lease_version
+from ._limits import GuardMiddleware, Limits
 from ._metrics import ControllerMetrics
 from ._records import Identity, LeaseRecord
 from ._scheduler import Slot
-from ._selector import Selector, parse_duration, parse_selector
+from ._selector import (
+    MAX_DURATION,
+    MAX_LABEL_KEY,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_SELECTOR,
+    MIN_DURATION,
+    Selector,
+    label_problem,
+    parse_duration,
+    parse_selector,
+)
 
 __all__ = ["create_app"]
 
@@ -33,8 +55,27 @@ _MAX_WAIT = 60.0
 _MAX_SLOTS = 64
 
 Duration = Annotated[
-    float | str,
-    Field(description="seconds, or text like '90s', '30m', '1h30m'", examples=["30m", 1800]),
+    StrictInt | StrictFloat | StrictStr,
+    Field(
+        description=(
+            f"seconds (a number, at least {MIN_DURATION:g}), or text: a number with units "
+            "d, h, m, s from largest to smallest, each at most once ('90s', '30m', '1h30m', "
+            f"'2d'); at most {MAX_DURATION / 86400:g} days"
+        ),
+        examples=["30m", 1800],
+    ),
+]
+Selector_ = Annotated[
+    str,
+    Field(
+        max_length=MAX_SELECTOR,
+        description=(
+            "requirements joined by ',' (all must hold): KEY=VALUE, KEY!=VALUE, "
+            "KEY in (V1, V2), KEY notin (V1, V2), KEY (exists), !KEY (absent); keys and "
+            "values of letters, digits, '-', '_', '.', '/', ':'. Empty: every exporter."
+        ),
+        examples=["board=rpi4,site in (lab-a, lab-b)"],
+    ),
 ]
 
 
@@ -46,10 +87,10 @@ class LeaseRequest(_Body):
     """Ask for exporters: one ``selector`` (``count`` times), several ``selectors``, or one
     ``exporter`` by name. Several exporters are granted together or not at all."""
 
-    selector: str | None = Field(None, examples=["board=rpi4,site in (lab-a, lab-b)"])
-    count: int = Field(1, ge=1, le=_MAX_SLOTS)
-    selectors: list[str] | None = Field(None, min_length=1, max_length=_MAX_SLOTS)
-    exporter: str | None = None
+    selector: Selector_ | None = None
+    count: StrictInt = Field(1, ge=1, le=_MAX_SLOTS)
+    selectors: list[Selector_] | None = Field(None, min_length=1, max_length=_MAX_SLOTS)
+    exporter: str | None = Field(None, max_length=200)
     duration: Duration
 
     @model_validator(mode="after")
@@ -72,10 +113,33 @@ class ExtendRequest(_Body):
 
 
 class RegisterRequest(_Body):
-    """An exporter announcing itself: its own labels (under the admin's) and driver report."""
+    """An exporter announcing itself: its own labels (under the admin's) and driver report.
 
-    labels: dict[str, str] = Field(default_factory=dict)
+    Reported labels are shown and matched by lease selectors, never by access policies
+    (those match only the labels the admin gave the exporter)."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            f"at most {MAX_LABELS}; keys (up to {MAX_LABEL_KEY} characters) and values (up to "
+            f"{MAX_LABEL_VALUE}) of letters, digits, '-', '_', '.', '/', ':'"
+        ),
+    )
     report: Any = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        problem = label_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+class EndRequest(_Body):
+    """Why the exporter ends the lease (shown to its client)."""
+
+    reason: str = Field("the exporter ended the lease", max_length=2000)
 
 
 class HeartbeatRequest(_Body):
@@ -134,24 +198,50 @@ class ErrorOut(BaseModel):
     message: str
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate in stored or echoed text
+    (an exporter's label, a selector) is still a valid answer, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)
+    code: {"model": ErrorOut} for code in (401, 403, 404, 408, 409, 413, 422, 429, 503)
 }
 
 
-def create_app(controller: Controller) -> FastAPI:
-    """The FastAPI application serving ``controller`` (kept as ``app.state.controller``)."""
+def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving ``controller`` (kept as ``app.state.controller``).
+
+    Every ``/v1/`` request is authenticated, and its body bounded, by
+    :class:`~._limits.GuardMiddleware` before a route sees it.
+    """
     app = FastAPI(
         title="tether controller",
         version="1",
         description="Leases, exporters and access for a tether lab. See docs/controller-api.md.",
         responses=_ERRORS,
+        default_response_class=AsciiJSONResponse,
     )
     app.state.controller = controller
     _install_error_handlers(app)
+    app.add_middleware(
+        GuardMiddleware,
+        identify=controller.identify,
+        known=controller.store.known_token,
+        failed=controller.note_auth_failure,
+        limits=limits or Limits(),
+    )
 
     async def identity(request: Request) -> Identity:
         address = request.client.host if request.client else "unknown"
+        checked = getattr(request.state, "identity", None)
+        if isinstance(checked, Identity):  # the guard middleware authenticated it
+            audit_log.act_as(checked.name, address)
+            return checked
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -184,10 +274,23 @@ def create_app(controller: Controller) -> FastAPI:
     Exporter = Annotated[Identity, Depends(kind("exporter"))]
     Admin = Annotated[Identity, Depends(kind("admin"))]
     Anyone = Annotated[Identity, Depends(identity)]
+    Agent = Annotated[
+        str | None,
+        Header(
+            alias="Tether-Agent",
+            max_length=64,
+            description="the agent process's id (random, per process): one agent an exporter",
+        ),
+    ]
     Wait = Annotated[float, Query(ge=0, le=_MAX_WAIT, description="long-poll seconds")]
 
     def lease_json(lease: LeaseRecord) -> dict[str, Any]:
         return lease.to_json(controller.relay_url)
+
+    def seen(lease: LeaseRecord) -> dict[str, Any]:
+        # Its client reads it: a pending request is still wanted, a granted one claimed.
+        controller.note_seen_by_client(lease)
+        return lease_json(lease)
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
@@ -213,13 +316,13 @@ def create_app(controller: Controller) -> FastAPI:
             controller.store.create_lease, who.name, slots, seconds
         )
         await controller.apply(changes)
-        return lease_json(lease)
+        return seen(lease)
 
     @app.get("/v1/leases", response_model=LeaseList, tags=["leases"])
     async def list_leases(who: Client, all: bool = False) -> dict[str, Any]:
         """The caller's live leases (``all=true``: also its last 100 finished ones)."""
-        found = await controller.run_db(controller.store.list_leases, who.name, include_ended=all)
-        return {"leases": [lease_json(lease) for lease in found]}
+        found = await controller.run_read(controller.store.list_leases, who.name, include_ended=all)
+        return {"leases": [seen(lease) for lease in found]}
 
     @app.get("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
     async def get_lease(
@@ -227,7 +330,7 @@ def create_app(controller: Controller) -> FastAPI:
     ) -> dict[str, Any]:
         """One lease; with ``wait``, answers once its state is no longer ``state``."""
         lease = await controller.wait_lease(lease_id, state if wait > 0 else None, wait)
-        return lease_json(_mine(lease, lease_id, who))
+        return seen(_mine(lease, lease_id, who))
 
     @app.post("/v1/leases/{lease_id}/extend", response_model=LeaseOut, tags=["leases"])
     async def extend_lease(lease_id: str, body: ExtendRequest, who: Client) -> dict[str, Any]:
@@ -247,18 +350,27 @@ def create_app(controller: Controller) -> FastAPI:
         return lease_json(lease)
 
     @app.get("/v1/exporters", tags=["exporters"])
-    async def list_exporters(_who: Anyone, selector: str | None = None) -> dict[str, Any]:
+    async def list_exporters(
+        _who: Anyone,
+        selector: Annotated[
+            str | None,
+            Query(max_length=MAX_SELECTOR, description="a label selector, as in a lease request"),
+        ] = None,
+    ) -> dict[str, Any]:
         """Every exporter (matching ``selector``) with its status and holder."""
         parsed = None if selector is None else _selector(selector, "selector")
-        found = await controller.run_db(controller.store.list_exporters, parsed)
-        return {"exporters": [e.to_json() for e in found]}
+        found = await controller.run_read(controller.store.list_exporters, parsed)
+        refused = controller.agents_refused
+        return {
+            "exporters": [{**e.to_json(), "agents_refused": refused.get(e.name, 0)} for e in found]
+        }
 
     @app.get("/v1/queue", tags=["leases"])
     async def queue(
         _who: Anyone, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
     ) -> dict[str, Any]:
         """The whole lab's waiting requests in the order they will be served."""
-        waiting, total = await controller.run_db(controller.store.views.queue, limit)
+        waiting, total = await controller.run_read(controller.store.views.queue, limit)
         return {"total": total, "leases": [lease_json(lease) for lease in waiting]}
 
     @app.get("/v1/admin/audit", tags=["admin"])
@@ -269,7 +381,7 @@ def create_app(controller: Controller) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> dict[str, Any]:
         """Audit entries from ``since`` on, oldest first."""
-        entries = await controller.run_db(
+        entries = await controller.run_read(
             controller.admin.audit, since=since, action=action, limit=limit
         )
         return {"entries": [entry.to_json() for entry in entries]}
@@ -317,12 +429,14 @@ def create_app(controller: Controller) -> FastAPI:
         install_dashboard(app, controller)
 
     @app.post("/v1/exporter/register", tags=["exporter"])
-    async def register(body: RegisterRequest, who: Exporter) -> dict[str, Any]:
-        """An exporter announces its labels and driver report."""
-        labels, changes = await controller.run_db(
-            controller.store.register, who.name, body.labels, body.report
-        )
-        await controller.apply(changes)
+    async def register(body: RegisterRequest, who: Exporter, agent: Agent = None) -> dict[str, Any]:
+        """An exporter announces its labels and driver report.
+
+        With a ``Tether-Agent`` header, a second agent for an exporter whose agent is live is
+        refused (409 ``agent_conflict``); once it registers (the first silent for the heartbeat
+        time-out, or gone offline), the first is fenced (409 ``agent_fenced`` on its calls).
+        """
+        labels = await controller.register(who.name, body.labels, body.report, agent)
         current = await controller.run_db(controller.store.exporter_leases, who.name)
         return {
             "name": who.name,
@@ -333,12 +447,14 @@ def create_app(controller: Controller) -> FastAPI:
         }
 
     @app.post("/v1/exporter/heartbeat", tags=["exporter"])
-    async def heartbeat(body: HeartbeatRequest, who: Exporter) -> dict[str, Any]:
+    async def heartbeat(
+        body: HeartbeatRequest, who: Exporter, agent: Agent = None
+    ) -> dict[str, Any]:
         """An exporter is alive (or says it goes away); the answer lists its live leases."""
         if body.status == "offline":
-            current = await controller.exporter_offline(who.name)
+            current = await controller.exporter_offline(who.name, agent)
         else:
-            current = await controller.exporter_heartbeat(who.name, body.status == "hook")
+            current = await controller.exporter_heartbeat(who.name, body.status == "hook", agent)
         return {
             "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
             "version": lease_version(current),
@@ -347,14 +463,28 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.get("/v1/exporter/leases", tags=["exporter"])
     async def exporter_leases(
-        who: Exporter, wait: Wait = 0.0, version: str | None = None
+        who: Exporter, wait: Wait = 0.0, version: str | None = None, agent: Agent = None
     ) -> dict[str, Any]:
         """The exporter's live leases; with ``wait``, once they differ from ``version``."""
+        await controller.verify_agent(who.name, agent)
         current, tag = await controller.wait_exporter_leases(who.name, version, wait)
         return {
             "leases": [lease.to_exporter_json(controller.relay_url) for lease in current],
             "version": tag,
         }
+
+    @app.post("/v1/exporter/leases/{lease_id}/end", response_model=LeaseOut, tags=["exporter"])
+    async def exporter_end_lease(
+        lease_id: str, body: EndRequest, who: Exporter, agent: Agent = None
+    ) -> dict[str, Any]:
+        """The exporter cannot serve one of its leases (``before_lease`` failed with
+        ``on_failure: end_lease``): it ends now, and its client sees ``reason`` at once."""
+        await controller.verify_agent(who.name, agent)
+        lease, changes = await controller.run_db(
+            controller.store.end_by_exporter, who.name, lease_id, body.reason
+        )
+        await controller.apply(changes)
+        return lease_json(lease)
 
     return app
 
@@ -381,7 +511,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def controller_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ControllerError)
         body = {"error": exc.code, "message": exc.message, **exc.details}
-        return JSONResponse(body, status_code=exc.status)
+        return AsciiJSONResponse(body, status_code=exc.status)
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -390,7 +520,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in error.get("loc", ()))
             problems.append({"where": where, "message": error.get("msg", "invalid")})
         text = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
-        return JSONResponse(
+        return AsciiJSONResponse(
             {"error": "invalid_request", "message": f"invalid request: {text}", "errors": problems},
             status_code=422,
         )
@@ -398,7 +528,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
+        return AsciiJSONResponse(
             {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
         )
 

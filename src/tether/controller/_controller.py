@@ -32,6 +32,7 @@ from tether.errors import ControllerError
 from . import _audit as audit_log
 from ._admin import Admin
 from ._database import Database
+from ._limits import Limits
 from ._records import Changes, Identity, LeaseRecord, LeaseState
 from ._store import Store
 
@@ -53,6 +54,7 @@ class Controller:
         heartbeat_timeout: silence after which an exporter is offline, seconds.
         relay_url: advertised in leases as ``relay`` (set by the relay when it runs).
         clock: seconds since the epoch.
+        limits: the queue's bounds (pending requests per client, poll and claim timeouts).
         audit_retention: how long audit entries are kept, seconds (default 90 days).
     """
 
@@ -64,6 +66,7 @@ class Controller:
         heartbeat_timeout: float = 30.0,
         relay_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
         audit_retention: float = 90 * 86400.0,
     ) -> None:
         if heartbeat_timeout <= heartbeat_interval:
@@ -73,7 +76,13 @@ class Controller:
                 code="bad_config",
             )
         self.database = database
-        self.store = Store(database, heartbeat_timeout=heartbeat_timeout, clock=clock)
+        self.limits = limits or Limits()
+        self.store = Store(
+            database,
+            heartbeat_timeout=heartbeat_timeout,
+            clock=clock,
+            max_pending_per_client=self.limits.max_pending_per_client,
+        )
         self.admin = Admin(database, clock=clock)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -83,13 +92,20 @@ class Controller:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if database.is_sqlite else 8, thread_name_prefix="tether-db"
         )
+        # Listings can be long (a client's queue, a big lab): never on the event loop.
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tether-db-read")
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._seen: dict[str, float] = {}
         self._deadline_moved = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Heartbeat mirror: live leases and hook flags per exporter (None: load everything).
         self._mirror: dict[str, list[LeaseRecord]] | None = None
-        self._hooks: dict[str, bool] = {}
+        self._hooks: dict[str, tuple[bool, str | None]] = {}
+        #: Second agents refused, per exporter (shown to the admin in ``/v1/exporters``).
+        self.agents_refused: dict[str, int] = {}
+        # Client polls of pending leases and first sights of granted ones, written in batches.
+        self._polled: dict[str, float] = {}
+        self._claimed: dict[str, float] = {}
         self._stale: set[str] = set()
         self._versions: tuple[int, int] | None = None
         self._closing = False
@@ -122,7 +138,9 @@ class Controller:
             await self._listener.close()
         with contextlib.suppress(ControllerError):
             await self.run_db(self.store.flush_heartbeats, self._take_seen())
+            await self.run_db(self.store.flush_polls, *self._take_polls())
         self._executor.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         self.database.dispose()
 
     def wake_all(self) -> None:
@@ -151,6 +169,14 @@ class Controller:
         context = contextvars.copy_context()  # who acts, for the audit log
         return await loop.run_in_executor(self._executor, lambda: context.run(fn, *args, **kwargs))
 
+    async def run_read(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a read-only store call that may take long, on a reader thread (never inline).
+
+        ``fn`` must only read (on SQLite it runs in a deferred transaction, beside writers).
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+
     # -- API used by the HTTP layer and the relay ---------------------------------------------
 
     async def identify(self, token: str) -> Identity | None:
@@ -173,7 +199,10 @@ class Controller:
         if lease is None or lease.state is not LeaseState.READY:
             return False
         if role == "client":
-            return lease.client == identity.name
+            if lease.client == identity.name:
+                self.note_claimed(lease_id)
+                return True
+            return False
         return identity.name in lease.exporters
 
     async def wait_lease_change(
@@ -316,32 +345,36 @@ class Controller:
         """Note a heartbeat; the upkeep writes them in batches."""
         self._seen[name] = self.clock()
 
-    async def exporter_heartbeat(self, name: str, hook: bool) -> list[LeaseRecord]:
+    async def exporter_heartbeat(
+        self, name: str, hook: bool, agent: str | None = None
+    ) -> list[LeaseRecord]:
         """Record a heartbeat (and a hook status change); the exporter's live leases.
 
         Answered from the in-memory mirror: no database work unless something changed.
 
         Raises:
-            ControllerError: the exporter was deleted (401).
+            ControllerError: the exporter was deleted (401); ``agent`` is not the agent that
+                registered it last (``agent_fenced``, 409).
         """
-        self.heartbeat_seen(name)
         mirror = await self._fresh_mirror(name)
-        if name not in self._hooks:
-            raise ControllerError(f"exporter {name!r} was deleted", code="unauthorized", status=401)
-        if self._hooks[name] != hook:
+        self._check_agent(name, agent)
+        self.heartbeat_seen(name)
+        if self._hooks[name][0] != hook:
             changes = await self.run_db(self.store.set_hook, name, hook)
             changes.exporters.add(name)
             await self.apply(changes)
             mirror = await self._fresh_mirror(name)
         return list(mirror.get(name, ()))
 
-    async def exporter_offline(self, name: str) -> list[LeaseRecord]:
+    async def exporter_offline(self, name: str, agent: str | None = None) -> list[LeaseRecord]:
         """The exporter is shutting down: offline now (never granted) until it registers or
         heartbeats again; its leases stay (it may come back before they end).
 
         Raises:
-            ControllerError: the exporter was deleted (401).
+            ControllerError: the exporter was deleted (401), or ``agent`` was fenced (409).
         """
+        await self._fresh_mirror(name)
+        self._check_agent(name, agent)
         self._seen.pop(name, None)
         changes = await self.run_db(self.store.set_offline, name)
         await self.apply(changes)
@@ -349,6 +382,59 @@ class Controller:
         if name not in self._hooks:
             raise ControllerError(f"exporter {name!r} was deleted", code="unauthorized", status=401)
         return list(mirror.get(name, ()))
+
+    async def register(
+        self, name: str, labels: dict[str, str], report: Any, agent: str | None
+    ) -> dict[str, str]:
+        """An exporter (agent) registers; the effective labels.
+
+        Raises:
+            ControllerError: another agent serves the exporter (``agent_conflict``, 409).
+        """
+        try:
+            labels, changes = await self.run_db(
+                self.store.register, name, labels, report, agent, self._seen.get(name)
+            )
+        except ControllerError as exc:
+            if exc.code == "agent_conflict":
+                self.agents_refused[name] = self.agents_refused.get(name, 0) + 1
+                _log.warning(
+                    "exporter %s: refused a second agent (%d so far): another one is live",
+                    name,
+                    self.agents_refused[name],
+                )
+            raise
+        await self.apply(changes)
+        self._stale.add(name)
+        return labels
+
+    async def verify_agent(self, name: str, agent: str | None) -> None:
+        """Raise unless ``agent`` is the exporter's registered agent (None: not checked).
+
+        Raises:
+            ControllerError: as :meth:`_check_agent`.
+        """
+        await self._fresh_mirror(name)
+        self._check_agent(name, agent)
+
+    def _check_agent(self, name: str, agent: str | None) -> None:
+        """Raise unless ``agent`` is the exporter's registered agent (None: not checked).
+
+        Raises:
+            ControllerError: the exporter was deleted (401), or another agent registered
+                since (``agent_fenced``, 409).
+        """
+        if name not in self._hooks:
+            raise ControllerError(f"exporter {name!r} was deleted", code="unauthorized", status=401)
+        current = self._hooks[name][1]
+        if agent is not None and current is not None and current != agent:
+            raise ControllerError(
+                f"exporter {name!r} is now served by another agent that registered since; "
+                "this one must stop",
+                code="agent_fenced",
+                status=409,
+                exporter=name,
+            )
 
     async def _fresh_mirror(self, name: str) -> dict[str, list[LeaseRecord]]:
         if self._mirror is None:
@@ -378,6 +464,27 @@ class Controller:
                 await self.run_db(self._publish, changes)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def note_seen_by_client(self, lease: LeaseRecord) -> None:
+        """The lease's client just read it: a pending one is polled, a ready one claimed."""
+        if lease.state is LeaseState.PENDING:
+            self._polled[lease.id] = self.clock()
+        elif lease.state is LeaseState.READY and lease.claimed_at is None:
+            self._claimed.setdefault(lease.id, self.clock())
+
+    def note_claimed(self, lease_id: str) -> None:
+        """The lease's client joined its relay."""
+        self._claimed.setdefault(lease_id, self.clock())
+
+    def _take_polls(self) -> tuple[dict[str, float], dict[str, float]]:
+        now = self.clock()
+        # A long-poll in progress is a client polling right now.
+        for key in self._waiters:
+            if key.startswith("l:"):
+                self._polled[key[2:]] = now
+        polled, self._polled = self._polled, {}
+        claimed, self._claimed = self._claimed, {}
+        return polled, claimed
 
     def _take_seen(self) -> dict[str, float]:
         seen, self._seen = self._seen, {}
@@ -472,6 +579,38 @@ class Controller:
             self._mirror = None
             self._wake_everyone()
 
+    async def upkeep_once(self, last_pass: float | None = None) -> float:
+        """One round of upkeep: write heartbeats and polls, expire due leases, end abandoned
+        ones, notice admin changes, and (now and then, or after changes) run a grant pass.
+
+        Returns:
+            When the last grant pass ran (``time.monotonic()``).
+        """
+        if last_pass is None:
+            last_pass = time.monotonic() - 2 * _SAFETY_PASS_SECONDS
+        changes = await self.run_db(self.store.flush_heartbeats, self._take_seen())
+        changes.update(await self.run_db(self.store.expire_due))
+        await self.run_db(self.store.flush_polls, *self._take_polls())
+        changes.update(
+            await self.run_db(
+                self.store.lapse,
+                self.limits.pending_poll_timeout,
+                self.limits.claim_timeout,
+            )
+        )
+        moved = await self.check_versions()
+        if moved:
+            # An admin changed identities or policies (maybe ending leases): let
+            # every waiter re-read.
+            self._wake_everyone()
+        if moved or time.monotonic() - last_pass > _SAFETY_PASS_SECONDS:
+            last_pass = time.monotonic()
+            changes.update(await self.run_db(self.store.run_pass))
+
+        await self.apply(changes)
+        await self._write_audit()
+        return last_pass
+
     async def _upkeep(self) -> None:
         flush_every = min(1.0, self.heartbeat_timeout / 4)
         last_pass = time.monotonic()
@@ -483,17 +622,7 @@ class Controller:
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._deadline_moved.wait(), delay)
-                changes = await self.run_db(self.store.flush_heartbeats, self._take_seen())
-                changes.update(await self.run_db(self.store.expire_due))
-                moved = await self.check_versions()
-                if moved or time.monotonic() - last_pass > _SAFETY_PASS_SECONDS:
-                    last_pass = time.monotonic()
-                    changes.update(await self.run_db(self.store.run_pass))
-                await self.apply(changes)
-                if moved:
-                    # Maintenance, relabels or deletions made elsewhere: every waiter re-reads.
-                    self._wake_everyone()
-                await self._write_audit()
+                last_pass = await self.upkeep_once(last_pass)
             except Exception:
                 # The upkeep must outlive a bad moment (database restart, a bug in one
                 # pass): leases still have to expire.

@@ -66,10 +66,10 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
         views = controller.store.views
         show_all = request.query_params.get("all") == "1"
         limit = None if show_all else _ROWS
-        found = await controller.run_db(views.exporters, None, limit)
-        queue, queued = await controller.run_db(views.queue, limit)
-        leases = await controller.run_db(views.leases, 50)
-        counts = await controller.run_db(views.counts)
+        found = await controller.run_read(views.exporters, None, limit)
+        queue, queued = await controller.run_read(views.queue, limit)
+        leases = await controller.run_read(views.leases, 50)
+        counts = await controller.run_read(views.counts)
         return {
             "me": identity,
             "csrf": csrf_for(token),
@@ -104,10 +104,10 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
         found = await who(request)
         if found is None:
             return to_login()
-        lease = await controller.run_db(controller.store.get_lease, lease_id)
+        lease = await controller.run_read(controller.store.get_lease, lease_id)
         if lease is None:
             return page("message.html", 404, me=found[0], title="No such lease", text=lease_id)
-        history = await controller.run_db(controller.admin.lease_history, lease_id)
+        history = await controller.run_read(controller.admin.lease_history, lease_id)
         return page(
             "lease.html", me=found[0], csrf=csrf_for(found[1]), lease=lease, history=history
         )

@@ -84,13 +84,21 @@ class Database:
                 raise ConfigError(
                     f"bad database URL {url!r}: SQLite needs a file path (sqlite:///path/to.db)"
                 )
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database).expanduser())
             self.engine: Engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite"),
                 connect_args={"check_same_thread": False, "timeout": 30},
             )
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
+            # Readers on their own connections, in deferred transactions: WAL lets them read
+            # while a writer writes, and they never take (or wait for) the write lock.
+            self.read_engine: Engine = create_engine(
+                parsed.set(drivername="sqlite+pysqlite"),
+                connect_args={"check_same_thread": False, "timeout": 30},
+            )
+            event.listen(self.read_engine, "connect", _sqlite_connect)
+            event.listen(self.read_engine, "begin", _sqlite_begin_deferred)
         elif backend == "postgresql":
             self.engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -98,6 +106,7 @@ class Database:
                 max_overflow=10,
                 pool_pre_ping=True,
             )
+            self.read_engine = self.engine
         else:
             raise ConfigError(
                 f"bad database URL {url!r}: expected sqlite:///path or postgresql://..."
@@ -130,9 +139,27 @@ class Database:
                 connection.execute(select(lab_state.c.id).with_for_update())
             yield connection
 
+    @contextlib.contextmanager
+    def read(self, what: str) -> Iterator[Connection]:
+        """A read-only transaction that never waits for the write lock."""
+        with map_db_errors(what), self.read_engine.begin() as connection:
+            yield connection
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def _create_private(path: Path) -> None:
+    """Make the database file (and a missing directory) readable by its owner only: it holds
+    token hashes and the lab's history. An existing file keeps its mode."""
+    import os
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -147,3 +174,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")

@@ -74,11 +74,11 @@ class ControllerMetrics:
         views = self.controller.store.views
         now = self.controller.clock()
         since, self._since = self._since, now
-        self._counts = await self.controller.run_db(views.counts)
-        for created, granted in await self.controller.run_db(views.granted_since, since):
+        self._counts = await self.controller.run_read(views.counts)
+        for created, granted in await self.controller.run_read(views.granted_since, since):
             self.grants.inc()
             self.wait.observe(max(0.0, granted - created))
-        for granted, ended in await self.controller.run_db(views.finished_since, since):
+        for granted, ended in await self.controller.run_read(views.finished_since, since):
             self.duration.observe(max(0.0, ended - granted))
         data: bytes = self._prom.generate_latest(self.registry)
         return data

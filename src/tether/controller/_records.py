@@ -99,6 +99,7 @@ class LeaseRecord:
     reason: str | None = None
     exporters: list[str] = field(default_factory=list)
     position: int | None = None
+    claimed_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], exporters: list[str]) -> LeaseRecord:
@@ -118,6 +119,7 @@ class LeaseRecord:
             ended_at=row["ended_at"],
             reason=row["reason"],
             exporters=exporters,
+            claimed_at=row.get("claimed_at"),
         )
 
     def to_json(self, relay: str | None) -> dict[str, Any]:
@@ -160,6 +162,7 @@ class ExporterRecord:
     status: ExporterStatus
     lease: str | None
     last_seen: float | None
+    agent: str | None = None
     holder: str | None = None
     maintenance: str | None = None
     health: str | None = None
@@ -173,6 +176,7 @@ class ExporterRecord:
             "lease": self.lease,
             "holder": self.holder,
             "last_seen": iso(self.last_seen),
+            "agent": self.agent,
             "maintenance": self.maintenance,
             "health": self.health,
         }

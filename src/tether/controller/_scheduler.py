@@ -48,6 +48,7 @@ __all__ = [
 OPEN_MAX_DURATION = 8 * 3600.0
 
 _CACHE_LIMIT = 20_000
+_NO_LABELS: Mapping[str, str] = {}
 _K = TypeVar("_K")
 
 
@@ -145,13 +146,22 @@ class LabIndex:
     """Every exporter's labels, with cached answers to "who can serve this slot?".
 
     Args:
-        labels: exporter name → labels. Treated as immutable: make a new index when they change.
+        labels: exporter name → labels (its own and the admin's): what lease selectors match.
+            Treated as immutable: make a new index when they change.
+        trusted: exporter name → the labels the admin gave it: the only ones access policies
+            match (an exporter cannot widen a policy by reporting a label). Default: ``labels``.
     """
 
-    def __init__(self, labels: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        labels: Mapping[str, Mapping[str, str]],
+        trusted: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.labels = labels
+        self.trusted = labels if trusted is None else trusted
         self.names = frozenset(labels)
         self._selected: dict[Selector, frozenset[str]] = {}
+        self._permitted: dict[Selector, frozenset[str]] = {}
         self._slots: dict[tuple[Slot, tuple[Selector, ...] | None], frozenset[str]] = {}
         self.hopeless: dict[_Shape, str | None] = {}
 
@@ -161,6 +171,16 @@ class LabIndex:
         if hit is None:
             hit = frozenset(n for n, labels in self.labels.items() if selector.matches(labels))
             self._remember(self._selected, selector, hit)
+        return hit
+
+    def permitted(self, selector: Selector) -> frozenset[str]:
+        """Names of the exporters whose admin-given labels match ``selector`` (a policy's)."""
+        hit = self._permitted.get(selector)
+        if hit is None:
+            hit = frozenset(
+                n for n in self.names if selector.matches(self.trusted.get(n, _NO_LABELS))
+            )
+            self._remember(self._permitted, selector, hit)
         return hit
 
     def candidates(self, slot: Slot, allowed: tuple[Selector, ...] | None = None) -> frozenset[str]:
@@ -175,7 +195,7 @@ class LabIndex:
             else:
                 hit = self.selected(slot.selector)
             if allowed is not None:
-                permitted: frozenset[str] = frozenset().union(*map(self.selected, allowed))
+                permitted: frozenset[str] = frozenset().union(*map(self.permitted, allowed))
                 hit &= permitted
             self._remember(self._slots, key, hit)
         return hit
@@ -307,7 +327,7 @@ def decide_policy(
     if not mine:
         return None
     wanted: frozenset[str] = frozenset().union(*(index.candidates(s) for s in slots))
-    relevant = [p for p in mine if wanted & index.selected(p.selector)] or mine
+    relevant = [p for p in mine if wanted & index.permitted(p.selector)] or mine
     return PolicyDecision(
         allowed=tuple(p.selector for p in mine),
         priority=max(p.priority for p in relevant),

@@ -22,10 +22,17 @@ from enum import StrEnum
 from tether.errors import ControllerError, SelectorError
 
 __all__ = [
+    "MAX_DURATION",
+    "MAX_LABELS",
+    "MAX_LABEL_KEY",
+    "MAX_LABEL_VALUE",
+    "MAX_SELECTOR",
+    "MIN_DURATION",
     "Op",
     "Requirement",
     "Selector",
     "is_label_word",
+    "label_problem",
     "parse_duration",
     "parse_selector",
 ]
@@ -34,9 +41,44 @@ _WORD = re.compile(r"[A-Za-z0-9_./:-]+")
 _WORD_CHARS = "letters, digits, '-', '_', '.', '/', ':'"
 
 
+#: Most labels one exporter may have (admin's and reported together count separately).
+MAX_LABELS = 64
+#: Longest label key and value, in characters.
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 256
+#: Longest selector text, in characters.
+MAX_SELECTOR = 4096
+#: Shortest lease, seconds.
+MIN_DURATION = 1.0
+
+
 def is_label_word(text: str) -> bool:
     """True when ``text`` can be a label key or value (usable unquoted in a selector)."""
     return _WORD.fullmatch(text) is not None
+
+
+def label_problem(labels: object) -> str | None:
+    """What is wrong with ``labels`` as a label mapping (None: nothing).
+
+    Keys and values must be selector words (:func:`is_label_word`) of at most
+    :data:`MAX_LABEL_KEY` / :data:`MAX_LABEL_VALUE` characters; at most :data:`MAX_LABELS`.
+    """
+    if not isinstance(labels, Mapping):
+        return "labels must be a mapping of key to value"
+    if len(labels) > MAX_LABELS:
+        return f"at most {MAX_LABELS} labels (got {len(labels)})"
+    for key, value in labels.items():
+        for part, limit, what in ((key, MAX_LABEL_KEY, "key"), (value, MAX_LABEL_VALUE, "value")):
+            if not isinstance(part, str):
+                return f"label {what} {part!r} is not a string"
+            if len(part) > limit:
+                return f"label {what} {part[:40]!r}... is longer than {limit} characters"
+            if not is_label_word(part):
+                return (
+                    f"bad label {key!r}: {value!r}: keys and values must be "
+                    f"{_WORD_CHARS} (1 to {limit} of them)"
+                )
+    return None
 
 
 class Op(StrEnum):
@@ -163,6 +205,12 @@ def parse_selector(text: str) -> Selector:
         SelectorError: the text does not parse; the message names the position and what was
             expected there.
     """
+    if len(text) > MAX_SELECTOR:
+        raise SelectorError(
+            f"bad selector: longer than {MAX_SELECTOR} characters",
+            position=MAX_SELECTOR,
+            selector=text[:100],
+        )
     scan = _Scanner(text)
     requirements: list[Requirement] = []
     if scan.at_end():
@@ -204,42 +252,59 @@ def _value_set(scan: _Scanner, what: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_ORDER = "dhms"
+#: Longest duration accepted anywhere (policies cap leases further), seconds.
+MAX_DURATION = 366 * 86400.0
 
 
 def parse_duration(value: str | float | int, *, what: str = "duration") -> float:
     """Read a duration: seconds as a number, or text like ``90``, ``90s``, ``30m``, ``1h30m``.
 
+    Units go from largest to smallest, each at most once (``1h30m``, not ``30m1h`` or
+    ``1h1h``). The result is at least :data:`MIN_DURATION` and at most :data:`MAX_DURATION`.
+
     Args:
-        value: the duration.
+        value: the duration (a bool is not a number here).
         what: how to name the value in errors (e.g. the JSON field).
 
     Returns:
-        Seconds, positive.
+        Seconds.
 
     Raises:
-        ControllerError: (``bad_duration``, 422) the value is not a positive duration.
+        ControllerError: (``bad_duration``, 422) the value is not such a duration.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _bad_duration(value, what)
     if isinstance(value, int | float):
         seconds = float(value)
     else:
         text = value.strip().replace(" ", "")
+        if len(text) > 64:
+            raise _bad_duration(value[:64] + "...", what)
         try:
             seconds = float(text)
         except ValueError:
-            pos, seconds = 0, 0.0
+            pos, seconds, last = 0, 0.0, -1
             for match in _DURATION_PART.finditer(text):
-                if match.start() != pos:
+                rank = _UNIT_ORDER.index(match.group(2))
+                if match.start() != pos or rank <= last:
                     break
                 seconds += float(match.group(1)) * _UNIT[match.group(2)]
-                pos = match.end()
+                pos, last = match.end(), rank
             if pos != len(text) or not text:
                 raise _bad_duration(value, what) from None
     if not seconds > 0 or seconds == float("inf"):
         raise _bad_duration(value, what)
+    if seconds < MIN_DURATION or seconds > MAX_DURATION:
+        raise ControllerError(
+            f"bad {what} {value!r}: a duration is at least {MIN_DURATION:g} s and at most "
+            f"{MAX_DURATION / 86400:g} days",
+            code="bad_duration",
+            status=422,
+            field=what,
+        )
     return seconds
 
 

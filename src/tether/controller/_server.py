@@ -13,7 +13,7 @@ import importlib
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from tether.errors import ConfigError
 from ._app import create_app
 from ._controller import Controller
 from ._database import Database
+from ._limits import Limits, protocol_class
 
 __all__ = ["ServeOptions", "parse_listen", "serve"]
 
@@ -40,6 +41,7 @@ class ServeOptions:
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 30.0
     relay_listen: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def parse_listen(url: str) -> tuple[str, str, int]:
@@ -135,6 +137,7 @@ async def serve(
         heartbeat_interval=options.heartbeat_interval,
         heartbeat_timeout=options.heartbeat_timeout,
         clock=clock or time.time,
+        limits=options.limits,
     )
     await controller.start()
     sock = _bind(host, port)
@@ -162,8 +165,10 @@ async def serve(
             line += f" relay {controller.relay_url}"
         ready(line)
 
+    _raise_fd_limit()
     config = uvicorn.Config(
-        create_app(controller),
+        create_app(controller, options.limits),
+        http=protocol_class(options.limits),
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -187,6 +192,18 @@ async def serve(
                 await relay_task
         sock.close()
         await controller.close()
+
+
+def _raise_fd_limit() -> None:
+    """Use the hard descriptor limit: connection caps, not the soft 1,024, decide who waits."""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 65536
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _relay_runner() -> Any:

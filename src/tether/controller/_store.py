@@ -48,7 +48,7 @@ from ._selector import Selector, parse_selector
 from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
 from ._views import LabViews
 
-__all__ = ["Store"]
+__all__ = ["Store", "agent_conflict"]
 
 #: How long a token lookup is cached at most. The controller also drops the cache as soon as
 #: it sees ``lab_state.identities_version`` move (about once a second).
@@ -62,6 +62,7 @@ class Store:
         database: a migrated :class:`~._database.Database`.
         heartbeat_timeout: seconds without a heartbeat after which an exporter is offline.
         clock: seconds since the epoch.
+        max_pending_per_client: lease requests one client may have waiting at once.
     """
 
     def __init__(
@@ -70,15 +71,19 @@ class Store:
         *,
         heartbeat_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        max_pending_per_client: int = 100,
     ) -> None:
         self.database = database
+        self.max_pending_per_client = max_pending_per_client
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self._labels_version = -1
         self._index = LabIndex({})
         self._requests: dict[str, RequestView] = {}
         self._tokens: dict[str, tuple[Identity | None, float]] = {}
+        self._good: set[str] = set()
         self._checked_version: int | None = None
+        self._views_version: int | None = None
         self._durations: dict[str, float] = {}
         self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
         self.views = LabViews(database, heartbeat_timeout, clock)
@@ -113,32 +118,73 @@ class Store:
         if len(self._tokens) > 100_000:
             self._tokens.clear()
         self._tokens[digest] = (identity, now + TOKEN_CACHE_SECONDS)
+        if identity is not None:
+            if len(self._good) > 100_000:
+                self._good.clear()
+            self._good.add(digest)
         return identity
+
+    def known_token(self, token: str) -> bool:
+        """True when ``token`` was a valid one here before (no database work): worth a lookup
+        even while its peer address is throttled. Survives :meth:`forget_tokens`."""
+        return hash_token(token) in self._good
 
     # -- exporters ----------------------------------------------------------------------------
 
     def register(
-        self, name: str, labels: Mapping[str, str], report: Any
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        report: Any,
+        agent: str | None = None,
+        last_heard: float | None = None,
     ) -> tuple[dict[str, str], Changes]:
         """Record an exporter's labels and driver report; mark it seen and not in a hook.
 
+        Args:
+            agent: the registering agent's id; another agent heard from within the heartbeat
+                time-out keeps the exporter (this one is refused).
+            last_heard: a heartbeat this process saw and has not written yet.
+
         Returns:
             The effective labels (reported ones under the admin's) and what changed.
+
+        Raises:
+            ControllerError: ``agent_conflict`` (409) when another agent serves the exporter.
         """
         now = self.clock()
         with self.database.begin(f"registering exporter {name!r}", lock=True) as conn:
             row = conn.execute(
-                select(exporters.c.admin_labels, exporters.c.labels).where(exporters.c.name == name)
+                select(
+                    exporters.c.admin_labels,
+                    exporters.c.labels,
+                    exporters.c.agent,
+                    exporters.c.last_seen,
+                ).where(exporters.c.name == name)
             ).first()
             if row is None:
                 raise ControllerError(
                     f"exporter {name!r} was deleted", code="unauthorized", status=401
                 )
+            seen = max(row.last_seen or 0.0, last_heard or 0.0)
+            if (
+                agent is not None
+                and row.agent is not None
+                and row.agent != agent
+                and seen >= now - self.heartbeat_timeout
+            ):
+                raise agent_conflict(name, now - seen, self.heartbeat_timeout)
             effective = {**labels, **row.admin_labels}
             conn.execute(
                 update(exporters)
                 .where(exporters.c.name == name)
-                .values(labels=effective, report=report, hook=False, last_seen=now)
+                .values(
+                    labels=effective,
+                    report=report,
+                    hook=False,
+                    last_seen=now,
+                    agent=agent if agent is not None else row.agent,
+                )
             )
             if effective != row.labels:
                 conn.execute(
@@ -152,13 +198,13 @@ class Store:
 
     def load_mirror(
         self, names: Collection[str] | None
-    ) -> tuple[dict[str, list[LeaseRecord]], dict[str, bool]]:
-        """Live leases and hook flags of the exporters ``names`` (None: of every exporter).
+    ) -> tuple[dict[str, list[LeaseRecord]], dict[str, tuple[bool, str | None]]]:
+        """Live leases, and hook flags and agents, of the exporters ``names`` (None: of all).
 
         The controller keeps these in memory so a heartbeat needs no database work.
         """
         with self.database.begin("reading exporter state") as conn:
-            hooks = select(exporters.c.name, exporters.c.hook)
+            hooks = select(exporters.c.name, exporters.c.hook, exporters.c.agent)
             live = (
                 select(leases, lease_exporters.c.exporter)
                 .join(lease_exporters, lease_exporters.c.lease_seq == leases.c.seq)
@@ -168,7 +214,7 @@ class Store:
             if names is not None:
                 hooks = hooks.where(exporters.c.name.in_(list(names)))
                 live = live.where(lease_exporters.c.exporter.in_(list(names)))
-            flags = {row.name: bool(row.hook) for row in conn.execute(hooks)}
+            flags = {row.name: (bool(row.hook), row.agent) for row in conn.execute(hooks)}
             found: dict[str, list[LeaseRecord]] = {}
             for row in conn.execute(live).mappings():
                 name = row["exporter"]
@@ -355,6 +401,19 @@ class Store:
         now = self.clock()
         lease_id = uuid.uuid4().hex
         with self.database.begin("creating a lease", lock=True) as conn:
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(leases)
+                .where(leases.c.client == client, leases.c.state == LeaseState.PENDING)
+            ).scalar_one()
+            if waiting >= self.max_pending_per_client:
+                raise ControllerError(
+                    f"client {client!r} already has {waiting} lease requests waiting, the most "
+                    f"allowed ({self.max_pending_per_client}); release some first",
+                    code="too_many_pending",
+                    status=429,
+                    limit=self.max_pending_per_client,
+                )
             lab = self._lab(conn, now)
             for slot in slots:
                 if slot.exporter is not None and slot.exporter not in lab[0].names:
@@ -400,14 +459,36 @@ class Store:
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        with self.database.begin("listing leases") as conn:
-            query = select(leases.c.id).where(leases.c.client == client)
-            ids = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).scalars())
+        with self.database.read("listing leases") as conn:
+            query = select(leases).where(leases.c.client == client)
+            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
             if include_ended:
                 ended = query.where(leases.c.state.not_in(LIVE_STATES))
-                ids += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).scalars()
-            records = [self._load(conn, i) for i in ids]
-        return sorted((r for r in records if r is not None), key=lambda r: r.seq)
+                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
+            seqs = [row["seq"] for row in rows]
+            granted: dict[int, list[str]] = {}
+            for start in range(0, len(seqs), 500):
+                for link in conn.execute(
+                    select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
+                    .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
+                    .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
+                ):
+                    granted.setdefault(link.lease_seq, []).append(link.exporter)
+            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
+            if any(r.state is LeaseState.PENDING for r in records):
+                positions = self._positions(conn)
+                for record in records:
+                    record.position = positions.get(record.seq)
+        return sorted(records, key=lambda r: r.seq)
+
+    def _positions(self, conn: Connection) -> dict[int, int]:
+        """Queue position (1-based) of every pending request, by ``seq``: one query."""
+        order = (
+            select(leases.c.seq)
+            .where(leases.c.state == LeaseState.PENDING)
+            .order_by(leases.c.priority.desc(), leases.c.seq)
+        )
+        return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.
@@ -470,6 +551,81 @@ class Store:
                 audit_log.record(conn, now, "expire", lease_id, actor="controller")
             changes.update(self._grant_pass(conn, now))
         return changes
+
+    def flush_polls(self, polled: Mapping[str, float], claimed: Mapping[str, float]) -> None:
+        """Write when clients last polled their pending requests, and first saw them granted."""
+        if not polled and not claimed:
+            return
+        with self.database.begin("recording lease polls") as conn:
+            if polled:
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.id == bindparam("b_id"), leases.c.state == LeaseState.PENDING)
+                    .values(polled_at=bindparam("b_at")),
+                    [{"b_id": i, "b_at": t} for i, t in polled.items()],
+                )
+            if claimed:
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.id == bindparam("b_id"), leases.c.claimed_at.is_(None))
+                    .values(claimed_at=bindparam("b_at")),
+                    [{"b_id": i, "b_at": t} for i, t in claimed.items()],
+                )
+
+    def lapse(self, pending_timeout: float, claim_timeout: float) -> Changes:
+        """End pending requests nobody polled for ``pending_timeout`` seconds, and granted
+        leases nobody claimed within ``claim_timeout`` seconds; hand their exporters on."""
+        now = self.clock()
+        stale = and_(
+            leases.c.state == LeaseState.PENDING,
+            func.coalesce(leases.c.polled_at, leases.c.created_at) < now - pending_timeout,
+        )
+        unclaimed = and_(
+            leases.c.state == LeaseState.READY,
+            leases.c.claimed_at.is_(None),
+            leases.c.granted_at < now - claim_timeout,
+        )
+        with self.database.read("finding abandoned leases") as conn:
+            found = conn.execute(select(leases.c.seq).where(or_(stale, unclaimed)).limit(1))
+            if found.first() is None:
+                return Changes()
+        with self.database.begin("ending abandoned leases", lock=True) as conn:
+            changes = Changes()
+            lapsed = list(conn.execute(select(leases.c.seq).where(stale)).scalars())
+            if lapsed:
+                why = f"the client stopped polling the request for {pending_timeout:g} s"
+                changes.update(self._finish(conn, lapsed, LeaseState.ENDED, now, why))
+            dropped = list(conn.execute(select(leases.c.seq).where(unclaimed)).scalars())
+            if dropped:
+                why = f"nobody claimed the lease within {claim_timeout:g} s of its grant"
+                changes.update(self._finish(conn, dropped, LeaseState.ENDED, now, why))
+            if changes:
+                changes.update(self._grant_pass(conn, now))
+        return changes
+
+    def end_by_exporter(self, name: str, lease_id: str, reason: str) -> tuple[LeaseRecord, Changes]:
+        """An exporter ends one of its live leases (its ``before_lease`` hook failed...).
+
+        Raises:
+            ControllerError: unknown lease (404), or not one of this exporter's (403).
+        """
+        now = self.clock()
+        with self.database.begin("ending a lease for its exporter", lock=True) as conn:
+            record = self._load(conn, lease_id)
+            if record is None:
+                raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+            if name not in record.exporters:
+                raise ControllerError(
+                    f"lease {lease_id} is not exporter {name!r}'s", code="forbidden", status=403
+                )
+            if record.state not in LIVE_STATES:
+                return record, Changes()
+            why = f"exporter {name}: {reason}"
+            changes = self._finish(conn, [record.seq], LeaseState.ENDED, now, why)
+            changes.update(self._grant_pass(conn, now))
+            result = self._load(conn, lease_id)
+        assert result is not None
+        return result, changes
 
     def run_pass(self) -> Changes:
         """Run a grant pass on its own (after exporters changed outside this process)."""
@@ -575,8 +731,13 @@ class Store:
             select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
         ).scalar_one()
         if version != self._labels_version:
-            rows = conn.execute(select(exporters.c.name, exporters.c.labels)).all()
-            self._index = LabIndex({row.name: row.labels for row in rows})
+            rows = conn.execute(
+                select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels)
+            ).all()
+            self._index = LabIndex(
+                {row.name: row.labels for row in rows},
+                {row.name: row.admin_labels for row in rows},
+            )
             self._labels_version = version
         leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
         down = select(exporters.c.name).where(
@@ -591,7 +752,14 @@ class Store:
         return self._index, set(conn.execute(leased.union_all(down)).scalars())
 
     def _request_views(self, conn: Connection) -> list[RequestView]:
-        # Only the cheap columns each pass; a request's JSON is read and parsed once.
+        # Only the cheap columns each pass; a request's JSON is read and parsed once (until
+        # the lab version moves: a policy change rewrites the requests' limits).
+        version = conn.execute(
+            select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
+        ).scalar_one()
+        if version != self._views_version:
+            self._requests = {}
+            self._views_version = version
         rows = conn.execute(
             select(leases.c.id, leases.c.duration).where(leases.c.state == LeaseState.PENDING)
         ).all()
@@ -685,6 +853,17 @@ class Store:
                 exporters=list(grant.exporters),
             )
         return changes
+
+
+def agent_conflict(name: str, age: float, timeout: float) -> ControllerError:
+    """The refusal a second agent for one exporter gets."""
+    return ControllerError(
+        f"exporter {name!r} is already served by another agent (heard from {max(age, 0):.0f} s "
+        f"ago); stop that one first, or wait {timeout:g} s after it stopped",
+        code="agent_conflict",
+        status=409,
+        exporter=name,
+    )
 
 
 def _slot_json(slot: Slot) -> dict[str, str | None]:

@@ -68,6 +68,8 @@ exporters = Table(
     Column("hook", Boolean, nullable=False, server_default=text("false")),
     Column("last_seen", Float, nullable=True),
     Column("created_at", Float, nullable=False),
+    # The agent process (a random id it sends) that registered last: one agent an exporter.
+    Column("agent", String(64), nullable=True),
     # Why an admin took it out of the pool (None: in the pool), and the last failed health
     # check's output (None: healthy). Either keeps it from being granted.
     Column("maintenance", Text, nullable=True),
@@ -110,6 +112,10 @@ leases = Table(
     Column("ends_at", Float, nullable=True),
     Column("ended_at", Float, nullable=True),
     Column("reason", Text, nullable=True),
+    # When the client last polled a pending request (a request nobody polls lapses), and
+    # first saw it granted (a grant nobody claims is released).
+    Column("polled_at", Float, nullable=True),
+    Column("claimed_at", Float, nullable=True),
 )
 
 lease_exporters = Table(

@@ -3,7 +3,8 @@
 The API's per-client routes read through :class:`~._store.Store`; the dashboard, ``tether
 queue``, ``tether exporters`` and ``/metrics`` read the whole lab through these functions. Each
 is a handful of queries whatever the lab's size (queue positions come from one ordered read,
-not a count per request), and runs on the controller's database threads like store calls.
+not a count per request), in a read-only transaction that never waits for the write lock;
+the controller runs them on its reader threads (``Controller.run_read``), off the event loop.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class LabViews:
         """Every exporter (matching ``selector`` on its labels; the first ``limit`` by name),
         with status and holder."""
         cutoff = self.clock() - self.heartbeat_timeout
-        with self.database.begin("listing exporters") as conn:
+        with self.database.read("listing exporters") as conn:
             held = {
                 row.exporter: (row.id, row.client)
                 for row in conn.execute(
@@ -68,6 +69,7 @@ class LabViews:
                 exporters.c.last_seen,
                 exporters.c.maintenance,
                 exporters.c.unhealthy,
+                exporters.c.agent,
             ).order_by(exporters.c.name)
             if selector is None and limit is not None:
                 query = query.limit(limit)
@@ -86,6 +88,7 @@ class LabViews:
                     exporter_status(row, lease is not None, cutoff),
                     lease,
                     row.last_seen,
+                    agent=row.agent,
                     holder=holder,
                     maintenance=row.maintenance,
                     health=row.unhealthy,
@@ -99,7 +102,7 @@ class LabViews:
         Returns:
             The first ``limit`` requests (all when None) and how many wait in all.
         """
-        with self.database.begin("reading the queue") as conn:
+        with self.database.read("reading the queue") as conn:
             query = (
                 select(leases)
                 .where(leases.c.state == LeaseState.PENDING)
@@ -117,7 +120,7 @@ class LabViews:
 
     def leases(self, recent: int = 50) -> list[LeaseRecord]:
         """Ready leases, then the ``recent`` latest finished ones (newest first)."""
-        with self.database.begin("listing leases") as conn:
+        with self.database.read("listing leases") as conn:
             live = select(leases).where(leases.c.state == LeaseState.READY).order_by(leases.c.seq)
             ended = (
                 select(leases)
@@ -132,7 +135,7 @@ class LabViews:
     def counts(self) -> LabCounts:
         """Leases by state and exporters by status, each in one aggregate query."""
         cutoff = self.clock() - self.heartbeat_timeout
-        with self.database.begin("counting the lab") as conn:
+        with self.database.read("counting the lab") as conn:
             by_state: dict[str, int] = {
                 row[0]: row[1]
                 for row in conn.execute(
@@ -162,7 +165,7 @@ class LabViews:
 
     def granted_since(self, since: float) -> list[tuple[float, float]]:
         """``(created_at, granted_at)`` of leases granted after ``since``."""
-        with self.database.begin("reading grants") as conn:
+        with self.database.read("reading grants") as conn:
             rows = conn.execute(
                 select(leases.c.created_at, leases.c.granted_at).where(leases.c.granted_at > since)
             ).all()
@@ -170,7 +173,7 @@ class LabViews:
 
     def finished_since(self, since: float) -> list[tuple[float, float]]:
         """``(granted_at, ended_at)`` of granted leases that ended after ``since``."""
-        with self.database.begin("reading finished leases") as conn:
+        with self.database.read("reading finished leases") as conn:
             rows = conn.execute(
                 select(leases.c.granted_at, leases.c.ended_at).where(
                     leases.c.ended_at > since, leases.c.granted_at.is_not(None)

@@ -37,6 +37,7 @@ from tether.errors import ConfigError
 
 from ._admin import Admin
 from ._database import Database
+from ._limits import Limits
 from ._server import ServeOptions, serve
 
 __all__ = ["ControllerHandle", "FakeClock", "IssuedIdentity", "TestAdmin", "run_controller"]
@@ -153,6 +154,11 @@ class ControllerHandle:
         """Make an in-process controller's upkeep run now (after moving its fake clock)."""
         raise NotImplementedError("poke() needs an in-process controller")
 
+    def upkeep_now(self) -> None:
+        """Run one round of an in-process controller's upkeep and wait for it (heartbeats and
+        polls written, due leases expired, abandoned ones ended, a grant pass)."""
+        raise NotImplementedError("upkeep_now() needs an in-process controller")
+
     def notice_admin_changes(self) -> None:
         """Make an in-process controller see identity changes now (it checks every second)."""
         raise NotImplementedError("notice_admin_changes() needs an in-process controller")
@@ -168,6 +174,11 @@ class _ThreadHandle(ControllerHandle):
     def poke(self) -> None:
         assert self._loop is not None and self._server is not None
         self._loop.call_soon_threadsafe(self._server.controller.poke)
+
+    def upkeep_now(self) -> None:
+        assert self._loop is not None and self._server is not None
+        rounds = self._server.controller.upkeep_once()
+        asyncio.run_coroutine_threadsafe(rounds, self._loop).result()
 
     def notice_admin_changes(self) -> None:
         assert self._loop is not None and self._server is not None
@@ -277,6 +288,7 @@ def run_controller(
     heartbeat_timeout: float = 30.0,
     relay: bool = False,
     clock: Callable[[], float] | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[ControllerHandle]:
     """Run a controller until the ``with`` block ends.
 
@@ -289,6 +301,7 @@ def run_controller(
         heartbeat_timeout: seconds of silence before an exporter is offline.
         relay: also run the router relay on a free loopback port (``handle.relay``).
         clock: seconds since the epoch, e.g. a :class:`FakeClock` (in-process only).
+        limits: the HTTP side's bounds (in-process only; default :class:`Limits`).
 
     Yields:
         The handle: ``url``, ``ca``, ``database``, ``relay``, ``admin``, ``http(token)``.
@@ -311,11 +324,12 @@ def run_controller(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         relay_listen=f"{'tls' if tls else 'tcp'}://127.0.0.1:0" if relay else None,
+        limits=limits or Limits(),
     )
     handle: ControllerHandle
     if subprocess:
-        if clock is not None:
-            raise ConfigError("run_controller: a clock works only in-process")
+        if clock is not None or limits is not None:
+            raise ConfigError("run_controller: a clock or limits work only in-process")
         handle = _start_process(tmp, options, ca)
     else:
         handle = _start_thread(options, ca, clock)

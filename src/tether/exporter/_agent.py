@@ -58,7 +58,7 @@ __all__ = ["ControllerAgent", "read_exporter_token", "run_agent"]
 log = logging.getLogger("tether.exporter.agent")
 
 #: The header naming the agent instance in every request to the controller.
-_AGENT_HEADER = "X-Tether-Agent"
+_AGENT_HEADER = "Tether-Agent"  # this process's id: the controller keeps one agent an exporter
 #: Seconds a stopping agent waits for the controller to take its "offline".
 _OFFLINE_TIMEOUT = 3.0
 
@@ -138,7 +138,7 @@ class ControllerAgent:
         self._hooks = 0
         self._status_changed = asyncio.Event()
         self.name: str | None = None
-        #: this agent's random id, sent with every request (``X-Tether-Agent``) so that the
+        #: this agent's random id, sent with every request (``Tether-Agent``) so that the
         #: controller can tell two agents of one exporter identity apart.
         self.instance = secrets.token_hex(8)
         #: set once the controller refused this agent (another serves the exporter).
@@ -346,6 +346,9 @@ class ControllerAgent:
         except HookFailed as exc:
             log.error("lease %s: not served: %s", lease_id, exc)
             self._done.add(lease_id)
+            with contextlib.suppress(ConnectFailed, ControllerError):  # it ends anyway, later
+                reason = {"reason": f"not served: {exc}"}
+                await self._request("POST", f"/v1/exporter/leases/{lease_id}/end", json=reason)
             return
         self.sessions[lease_id] = session.id
         client = lease.get("client")

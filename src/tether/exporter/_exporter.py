@@ -158,6 +158,14 @@ class Exporter:
         self._servers.append(server)
         self.urls.append(url)
         log.info("exporter %s listening on %s", self.config.name, url)
+        tls = self.config.tls
+        if address.scheme != "unix" and self._hashes is None and (tls is None or tls.ca is None):
+            log.warning(
+                "exporter %s serves %s with no tokens and no client certificates: anyone "
+                "who can reach the port can drive its devices (add `tokens:` or `tls: {ca:}`)",
+                self.config.name,
+                url,
+            )
         return url
 
     def _ssl_context(self) -> ssl.SSLContext:

@@ -3,12 +3,20 @@
 A hook runs through ``/bin/sh -c`` in its own process group (so a timeout kills whatever it
 started, not just the shell), with ``TETHER_HOST`` pointing at the session it belongs to and
 the exporter's own ``bin`` directory first on ``PATH`` (so ``dut`` is the one installed with
-this tether). Its output is collected and the last lines are logged when it fails.
+this tether). Only the last :data:`OUTPUT_TAIL_BYTES` of its output are kept (a hook that
+prints without end costs no memory), and they are decoded off the event loop; the last lines
+are logged when it fails.
+
+A hook is done when the shell exits, not when its output closes: a background child that
+still holds stdout (``sleep 1000 & echo started``) neither turns a success into a time-out nor
+outlives the hook, because the whole process group is killed once the shell has exited,
+whatever its status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -22,6 +30,10 @@ __all__ = ["HookResult", "run_hook"]
 log = logging.getLogger("tether.exporter.hooks")
 
 _TAIL_LINES = 20
+#: How much of a hook's output is kept (its end).
+OUTPUT_TAIL_BYTES = 64 * 1024
+# After the shell exits, how long its remaining output may take to arrive.
+_DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,28 +83,88 @@ async def run_hook(
         start_new_session=True,
     )
     assert process.stdout is not None
-    output = bytearray()
-
-    async def collect() -> int:
-        assert process.stdout is not None
-        while chunk := await process.stdout.read(1 << 16):
-            output.extend(chunk)
-        return await process.wait()
-
-    status: int | None
+    tail = _Tail(OUTPUT_TAIL_BYTES)
+    reader = asyncio.ensure_future(_read_into(process.stdout, tail))
+    timed_out = True
     try:
         async with asyncio.timeout(time_limit):
-            status = await collect()
+            await _shell_exited(process)
+        timed_out = False
     except TimeoutError:
-        status = None
+        timed_out = True
     finally:
-        if process.returncode is None:
-            _kill_group(process.pid)
-            await process.wait()
-    result = HookResult(name, status, bytes(output).decode("utf-8", "replace"))
+        # Whatever the shell's status: nothing it started outlives the hook.
+        _kill_group(process.pid)
+        await process.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                await asyncio.shield(reader)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    status = None if timed_out else process.returncode
+    text = await asyncio.to_thread(tail.text)
+    result = HookResult(name, status, text)
     if result.ok:
         log.info("hook %s finished", name)
     return result
+
+
+class _Tail:
+    """The last ``limit`` bytes written, in chunks (no copy of the whole output ever)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        while self.size - len(self.chunks[0]) >= self.limit:
+            gone = self.chunks.popleft()
+            self.size -= len(gone)
+            self.dropped += len(gone)
+
+    def text(self) -> str:
+        data = b"".join(self.chunks)[-self.limit :]
+        dropped = self.dropped + max(0, self.size - self.limit)
+        text = data.decode("utf-8", "replace")
+        return f"[{dropped} earlier bytes dropped]\n{text}" if dropped else text
+
+
+async def _shell_exited(process: asyncio.subprocess.Process) -> None:
+    """Return once the shell itself exited, even while a child still holds its output.
+
+    (``Process.wait`` also waits for the pipes to close, which such a child delays.)
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        await process.wait()
+        return
+    try:
+        fd = pidfd_open(process.pid)
+    except ProcessLookupError:
+        return  # exited and reaped already
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _read_into(stream: asyncio.StreamReader, tail: _Tail) -> None:
+    while chunk := await stream.read(1 << 16):
+        tail.add(chunk)
 
 
 def _kill_group(pid: int) -> None:

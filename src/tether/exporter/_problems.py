@@ -137,6 +137,17 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+#: Most values a config may expand to: aliases can make a few lines expand exponentially
+#: (the "billion laughs"), so expansion stops here with a problem.
+MAX_CONFIG_VALUES = 100_000
+#: Largest config text, in characters.
+MAX_CONFIG_CHARS = 4 * 1024 * 1024
+
+
+class _TooBig(Exception):
+    pass
+
+
 class _Composer:
     """Turns a composed YAML node graph into plain data, recording each key's line."""
 
@@ -145,8 +156,12 @@ class _Composer:
         self.reporter = reporter
         self.lines = lines
         self._active: set[int] = set()
+        self._count = 0
 
     def value(self, node: yaml.Node, path: KeyPath) -> Any:
+        self._count += 1
+        if self._count > MAX_CONFIG_VALUES:
+            raise _TooBig
         if id(node) in self._active:
             self._problem(path, node, "recursive YAML alias (an anchor used inside itself)")
             return None
@@ -245,6 +260,10 @@ def compose(text: str, reporter: Reporter, lines: dict[KeyPath, int]) -> Any:
     reported).
     """
     loader: _Loader | None = None
+    if len(text) > MAX_CONFIG_CHARS:
+        message = f"the config is larger than {MAX_CONFIG_CHARS} characters"
+        reporter.problems.append(ConfigProblem(reporter.file, None, "", message))
+        return None
     try:
         loader = _Loader(text)  # the reader rejects control characters already here
         root = loader.get_single_node()
@@ -252,6 +271,10 @@ def compose(text: str, reporter: Reporter, lines: dict[KeyPath, int]) -> Any:
             return None
         lines[()] = _line(root)
         return _Composer(loader, reporter, lines).value(root, ())
+    except _TooBig:
+        message = f"the YAML expands to more than {MAX_CONFIG_VALUES} values (aliases of aliases?)"
+        reporter.problems.append(ConfigProblem(reporter.file, None, "", message))
+        return None
     except yaml.MarkedYAMLError as exc:
         reporter.problems.append(_syntax_problem(reporter.file, exc))
         return None
