@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tether.controller._relay_testing import run_agent_exporter
 
+from relaylab import run_agent_exporter
 from tether.controller.testing import ControllerHandle, run_controller
 
 EXPORT = """

@@ -140,7 +140,7 @@ class ControllerAgent:
         self.name: str | None = None
         #: this agent's random id, sent with every request (``Tether-Agent``) so that the
         #: controller can tell two agents of one exporter identity apart.
-        self.instance = secrets.token_hex(8)
+        self.instance = secrets.token_hex(16)
         #: set once the controller refused this agent (another serves the exporter).
         self.refused = False
         self.registered = asyncio.Event()
