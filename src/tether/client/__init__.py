@@ -1,5 +1,6 @@
 """The client side: connect to an exporter, lease devices, build the client tree."""
 
+from ._allow import ALLOW_VAR, client_policy
 from ._connect import RemoteClient, RemoteSession, connect, split_session_url
 from ._forward import PortForward, byte_stream_methods
 from ._lease import (
@@ -14,6 +15,7 @@ from ._lease import (
 )
 
 __all__ = [
+    "ALLOW_VAR",
     "ClientSettings",
     "Lease",
     "LeaseClient",
@@ -23,6 +25,7 @@ __all__ = [
     "RemoteClient",
     "RemoteSession",
     "byte_stream_methods",
+    "client_policy",
     "connect",
     "lease",
     "load_client_settings",

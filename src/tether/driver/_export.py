@@ -9,6 +9,8 @@ method runs, so a driver never sees an argument its signature does not allow.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass
@@ -21,7 +23,14 @@ from tether.errors import InvalidArgument
 
 from ._interface import interface_methods, interfaces_of
 
-__all__ = ["ExportedMethod", "MethodKind", "export", "export_stream", "exported_methods"]
+__all__ = [
+    "ExportedMethod",
+    "MethodKind",
+    "export",
+    "export_stream",
+    "exported_methods",
+    "known_result_type",
+]
 
 F = TypeVar("F", bound=collections.abc.Callable[..., Any])
 _MARK = "__tether_export__"
@@ -70,6 +79,9 @@ class ExportedMethod:
     validators: dict[str, pydantic.TypeAdapter[Any]]
     item_type: Any
     takes_no_arguments: bool
+    #: dotted path of the class a call returns (or a stream yields), when the client can
+    #: rebuild it (a pydantic model or a dataclass); else None
+    result_type: str | None = None
 
     def bind(
         self, args: list[Any], kwargs: dict[str, Any]
@@ -114,12 +126,15 @@ class ExportedMethod:
                 default = param.default
                 entry["default"] = default if type(default) in _SIMPLE else repr(default)
             params.append(entry)
-        return {
+        entry = {
             "kind": self.kind.value,
             "params": params,
             "doc": self.doc,
             "signature": f"{self.name}{self.signature}",
         }
+        if self.result_type is not None:
+            entry["returns"] = self.result_type
+        return entry
 
 
 def _parameter_named_in(message: str, names: list[str]) -> str | None:
@@ -244,7 +259,50 @@ def _build(name: str, fn: collections.abc.Callable[..., Any], kind: MethodKind) 
         validators=validators,
         item_type=_item_type(returns) if kind is MethodKind.STREAMING else None,
         takes_no_arguments=not clean,
+        result_type=_result_type(_item_type(returns) if kind is MethodKind.STREAMING else returns),
     )
+
+
+#: Result classes of every exported method defined in this process, by dotted path: a client
+#: in the same process finds them here (classes defined inside functions cannot be imported).
+_RESULT_TYPES: dict[str, type] = {}
+
+
+def _result_type(returns: Any) -> str | None:
+    if not isinstance(returns, type):
+        return None
+    if not (issubclass(returns, pydantic.BaseModel) or dataclasses.is_dataclass(returns)):
+        return None
+    path = f"{returns.__module__}.{returns.__qualname__}"
+    _RESULT_TYPES[path] = returns
+    return path
+
+
+def known_result_type(path: str) -> type | None:
+    """The result class named ``path``: one defined in this process, else imported.
+
+    Only call this for paths the caller trusts (the client's allow-list): importing runs the
+    module's code. Returns None when the class cannot be found or is not a model/dataclass.
+    """
+    cls = _RESULT_TYPES.get(path)
+    if cls is not None:
+        return cls
+    module_name, _, qualname = path.rpartition(".")
+    while module_name:
+        try:
+            found: Any = importlib.import_module(module_name)
+        except ImportError:
+            qualname = f"{module_name.rpartition('.')[2]}.{qualname}"
+            module_name = module_name.rpartition(".")[0]
+            continue
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, type) and (
+            issubclass(found, pydantic.BaseModel) or dataclasses.is_dataclass(found)
+        ):
+            return found
+        return None
+    return None
 
 
 def _item_type(returns: Any) -> Any:
