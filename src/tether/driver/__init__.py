@@ -48,8 +48,8 @@ __all__ = [
     "export",
     "export_stream",
     "exported_methods",
-    "interface_methods",
     "installed_driver_patterns",
+    "interface_methods",
     "interfaces_of",
     "node_for",
 ]
