@@ -29,6 +29,7 @@ __all__ = [
     "export",
     "export_stream",
     "exported_methods",
+    "interface_exports",
     "known_result_type",
 ]
 
@@ -204,6 +205,25 @@ def exported_methods(cls: type) -> dict[str, ExportedMethod]:
         )
     setattr(cls, _CACHE, methods)
     return methods
+
+
+def interface_exports(interface: type) -> dict[str, ExportedMethod]:
+    """The call table an interface's own declarations give (for services without a driver).
+
+    Built once per interface class and cached on it.
+    """
+    cached = interface.__dict__.get(_INTERFACE_CACHE)
+    if cached is not None:
+        return typing.cast(dict[str, ExportedMethod], cached)
+    methods: dict[str, ExportedMethod] = {}
+    for name in sorted(interface_methods(interface)):
+        fn = inspect.getattr_static(interface, name)
+        methods[name] = _build(name, fn, _interface_kind(interface, name))
+    setattr(interface, _INTERFACE_CACHE, methods)
+    return methods
+
+
+_INTERFACE_CACHE = "__tether_interface_exports__"
 
 
 def _interface_kind(interface: type, name: str) -> MethodKind:
