@@ -50,7 +50,7 @@ dispatcher whose thread is blocked in one of the chain's waits, the tracked loop
 
 Private asyncio API used here (pinned by ``tests/testing/test_runtime.py``): ``_run_once``,
 ``_ready``, ``_scheduled`` (heap of ``TimerHandle`` with ``_when`` / ``_cancelled``),
-``_timer_cancelled_count``, ``_clock_resolution``, ``_selector``, ``_process_events``,
+``_timer_cancelled_count``, ``_clock_resolution``, ``_selector``,
 ``_thread_id``, ``_asyncgen_firstiter_hook`` / ``_asyncgen_finalizer_hook``, ``_write_to_self``,
 ``_asyncgens`` / ``_asyncgens_shutdown_called`` / ``_executor_shutdown_called`` (reset when a
 parked loop is reused) and ``asyncio.events._set_running_loop``: the same steps ``run_forever``
@@ -369,13 +369,14 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
             handle._scheduled = False  # type: ignore[attr-defined]
         return scheduled[0].when() if scheduled else None
 
+    def watches_nothing(self) -> bool:
+        """No file descriptor is registered but the loop's own self-pipe (nothing can wake it
+        from outside but a post)."""
+        return len(self._selector.get_map()) <= 1
+
     def run_once(self) -> None:
         cast_any: Any = self
         cast_any._run_once()
-
-    def process_events(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        cast_any: Any = self
-        cast_any._process_events(events)
 
     def wake(self) -> None:
         """Wake the loop's blocked ``select()`` from any thread (no callback, no checks)."""
@@ -497,10 +498,12 @@ class ForegroundLoop(_TrackedLoop):
                 if self._callback_errors:
                     raise self._callback_errors.popleft()
                 continue
-            events = self._selector.select(0)
-            if not events:
+            if not self._selector.select(0):
                 return False
-            self.process_events(events)
+            # Ready I/O: let _run_once poll and process it (it polls with timeout 0 while a
+            # callback is ready). Processing the events here as well would queue each
+            # level-triggered reader twice.
+            self._ready.append(asyncio.Handle(_noop, (), self))
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any loop: this one's or a settled background loop's."""
@@ -532,13 +535,15 @@ class ForegroundLoop(_TrackedLoop):
             self.activity.set_foreground_waiting(True)
 
     def wait_for_events(self, timeout: float | None) -> None:
-        """Block on the selector (a real wait, woken by posts from other threads and I/O)."""
+        """Block on the selector (a real wait, woken by posts from other threads and I/O).
+
+        The events stay pending (level-triggered): the next :meth:`dispatch` processes them.
+        """
         try:
-            events = self._selector.select(timeout)
+            self._selector.select(timeout)
         finally:
             with self.activity.lock:
                 self.activity.set_foreground_waiting(False)
-        self.process_events(events)
 
     def wake(self) -> None:
         """Wake a blocked :meth:`wait_for_events` from any thread."""
