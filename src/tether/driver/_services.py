@@ -82,7 +82,10 @@ class ServiceDirectory:
         if key in self._entries:
             raise ValueError(f"service {key[0]!r} instance {instance!r} is offered already")
         if loop is None:
-            loop = asyncio.events._get_running_loop()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None  # offered outside a loop: callers on any loop call it directly
         self._entries[key] = _Entry(impl, loop)
 
     def remove_service(self, interface: type[Interface] | str, instance: str = "default") -> None:

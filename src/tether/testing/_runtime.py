@@ -337,9 +337,11 @@ class DriverRuntime:
                 dispatcher.thread.join()
                 dispatcher._fail_pending()
         self._pump("shutdown", None, None, jumps=0)
-        if loop._asyncgens:  # type: ignore[attr-defined]
+        if loop._asyncgens:  # type: ignore[attr-defined]  # see _loop.PRIVATE_ASYNCIO
+            loop.reusable = False
             self._run_to_completion(loop.shutdown_asyncgens(), None, detect=False)
-        if loop._default_executor is not None:
+        if loop.kit_executor is not None:
+            loop.reusable = False
             self._run_to_completion(loop.shutdown_default_executor(), None, detect=False)
         self._foreground._shut_down = True
         self._foreground._fail_pending()
