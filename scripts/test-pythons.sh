@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for venv in .venv312 .venv313; do
-    echo "== $("$venv/bin/python" --version): tests/driver tests/testing tests/wire"
-    "$venv/bin/pytest" -q -p no:cacheprovider tests/driver tests/testing tests/wire
+    echo "== $("$venv/bin/python" --version): tests/driver tests/testing tests/wire tests/exporter/test_config.py"
+    "$venv/bin/pytest" -q -p no:cacheprovider tests/driver tests/testing tests/wire tests/exporter/test_config.py
 done
