@@ -200,3 +200,18 @@ def test_a_bare_driver_is_a_group_node() -> None:
 def test_a_bare_driver_takes_no_config() -> None:
     with pytest.raises(ConfigError, match=r"Driver.voltage: unknown config field"):
         Driver(voltage=5)
+
+
+def test_fields_named_like_interface_attributes_are_the_users() -> None:
+    class Named(PlainLamp):
+        name: str = "bench lamp"
+        version: int = 7
+        client: str = "mine"
+
+    lamp = Named(name="desk lamp")
+    assert (lamp.name, lamp.version, lamp.client) == ("desk lamp", 7, "mine")
+    assert Named.interfaces() == [Lamp]
+    assert set(Named.exported()) == {"on", "level", "readings", "console"}
+    with serve(lamp) as client:
+        assert client.report["interface"] == "test.lamp"
+        assert client.call("level", 2) == 4

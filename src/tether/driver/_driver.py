@@ -79,6 +79,7 @@ class Driver:
         ConfigError: a config value is missing, unknown or of the wrong type.
     """
 
+    __tether_driver__: ClassVar[bool] = True  # what interfaces_of() skips
     _config_model: ClassVar[type[pydantic.BaseModel]]
     _config_fields: ClassVar[tuple[str, ...]] = ()
     _interfaces: ClassVar[tuple[type[Interface], ...]] = ()
