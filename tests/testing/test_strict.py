@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pydantic
@@ -157,3 +158,39 @@ def test_incoming_connect_to_a_fake_validates_against_the_interface() -> None:
             run(test.driver.thermometer.read("left"))
         seen = test.run_in_environment_context(lambda env: env.thermometer.channels)
         assert seen == [2]
+
+
+class Console(Interface):
+    name = "test.console"
+
+    @abstractmethod
+    def open(self) -> object: ...
+
+
+class FakeConsole:
+    """A fake whose byte stream the interface does not declare with export_stream."""
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[str]:
+        yield "stream"
+
+
+class ConsoleEnvironment:
+    def serve(self, incoming: IncomingDirectory) -> None:
+        incoming.add_service(Console, FakeConsole())
+
+
+class ConsoleUser(Driver):
+    async def start(self) -> None:
+        self.console = self.incoming.connect(Console)
+
+    async def first(self) -> str:
+        async with await self.console.open() as stream:
+            return str(stream)
+
+
+def test_a_fakes_byte_stream_passes_as_it_is() -> None:
+    config = DriverTestConfig(ConsoleUser, environment=ConsoleEnvironment)
+    with ForegroundDriverTest(config) as test:
+        test.start_driver()
+        assert test.runtime.run_to_completion(test.driver.first()) == "stream"

@@ -208,6 +208,8 @@ def _result_converter(
     what = f"{declared.name}() result"
 
     def value(result: Any) -> Any:
+        if hasattr(result, "__aenter__"):
+            return result  # a byte stream's context manager (a fake's, undeclared): as it is
         plain = _through_wire(result, what)
         return plain if adapter is None else adapter.validate_python(plain)
 
