@@ -36,6 +36,7 @@ from tether.errors import DeadlockError, LifecycleError
 
 from ._dispatcher import BackgroundDispatcher, ForegroundDispatcher, _await
 from ._loop import Activity, ForegroundLoop, SyncWait, thread_state
+from ._quiescence import describe_awaited, nothing_can_run
 
 __all__ = ["DriverRuntime"]
 
@@ -232,7 +233,7 @@ class DriverRuntime:
                 "run_to_completion",
                 future.done,
                 timeout,
-                awaiting=(lambda: _describe(awaitable, future)) if detect else None,
+                awaiting=(lambda: describe_awaited(awaitable, future)) if detect else None,
             )
         except DeadlockError:
             if created:
@@ -487,7 +488,9 @@ class DriverRuntime:
                     if stop is not None and stop():
                         loop.wait_for_events(0)
                         return True
-                    if awaiting is not None and self._nothing_can_run(loop):
+                    if awaiting is not None and nothing_can_run(
+                        loop, self._background, self._threads_before
+                    ):
                         loop.wait_for_events(0)
                         raise DeadlockError(
                             f"{awaiting()}: nothing can ever run again: no ready callbacks, no "
@@ -501,43 +504,3 @@ class DriverRuntime:
                         jumps -= 1
             if loop.dispatch(stop):
                 return True
-
-    def _nothing_can_run(self, loop: ForegroundLoop) -> bool:
-        """Whether no loop, kit thread, file descriptor or foreign thread can ever post again.
-
-        Called when the foreground is idle, everything is settled and no timer is left.
-        """
-        # Threads first: a foreign thread found dead has finished its posts, which the loop
-        # checks below then see.
-        kit = {d.thread for d in self._background}
-        for thread in threading.enumerate():
-            if thread in self._threads_before or thread in kit:
-                continue
-            if thread.name.startswith("tether-executor"):
-                continue  # an idle worker of a kit loop's executor (busy ones count as busy)
-            return False
-        loops = [loop, *(d.loop for d in self._background if not d.shut_down)]
-        with self._activity.lock:
-            if not self._activity.settled() or loop._ready:
-                return False
-            return all(each.watches_nothing() for each in loops)
-
-
-def _describe(awaitable: Any, future: asyncio.Future[Any]) -> str:
-    """``run_to_completion(<what>)``, with where a task is suspended when it is one."""
-    what = getattr(awaitable, "__qualname__", None) or repr(awaitable)
-    where = ""
-    if isinstance(future, asyncio.Task):
-        coro: Any = future.get_coro()
-        what = getattr(coro, "__qualname__", what)
-        frame = None
-        while coro is not None:  # down the await chain to the innermost suspended frame
-            inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if inner is None:
-                break
-            frame = inner
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        if frame is not None:
-            code = frame.f_code
-            where = f", suspended in {code.co_name}() at {code.co_filename}:{frame.f_lineno}"
-    return f"run_to_completion({what}{where})"
