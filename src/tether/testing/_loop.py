@@ -522,7 +522,7 @@ class ForegroundLoop(_TrackedLoop):
             # Ready I/O: let _run_once poll and process it (it polls with timeout 0 while a
             # callback is ready). Processing the events here as well would queue each
             # level-triggered reader twice.
-            self._ready.append(asyncio.Handle(_noop, (), self))
+            self.call_soon(_noop)
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any loop: this one's or a settled background loop's."""
