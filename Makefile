@@ -30,4 +30,5 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
+	rm -rf .venv312 .venv313
 	rm -f src/tether/wire/_native*.so
