@@ -9,6 +9,7 @@ STAMP := $(VENV)/.setup-done
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py src/tether/wire/_native.c scripts/setup.sh scripts/build-initramfs.sh
+$(STAMP): scripts/setup-pythons.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -19,6 +20,7 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
+	bash scripts/test-pythons.sh
 
 demo: setup
 	$(BIN)/python examples/demo.py
@@ -28,4 +30,5 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
+	rm -rf .venv312 .venv313
 	rm -f src/tether/wire/_native*.so

@@ -9,6 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The other supported Pythons (3.12, 3.13) for `make test`.
+bash scripts/setup-pythons.sh
 
 # Debian packages, each for tests that start the real thing:
 # - qemu-system-x86, busybox-static: the QEMU board; u-boot-qemu: real U-Boot for it;

@@ -140,9 +140,12 @@ def test_sync_methods_and_defaults(gadget: tuple[Gadget, object]) -> None:
     assert client.call("add", a=2, b=5) == 7  # type: ignore[attr-defined]
 
 
-def test_models_travel_as_dicts(gadget: tuple[Gadget, object]) -> None:
+def test_models_travel_as_dicts_and_are_rebuilt_from_the_annotation(
+    gadget: tuple[Gadget, object],
+) -> None:
     _, client = gadget
-    assert client.call("apply", Settings(level=1)) == {"level": 2}  # type: ignore[attr-defined]
+    result = client.call("apply", Settings(level=1))  # type: ignore[attr-defined]
+    assert result == Settings(level=2)
 
 
 @pytest.mark.parametrize(

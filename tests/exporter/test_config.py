@@ -122,7 +122,7 @@ BAD: list[tuple[str, int | None, str, str]] = [
         "type_not_a_driver.yaml",
         4,
         "export.power.type",
-        "expected a tether.Driver subclass; 'pathlib.Path' is class pathlib.Path",
+        "expected a tether.Driver subclass; 'pathlib.Path' is a class that does not subclass it",
     ),
     (
         "type_not_dotted.yaml",

@@ -572,7 +572,7 @@ def test_no_thread_outlives_the_runtime() -> None:
 def test_the_private_asyncio_api_we_use_is_there(rt: DriverRuntime) -> None:
     loop = rt.foreground_dispatcher.loop
     assert isinstance(loop, ForegroundLoop)
-    for name in ("_run_once", "_process_events", "_asyncgen_firstiter_hook", "_check_closed"):
+    for name in ("_run_once", "_asyncgen_firstiter_hook", "_asyncgen_finalizer_hook"):
         assert callable(getattr(loop, name)), name
     assert isinstance(loop._ready, collections.deque)
     assert isinstance(loop._scheduled, list)
@@ -581,7 +581,7 @@ def test_the_private_asyncio_api_we_use_is_there(rt: DriverRuntime) -> None:
     assert loop._thread_id is None  # not running between run calls
     assert callable(asyncio.events._set_running_loop)
     handle = loop.call_later(2, print)
-    assert loop._scheduled[0] is handle and handle._when == 2.0  # type: ignore[attr-defined]
+    assert loop._scheduled[0] is handle and handle.when() == 2.0
     handle.cancel()
     assert loop.next_timer() is None  # cancelled heads are dropped, as _run_once does
     later = [loop.call_later(d, print) for d in (3, 1, 2)]

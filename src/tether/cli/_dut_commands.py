@@ -131,6 +131,24 @@ class NodeGroup(click.Group):
         """Exact names first; ``read-voltage`` also finds the method ``read_voltage``."""
         return self.commands.get(cmd_name) or self.commands.get(cmd_name.replace("-", "_"))
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, but an unknown command on a node that fell back to the generic
+        client says which client class was not loaded and how to allow it."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            reason = self.client.unavailable
+            if reason is None:
+                raise
+            methods = ", ".join(sorted(self.client.methods)) or "none"
+            raise click.UsageError(
+                f"{exc.message} Node {self.client.name!r} has the generic client: {reason}. "
+                f"Its exported methods are commands still: {methods}.",
+                ctx,
+            ) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Methods first, then child nodes, each under its own heading."""
         methods: list[tuple[str, str]] = []

@@ -73,14 +73,15 @@ def connect_from_env(environ: dict[str, str] | None = None) -> Any:
         ConfigError: TETHER_HOST is missing or malformed.
         ConnectFailed: the exporter cannot be reached or rejected us.
     """
-    from tether.client import connect
+    from tether.client import client_policy, connect
     from tether.errors import ConfigError
 
     env = os.environ if environ is None else environ
     url = env.get(ENV_VARS["url"])
     if not url:
         raise ConfigError(_NO_HOST)
-    allow = [g.strip() for g in env.get(ALLOW_VAR, "").split(",") if g.strip()]
+    # connect() reads TETHER_CLIENT_ALLOW from os.environ itself; a given mapping is passed on.
+    allow = [] if environ is None else client_policy(environ=environ).allow
     return connect(
         url,
         env.get(ENV_VARS["token"]) or None,

@@ -1,5 +1,6 @@
 """The client side: connect to an exporter, lease devices, build the client tree."""
 
+from ._allow import ALLOW_VAR, client_policy
 from ._connect import RemoteClient, RemoteSession, connect, split_session_url
 from ._forward import PortForward, byte_stream_methods
 from ._http import controller_error, map_http_errors
@@ -16,6 +17,7 @@ from ._lease import (
 )
 
 __all__ = [
+    "ALLOW_VAR",
     "ClientSettings",
     "Lease",
     "LeaseClient",
@@ -25,6 +27,7 @@ __all__ = [
     "RemoteClient",
     "RemoteSession",
     "byte_stream_methods",
+    "client_policy",
     "connect",
     "controller_error",
     "dial_relay",

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from tether.driver import ByteStream, ClientPolicy, DriverClient, build_client_tree
+from tether.driver import ByteStream, DriverClient, build_client_tree
 from tether.errors import AuthenticationFailed, ConfigError, ConnectFailed, ConnectionLost
 from tether.wire import Address, ClientConnection, connect_socket, parse_address
+
+from ._allow import client_policy
 
 __all__ = ["RemoteClient", "RemoteSession", "connect", "split_session_url"]
 
@@ -198,7 +200,9 @@ def connect(
         token: the bearer token, when the exporter requires one.
         ca: CA certificate(s) to verify a ``tls://`` exporter with (default: the system's).
         cert: a client certificate, for exporters that require one (``key``: its key).
-        allow: glob patterns of client classes that may be imported, beyond ``tether.*``.
+        allow: glob patterns of client classes that may be imported, beyond ``tether.*``,
+            registered drivers' packages, ``TETHER_CLIENT_ALLOW`` and the client config
+            file's ``allow:`` (see :func:`tether.client.client_policy`).
         unsafe: import any client class the exporter names (trusted exporters only).
         keepalive: a silent exporter is declared dead after about this many seconds (it is
             pinged after a third of it) and calls in flight fail with ``ConnectionLost``;
@@ -238,9 +242,7 @@ def connect(
         timeout=timeout,
     )
     try:
-        root = build_client_tree(
-            remote.server_meta["report"], remote, ClientPolicy(allow=tuple(allow), unsafe=unsafe)
-        )
+        root = build_client_tree(remote.server_meta["report"], remote, client_policy(allow, unsafe))
     except BaseException:
         remote.close()
         raise

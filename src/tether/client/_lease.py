@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.driver import ClientPolicy, build_client_tree
+from tether.driver import build_client_tree
 from tether.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -51,6 +51,7 @@ from tether.wire import (
     relay_url_for,
 )
 
+from ._allow import client_policy
 from ._connect import RemoteClient, RemoteSession, _remote_class
 from ._http import controller_error, map_http_errors
 
@@ -221,9 +222,9 @@ def _read_client_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with endpoint, token and ca")
-    unknown = sorted(set(data) - {"endpoint", "token", "ca"})
+    unknown = sorted(set(data) - {"endpoint", "token", "ca", "allow"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown} (expected endpoint, token, ca)")
+        raise ConfigError(f"{path}: unknown key(s) {unknown} (expected endpoint, token, ca, allow)")
     result: dict[str, Any] = {}
     for key in ("endpoint", "token", "ca"):
         value = data.get(key)
@@ -455,7 +456,7 @@ def _tree(
 ) -> RemoteClient:
     remote = LeasedSession(lease, settings, keepalive=keepalive, timeout=timeout)
     try:
-        policy = ClientPolicy(allow=tuple(allow), unsafe=unsafe)
+        policy = client_policy(allow, unsafe)
         root = build_client_tree(remote.server_meta["report"], remote, policy)
     except BaseException:
         remote.close()

@@ -10,7 +10,14 @@ from ._export import ExportedMethod, MethodKind, export, export_stream, exported
 from ._host import DriverHost
 from ._interface import Interface, interface_methods, interfaces_of
 from ._node import AddChildError, Node, NodeController, NodeObserver, StartArgs
-from ._report import DEFAULT_ALLOW, ClientPolicy, build_client_tree, build_report, node_for
+from ._report import (
+    DEFAULT_ALLOW,
+    ClientPolicy,
+    build_client_tree,
+    build_report,
+    installed_driver_patterns,
+    node_for,
+)
 from ._services import ServiceDirectory, ServiceNotFound, ServiceProxy
 from ._streams import AsyncioStream
 
@@ -41,6 +48,7 @@ __all__ = [
     "export",
     "export_stream",
     "exported_methods",
+    "installed_driver_patterns",
     "interface_methods",
     "interfaces_of",
     "node_for",

@@ -55,6 +55,8 @@ class DriverClient:
     Class attributes:
         interface: the interface this client speaks; return values are rebuilt from its
             method annotations (pydantic models, dataclasses) and its version is checked.
+            Methods the interface does not declare are rebuilt from the class the report
+            names for them (``result_types``), when the client's allow-list lets it in.
         versions: interface versions this client speaks (default: ``{interface.version}``).
 
     Attributes:
@@ -72,6 +74,7 @@ class DriverClient:
         report: dict[str, Any],
         children: dict[str, DriverClient] | None = None,
         unavailable: str | None = None,
+        result_types: dict[str, type] | None = None,
     ) -> None:
         self._target = target
         self.report = report
@@ -82,6 +85,13 @@ class DriverClient:
         self.methods: dict[str, dict[str, Any]] = dict(report.get("methods", {}))
         self.children: dict[str, DriverClient] = dict(children or {})
         self._unavailable = unavailable
+        self._result_types = result_types or {}
+        self._result_adapters: dict[tuple[str, bool], pydantic.TypeAdapter[Any] | None] = {}
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why this node has the generic client instead of its typed one (None if it has it)."""
+        return self._unavailable
 
     @classmethod
     def supported_versions(cls) -> frozenset[int] | None:
@@ -145,8 +155,26 @@ class DriverClient:
         return f"<{type(self).__name__} {self.name!r}>"
 
     _adapters: ClassVar[dict[tuple[type, str, bool], pydantic.TypeAdapter[Any] | None]] = {}
+    _type_adapters: ClassVar[dict[type, pydantic.TypeAdapter[Any]]] = {}
 
     def _result_adapter(self, method: str, *, streaming: bool) -> pydantic.TypeAdapter[Any] | None:
+        try:
+            return self._result_adapters[method, streaming]
+        except KeyError:
+            pass
+        adapter = self._interface_adapter(method, streaming=streaming)
+        if adapter is None:
+            cls = self._result_types.get(method)
+            if cls is not None:
+                adapter = DriverClient._type_adapters.get(cls)
+                if adapter is None:
+                    adapter = DriverClient._type_adapters[cls] = pydantic.TypeAdapter(cls)
+        self._result_adapters[method, streaming] = adapter
+        return adapter
+
+    def _interface_adapter(
+        self, method: str, *, streaming: bool
+    ) -> pydantic.TypeAdapter[Any] | None:
         key = (type(self), method, streaming)
         try:
             return DriverClient._adapters[key]

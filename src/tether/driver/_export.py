@@ -9,6 +9,8 @@ method runs, so a driver never sees an argument its signature does not allow.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass
@@ -19,7 +21,17 @@ import pydantic
 
 from tether.errors import InvalidArgument
 
-__all__ = ["ExportedMethod", "MethodKind", "export", "export_stream", "exported_methods"]
+from ._interface import interface_methods, interfaces_of
+
+__all__ = [
+    "ExportedMethod",
+    "MethodKind",
+    "export",
+    "export_stream",
+    "exported_methods",
+    "interface_exports",
+    "known_result_type",
+]
 
 F = TypeVar("F", bound=collections.abc.Callable[..., Any])
 _MARK = "__tether_export__"
@@ -68,6 +80,9 @@ class ExportedMethod:
     validators: dict[str, pydantic.TypeAdapter[Any]]
     item_type: Any
     takes_no_arguments: bool
+    #: dotted path of the class a call returns (or a stream yields), when the client can
+    #: rebuild it (a pydantic model or a dataclass); else None
+    result_type: str | None = None
 
     def bind(
         self, args: list[Any], kwargs: dict[str, Any]
@@ -112,12 +127,15 @@ class ExportedMethod:
                 default = param.default
                 entry["default"] = default if type(default) in _SIMPLE else repr(default)
             params.append(entry)
-        return {
+        entry = {
             "kind": self.kind.value,
             "params": params,
             "doc": self.doc,
             "signature": f"{self.name}{self.signature}",
         }
+        if self.result_type is not None:
+            entry["returns"] = self.result_type
+        return entry
 
 
 def _parameter_named_in(message: str, names: list[str]) -> str | None:
@@ -143,7 +161,17 @@ def _choices(annotation: Any) -> list[Any] | None:
 
 
 def exported_methods(cls: type) -> dict[str, ExportedMethod]:
-    """All exported methods of a driver class, built once per class and cached on it."""
+    """All exported methods of a driver class, built once per class and cached on it.
+
+    Exported are the methods marked ``@export`` / ``@export_stream`` and every method an
+    interface of the class declares (the interface is the export list). An interface method's
+    kind comes from the driver's own mark, else from the interface's (``export_stream`` there
+    makes a byte stream), else from its shape (an (async) generator streams).
+
+    Raises:
+        TypeError: the class leaves an interface method unimplemented (unless the class was
+            defined with ``abstract=True``), naming the interface and the method.
+    """
     cached = cls.__dict__.get(_CACHE)
     if cached is not None:
         return typing.cast(dict[str, ExportedMethod], cached)
@@ -155,8 +183,63 @@ def exported_methods(cls: type) -> dict[str, ExportedMethod]:
         kind = getattr(fn, _MARK, None)
         if isinstance(kind, MethodKind) and callable(fn):
             methods[name] = _build(name, fn, kind)
+    missing: list[str] = []
+    for interface in interfaces_of(cls):
+        for name in sorted(interface_methods(interface)):
+            if name in methods:
+                continue
+            fn = inspect.getattr_static(cls, name, None)
+            if fn is None or not callable(fn):
+                missing.append(f"{interface.__qualname__}.{name}")
+                continue
+            if getattr(fn, "__isabstractmethod__", False):
+                missing.append(f"{interface.__qualname__}.{name}")
+                continue
+            methods[name] = _build(name, fn, _interface_kind(interface, name))
+    if missing and not cls.__dict__.get("__tether_abstract__", False):
+        raise TypeError(
+            f"{cls.__qualname__} does not implement {', '.join(missing)}; implement "
+            f"{'it' if len(missing) == 1 else 'them'}, or define the class with "
+            f"abstract=True (class {cls.__name__}(..., abstract=True)) to leave "
+            f"{'it' if len(missing) == 1 else 'them'} to subclasses"
+        )
     setattr(cls, _CACHE, methods)
     return methods
+
+
+def interface_exports(interface: type) -> dict[str, ExportedMethod]:
+    """The call table an interface's own declarations give (for services without a driver).
+
+    Built once per interface class and cached on it.
+    """
+    cached = interface.__dict__.get(_INTERFACE_CACHE)
+    if cached is not None:
+        return typing.cast(dict[str, ExportedMethod], cached)
+    methods: dict[str, ExportedMethod] = {}
+    for name in sorted(interface_methods(interface)):
+        fn = inspect.getattr_static(interface, name)
+        methods[name] = _build(name, fn, _interface_kind(interface, name))
+    setattr(interface, _INTERFACE_CACHE, methods)
+    return methods
+
+
+_INTERFACE_CACHE = "__tether_interface_exports__"
+
+
+def _interface_kind(interface: type, name: str) -> MethodKind:
+    """The kind an interface's declaration gives a method the driver does not mark."""
+    for base in interface.__mro__:
+        declared = base.__dict__.get(name)
+        if declared is None:
+            continue
+        kind = getattr(declared, _MARK, None)
+        if isinstance(kind, MethodKind):
+            return kind
+        target = inspect.unwrap(declared)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            return MethodKind.STREAMING
+        return MethodKind.UNARY
+    return MethodKind.UNARY
 
 
 def _build(name: str, fn: collections.abc.Callable[..., Any], kind: MethodKind) -> ExportedMethod:
@@ -196,7 +279,50 @@ def _build(name: str, fn: collections.abc.Callable[..., Any], kind: MethodKind) 
         validators=validators,
         item_type=_item_type(returns) if kind is MethodKind.STREAMING else None,
         takes_no_arguments=not clean,
+        result_type=_result_type(_item_type(returns) if kind is MethodKind.STREAMING else returns),
     )
+
+
+#: Result classes of every exported method defined in this process, by dotted path: a client
+#: in the same process finds them here (classes defined inside functions cannot be imported).
+_RESULT_TYPES: dict[str, type] = {}
+
+
+def _result_type(returns: Any) -> str | None:
+    if not isinstance(returns, type):
+        return None
+    if not (issubclass(returns, pydantic.BaseModel) or dataclasses.is_dataclass(returns)):
+        return None
+    path = f"{returns.__module__}.{returns.__qualname__}"
+    _RESULT_TYPES[path] = returns
+    return path
+
+
+def known_result_type(path: str) -> type | None:
+    """The result class named ``path``: one defined in this process, else imported.
+
+    Only call this for paths the caller trusts (the client's allow-list): importing runs the
+    module's code. Returns None when the class cannot be found or is not a model/dataclass.
+    """
+    cls = _RESULT_TYPES.get(path)
+    if cls is not None:
+        return cls
+    module_name, _, qualname = path.rpartition(".")
+    while module_name:
+        try:
+            found: Any = importlib.import_module(module_name)
+        except ImportError:
+            qualname = f"{module_name.rpartition('.')[2]}.{qualname}"
+            module_name = module_name.rpartition(".")[0]
+            continue
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, type) and (
+            issubclass(found, pydantic.BaseModel) or dataclasses.is_dataclass(found)
+        ):
+            return found
+        return None
+    return None
 
 
 def _item_type(returns: Any) -> Any:

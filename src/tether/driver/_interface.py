@@ -29,7 +29,10 @@ class Interface(ABC):  # noqa: B024 - an interface may declare no abstract metho
 
 
 def interfaces_of(cls: type) -> list[type[Interface]]:
-    """The concrete interfaces ``cls`` implements, most derived first."""
+    """The concrete interfaces ``cls`` implements, most derived first.
+
+    Driver classes are never interfaces themselves, even with a config field called ``name``.
+    """
     return [
         base
         for base in cls.__mro__
@@ -37,6 +40,7 @@ def interfaces_of(cls: type) -> list[type[Interface]]:
         and issubclass(base, Interface)
         and base is not Interface
         and "name" in base.__dict__
+        and not getattr(base, "__tether_driver__", False)
     ]
 
 

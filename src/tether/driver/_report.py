@@ -8,7 +8,9 @@ node gets a plain :class:`DriverClient` that still calls methods by name.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
+import importlib.metadata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +19,17 @@ from tether.errors import InterfaceVersionMismatch
 
 from ._client import CallTarget, DriverClient
 from ._driver import Driver
+from ._export import known_result_type
 from ._node import Node
 
-__all__ = ["DEFAULT_ALLOW", "ClientPolicy", "build_client_tree", "build_report"]
+__all__ = [
+    "DEFAULT_ALLOW",
+    "DRIVERS_GROUP",
+    "ClientPolicy",
+    "build_client_tree",
+    "build_report",
+    "installed_driver_patterns",
+]
 
 #: Client classes shipped with tether are always allowed.
 DEFAULT_ALLOW: tuple[str, ...] = ("tether.drivers.*", "tether.driver.*")
@@ -60,22 +70,52 @@ def _report_node(node: Node, parent_uuid: str | None, out: list[dict[str, Any]])
         _report_node(child, driver.uuid, out)
 
 
+#: The entry-point group third-party drivers register in (``tether.drivers`` discovers it).
+DRIVERS_GROUP = "tether.drivers"
+
+
+@functools.cache
+def installed_driver_patterns() -> tuple[str, ...]:
+    """Globs for the packages of drivers registered in the ``tether.drivers`` entry points.
+
+    An entry ``"x" = "mylab.relay:Relay"`` trusts ``mylab.relay.*``: that package is installed
+    code, not a name from the wire, so its client classes and result types may be imported.
+    Reads package metadata only; nothing is imported.
+    """
+    patterns: set[str] = set()
+    for entry in importlib.metadata.entry_points(group=DRIVERS_GROUP):
+        module = entry.value.partition(":")[0].strip()
+        if module:
+            patterns.add(f"{module}.*")
+    return tuple(sorted(patterns))
+
+
 @dataclass(frozen=True, slots=True)
 class ClientPolicy:
-    """Which client classes may be imported.
+    """Which client classes (and result types) may be imported.
+
+    Allowed are :data:`DEFAULT_ALLOW`, the packages of drivers registered in the
+    ``tether.drivers`` entry-point group (``installed``), and ``allow``.
+    ``tether.client.client_policy()`` builds one from ``allow=``, ``TETHER_CLIENT_ALLOW``
+    and the client config file's ``allow:``.
 
     Args:
         allow: glob patterns of dotted class paths, added to :data:`DEFAULT_ALLOW`.
         unsafe: import any client class named by the exporter (trusted exporters only).
+        installed: trust the packages of registered drivers.
     """
 
     allow: Sequence[str] = ()
     unsafe: bool = False
+    installed: bool = True
 
     def allows(self, path: str) -> bool:
         if self.unsafe:
             return True
-        return any(fnmatch.fnmatchcase(path, p) for p in (*DEFAULT_ALLOW, *self.allow))
+        patterns = (*DEFAULT_ALLOW, *self.allow)
+        if self.installed:
+            patterns += installed_driver_patterns()
+        return any(fnmatch.fnmatchcase(path, p) for p in patterns)
 
 
 def build_client_tree(
@@ -104,12 +144,33 @@ def build_client_tree(
             if path is None or _parent_path(child.get("path")) in (path, None)
         }
         cls, reason = _load_client(entry, policy)
-        return cls(target=target, report=entry, children=children, unavailable=reason)
+        return cls(
+            target=target,
+            report=entry,
+            children=children,
+            unavailable=reason,
+            result_types=_result_types(entry, policy),
+        )
 
     roots = by_parent.get(None, [])
     if len(roots) != 1:
         raise ValueError(f"the report must have exactly one root, found {len(roots)}")
     return make(roots[0])
+
+
+def _result_types(entry: dict[str, Any], policy: ClientPolicy) -> dict[str, type]:
+    """The result classes the report names for this node's methods that we may import."""
+    found: dict[str, type] = {}
+    methods = entry.get("methods")
+    if not isinstance(methods, dict):
+        return found
+    for name, method in methods.items():
+        path = method.get("returns") if isinstance(method, dict) else None
+        if isinstance(path, str) and policy.allows(path):
+            cls = known_result_type(path)
+            if cls is not None:
+                found[name] = cls
+    return found
 
 
 def _parent_path(path: str | None) -> str | None:
@@ -123,9 +184,12 @@ def _load_client(
     if path == _BASE_CLIENT:
         return DriverClient, None
     if not policy.allows(path):
+        glob = f"{path.rsplit('.', 1)[0]}.*"
         return DriverClient, (
-            f"client class {path} is not allowed; add it (or a glob such as "
-            f"'{path.rsplit('.', 1)[0]}.*') to the client allow-list"
+            f"client class {path} is not allowed, so it was not loaded; "
+            f"allow it with TETHER_CLIENT_ALLOW='{glob}' (or allow=['{glob}'] in Python, "
+            f"'allow: [\"{glob}\"]' in the client config file), or register its driver "
+            f"in the 'tether.drivers' entry-point group"
         )
     module_name, _, class_name = path.rpartition(".")
     try:

@@ -292,10 +292,11 @@ def _import_driver(path: str) -> type[Driver]:
     if obj is Driver:
         raise _Unresolved("expected a tether.Driver subclass, not the Driver base class itself")
     if not (isinstance(obj, type) and issubclass(obj, Driver)):
+        # Not the class's __module__: that differs between Python versions (pathlib._local).
         kind = (
-            f"class {obj.__module__}.{obj.__qualname__}"
+            "a class that does not subclass it"
             if isinstance(obj, type)
-            else f"a {type(obj).__name__}"
+            else (f"a {type(obj).__name__}")
         )
         raise _Unresolved(f"expected a tether.Driver subclass; {path!r} is {kind}")
     return obj

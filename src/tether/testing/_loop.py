@@ -48,13 +48,9 @@ context variable of the work it posts. Context variables follow asyncio hops (ta
 dispatcher whose thread is blocked in one of the chain's waits, the tracked loops' overridden
 ``call_soon_threadsafe`` sees it and fails the wait with :class:`~tether.errors.DeadlockError`.
 
-Private asyncio API used here (pinned by ``tests/testing/test_runtime.py``): ``_run_once``,
-``_ready``, ``_scheduled`` (heap of ``TimerHandle`` with ``_when`` / ``_cancelled``),
-``_timer_cancelled_count``, ``_clock_resolution``, ``_selector``, ``_process_events``,
-``_thread_id``, ``_asyncgen_firstiter_hook`` / ``_asyncgen_finalizer_hook``, ``_write_to_self``,
-``_asyncgens`` / ``_asyncgens_shutdown_called`` / ``_executor_shutdown_called`` (reset when a
-parked loop is reused) and ``asyncio.events._set_running_loop``: the same steps ``run_forever``
-takes.
+Private asyncio API: the names in :data:`PRIVATE_ASYNCIO`, and no others (the loops' own
+selector, executor and wake-up go through public calls). ``tests/testing/test_private_asyncio.py``
+checks each one on every supported Python (3.11, 3.12, 3.13).
 """
 
 from __future__ import annotations
@@ -80,6 +76,7 @@ if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
 __all__ = [
+    "PRIVATE_ASYNCIO",
     "SYNC_CHAIN",
     "Activity",
     "BackgroundLoop",
@@ -89,6 +86,21 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Every private asyncio name the kit relies on: the steps ``run_forever`` takes, which the
+#: foreground loop takes itself so that only run calls pump it.
+PRIVATE_ASYNCIO: tuple[str, ...] = (
+    "BaseEventLoop._run_once",  # one loop iteration
+    "BaseEventLoop._ready",  # ready callbacks (a deque of Handle)
+    "BaseEventLoop._scheduled",  # the timer heap (TimerHandle, read with when()/cancelled())
+    "BaseEventLoop._timer_cancelled_count",  # kept in step when cancelled heads are dropped
+    "BaseEventLoop._clock_resolution",  # the slack _run_once gives a due timer
+    "BaseEventLoop._thread_id",  # set while running: is_running(), the running-loop checks
+    "BaseEventLoop._asyncgens",  # async generators to finalize at shutdown
+    "BaseEventLoop._asyncgen_firstiter_hook",  # installed while pumping, as run_forever does
+    "BaseEventLoop._asyncgen_finalizer_hook",
+    "asyncio.events._set_running_loop",  # makes the pumped loop the running one
+)
 
 
 class _ThreadState(threading.local):
@@ -302,16 +314,21 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
 
     _ready: deque[asyncio.Handle]
     _scheduled: list[asyncio.TimerHandle]
-    _selector: selectors.BaseSelector
     _clock_resolution: float
     _timer_cancelled_count: int
     _thread_id: int | None
-    _default_executor: concurrent.futures.ThreadPoolExecutor | None
 
     def __init__(self, activity: Activity, selector: selectors.BaseSelector) -> None:
         self.activity = activity
         self.owner: Dispatcher | None = None
+        #: the selector given to asyncio (kept here, not read back from the loop)
+        self.kit_selector = selector
+        self.kit_executor: concurrent.futures.Executor | None = None
         super().__init__(selector)
+
+    def set_default_executor(self, executor: Any) -> None:
+        self.kit_executor = executor
+        super().set_default_executor(executor)
 
     def time(self) -> float:
         """The runtime's virtual clock (seconds); moves only when the runtime moves it."""
@@ -341,7 +358,7 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
         *args: Any,
     ) -> asyncio.Future[T]:
         if executor is None:
-            executor = self._default_executor
+            executor = self.kit_executor
             if executor is None:  # made on first use: most tests never need one
                 executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix="tether-executor"
@@ -363,24 +380,24 @@ class _TrackedLoop(asyncio.SelectorEventLoop):
     def next_timer(self) -> float | None:
         """When the earliest live timer is due (drops cancelled ones, as ``_run_once`` does)."""
         scheduled = self._scheduled
-        while scheduled and scheduled[0]._cancelled:
+        while scheduled and scheduled[0].cancelled():
             self._timer_cancelled_count -= 1
-            handle = heapq.heappop(scheduled)
-            handle._scheduled = False  # type: ignore[attr-defined]
+            heapq.heappop(scheduled)
         return scheduled[0].when() if scheduled else None
+
+    def watches_nothing(self) -> bool:
+        """No file descriptor is registered but the loop's own self-pipe (nothing can wake it
+        from outside but a post)."""
+        return len(self.kit_selector.get_map()) <= 1
 
     def run_once(self) -> None:
         cast_any: Any = self
         cast_any._run_once()
 
-    def process_events(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        cast_any: Any = self
-        cast_any._process_events(events)
-
     def wake(self) -> None:
-        """Wake the loop's blocked ``select()`` from any thread (no callback, no checks)."""
-        cast_any: Any = self
-        cast_any._write_to_self()
+        """Wake the loop's blocked ``select()`` from any thread (no deadlock or busy checks)."""
+        with contextlib.suppress(RuntimeError):  # closed
+            asyncio.SelectorEventLoop.call_soon_threadsafe(self, _noop)
 
 
 class ForegroundLoop(_TrackedLoop):
@@ -392,6 +409,9 @@ class ForegroundLoop(_TrackedLoop):
 
     def __init__(self, activity: Activity) -> None:
         super().__init__(activity, selectors.DefaultSelector())
+        #: False once the loop ran its async-generator or executor shutdown (asyncio keeps
+        #: flags for those): such a loop is closed, not parked for reuse
+        self.reusable = True
         self._callback_errors: deque[BaseException] = deque()
         self.set_exception_handler(self._on_exception)
 
@@ -418,16 +438,15 @@ class ForegroundLoop(_TrackedLoop):
         clean = (
             not self._ready
             and not self.is_closed()
-            and len(self._selector.get_map()) == 1
+            and self.reusable
+            and len(self.kit_selector.get_map()) == 1
             and not cast_any._asyncgens
-            and self._default_executor is None
+            and self.kit_executor is None
             and self.get_task_factory() is None
             and not self.get_debug()
         )
         if clean:
             self.set_exception_handler(self._on_exception)
-            cast_any._asyncgens_shutdown_called = False
-            cast_any._executor_shutdown_called = False
             self.activity = _IDLE_ACTIVITY
             with _parked_lock:
                 if _parked is None:
@@ -461,7 +480,8 @@ class ForegroundLoop(_TrackedLoop):
                 "a DriverRuntime run call was made from inside a foreground callback; "
                 "run calls do not nest"
             )
-        self._check_closed()  # type: ignore[attr-defined]
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
         old_hooks = sys.get_asyncgen_hooks()
         cast_any: Any = self
         self._thread_id = threading.get_ident()
@@ -497,10 +517,12 @@ class ForegroundLoop(_TrackedLoop):
                 if self._callback_errors:
                     raise self._callback_errors.popleft()
                 continue
-            events = self._selector.select(0)
-            if not events:
+            if not self.kit_selector.select(0):
                 return False
-            self.process_events(events)
+            # Ready I/O: let _run_once poll and process it (it polls with timeout 0 while a
+            # callback is ready). Processing the events here as well would queue each
+            # level-triggered reader twice.
+            self.call_soon(_noop)
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any loop: this one's or a settled background loop's."""
@@ -532,18 +554,15 @@ class ForegroundLoop(_TrackedLoop):
             self.activity.set_foreground_waiting(True)
 
     def wait_for_events(self, timeout: float | None) -> None:
-        """Block on the selector (a real wait, woken by posts from other threads and I/O)."""
+        """Block on the selector (a real wait, woken by posts from other threads and I/O).
+
+        The events stay pending (level-triggered): the next :meth:`dispatch` processes them.
+        """
         try:
-            events = self._selector.select(timeout)
+            self.kit_selector.select(timeout)
         finally:
             with self.activity.lock:
                 self.activity.set_foreground_waiting(False)
-        self.process_events(events)
-
-    def wake(self) -> None:
-        """Wake a blocked :meth:`wait_for_events` from any thread."""
-        with contextlib.suppress(RuntimeError):  # closed
-            asyncio.SelectorEventLoop.call_soon_threadsafe(self, _noop)
 
 
 _IDLE_ACTIVITY = Activity()  # a parked loop's: no runtime, clock at 0
@@ -573,7 +592,7 @@ class _TrackingSelector(selectors.DefaultSelector):
         # Nothing is ready; timeout > 0 means a timer is pending, in virtual time. Only the
         # foreground moves the clock, and it wakes this loop when the timer falls due.
         scheduled = loop._scheduled
-        deadline = scheduled[0]._when if scheduled else None  # type: ignore[attr-defined]
+        deadline = scheduled[0].when() if scheduled else None
         activity = loop.activity
         if deadline is not None and deadline < activity.now + loop._clock_resolution:
             return super().select(0)  # due already by _run_once's own test: run it next

@@ -12,6 +12,13 @@ clock, which moves only when the runtime moves it. ``advance_time`` moves it exp
 deadline. A run call's ``timeout`` is virtual seconds; while the call waits for another thread,
 the same number of real seconds bounds that wait, so a background dispatcher that never answers
 still ends the call.
+
+Deadlocks (as trio finds them): ``run()``, ``run_until()`` and ``run_to_completion()`` without a
+timeout raise :class:`~tether.errors.DeadlockError` when nothing can ever run again: no ready
+callback and no timer on any dispatcher, every other kit thread settled, no executor job or
+``perform_blocking_work`` running, no file descriptor watched by any loop (sockets, pipes,
+subprocesses), and no thread alive that the test started after the runtime (it might still
+post). Anything else waits as before.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from tether.errors import LifecycleError
+from tether.errors import DeadlockError, LifecycleError
 
 from ._dispatcher import BackgroundDispatcher, ForegroundDispatcher, _await
 from ._loop import Activity, ForegroundLoop, SyncWait, thread_state
+from ._quiescence import describe_awaited, nothing_can_run
 
 __all__ = ["DriverRuntime"]
 
@@ -75,6 +83,8 @@ class DriverRuntime:
                 )
             _active = self
         self._thread = threading.get_ident()
+        #: threads alive before the runtime: they cannot be waiting to post to it
+        self._threads_before = frozenset(threading.enumerate())  # objects: idents are reused
         self._activity = Activity()
         self._wait_lock = threading.Lock()
         self._waits: set[SyncWait] = set()
@@ -142,7 +152,8 @@ class DriverRuntime:
         Returns:
             True when the condition holds, False when the timeout fired first.
         """
-        return self._pump("run_until", condition, timeout)
+        name = getattr(condition, "__qualname__", None) or repr(condition)
+        return self._pump("run_until", condition, timeout, awaiting=lambda: f"run_until({name})")
 
     def run_with_timeout(self, timeout: float) -> bool:
         """Run the foreground for ``timeout`` virtual seconds, or until :meth:`quit`.
@@ -154,7 +165,7 @@ class DriverRuntime:
 
     def run(self) -> None:
         """Run the foreground until :meth:`quit` is called (returns at once if it was)."""
-        self._pump("run", self._quitting, None)
+        self._pump("run", self._quitting, None, awaiting=lambda: "quit()")
 
     def quit(self) -> None:
         """Make :meth:`run` / :meth:`run_with_timeout` return. Callable from any thread."""
@@ -190,9 +201,14 @@ class DriverRuntime:
         Raises:
             TimeoutError: not done within ``timeout``; a task made here from a coroutine is
                 cancelled then.
+            DeadlockError: nothing can ever finish it (see the module docstring); a task made
+                here is cancelled.
             TypeError: ``awaitable`` is an asyncio future of another loop, or not awaitable.
             Exception: whatever the awaitable raised.
         """
+        return self._run_to_completion(awaitable, timeout, detect=True)
+
+    def _run_to_completion(self, awaitable: Any, timeout: float | None, *, detect: bool) -> Any:
         loop = self._foreground.loop
         created = False
         future: asyncio.Future[Any]
@@ -212,7 +228,19 @@ class DriverRuntime:
             created = True
         else:
             raise TypeError(f"run_to_completion() needs an awaitable, got {awaitable!r}")
-        if not self._pump("run_to_completion", future.done, timeout):
+        try:
+            done = self._pump(
+                "run_to_completion",
+                future.done,
+                timeout,
+                awaiting=(lambda: describe_awaited(awaitable, future)) if detect else None,
+            )
+        except DeadlockError:
+            if created:
+                future.cancel()
+                self._pump("run_to_completion", None, None, jumps=0)
+            raise
+        if not done:
             if created:
                 future.cancel()
                 self._pump("run_to_completion", None, None, jumps=0)
@@ -310,10 +338,12 @@ class DriverRuntime:
                 dispatcher.thread.join()
                 dispatcher._fail_pending()
         self._pump("shutdown", None, None, jumps=0)
-        if loop._asyncgens:  # type: ignore[attr-defined]
-            self.run_to_completion(loop.shutdown_asyncgens())
-        if loop._default_executor is not None:
-            self.run_to_completion(loop.shutdown_default_executor())
+        if loop._asyncgens:  # type: ignore[attr-defined]  # see _loop.PRIVATE_ASYNCIO
+            loop.reusable = False
+            self._run_to_completion(loop.shutdown_asyncgens(), None, detect=False)
+        if loop.kit_executor is not None:
+            loop.reusable = False
+            self._run_to_completion(loop.shutdown_default_executor(), None, detect=False)
         self._foreground._shut_down = True
         self._foreground._fail_pending()
         self._shut_down = True
@@ -391,6 +421,7 @@ class DriverRuntime:
         *,
         jumps: int | None = None,
         real_timeout: bool = True,
+        awaiting: Callable[[], str] | None = None,
     ) -> bool:
         """The one run loop behind every run call; True when ``stop()`` held, else False.
 
@@ -400,6 +431,8 @@ class DriverRuntime:
             jumps: how often the clock may auto-jump when everything is settled (None: no
                 limit); with 0 the call returns when the foreground is idle, without waiting
                 for other threads; else it returns once all is settled and no jump is left.
+            awaiting: what the call waits for, named in a DeadlockError; None: never raise
+                one (the call waits, as shutdown does).
         """
         self._check(method)
         if timeout is not None and timeout < 0:
@@ -407,7 +440,7 @@ class DriverRuntime:
         loop = self._foreground.loop
         hooks = loop.enter()
         try:
-            return self._pump_entered(loop, stop, timeout, jumps, real_timeout)
+            return self._pump_entered(loop, stop, timeout, jumps, real_timeout, awaiting)
         finally:
             loop.leave(hooks)
 
@@ -418,6 +451,7 @@ class DriverRuntime:
         timeout: float | None,
         jumps: int | None,
         real_timeout: bool,
+        awaiting: Callable[[], str] | None,
     ) -> bool:
         if loop.dispatch(stop):
             return True
@@ -454,6 +488,15 @@ class DriverRuntime:
                     if stop is not None and stop():
                         loop.wait_for_events(0)
                         return True
+                    if awaiting is not None and nothing_can_run(
+                        loop, self._background, self._threads_before
+                    ):
+                        loop.wait_for_events(0)
+                        raise DeadlockError(
+                            f"{awaiting()}: nothing can ever run again: no ready callbacks, no "
+                            f"timers, no background dispatcher busy, no blocking work or I/O "
+                            f"pending"
+                        )
                     loop.wait_for_events(None)
                 else:
                     loop.advance_to(when)

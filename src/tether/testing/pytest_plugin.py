@@ -13,8 +13,9 @@ Sections:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
@@ -57,6 +58,26 @@ def background_dispatcher(
     return driver_runtime.start_background_dispatcher
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+def _closing_factory(build: Callable[..., C]) -> Iterator[Callable[..., C]]:
+    """The body of every factory fixture: yield ``build`` as a factory whose products are
+    closed at teardown, newest first (all of them, even when one close raises)."""
+    with contextlib.ExitStack() as stack:
+
+        def make(*args: Any, **kwargs: Any) -> C:
+            product = build(*args, **kwargs)
+            stack.callback(product.close)
+            return product
+
+        yield make
+
+
 @pytest.fixture
 def driver_under_test(
     driver_runtime: DriverRuntime,
@@ -65,16 +86,10 @@ def driver_under_test(
     :class:`~tether.testing.DriverUnderTest`; each one is closed (stopped) at teardown."""
     from tether.testing import DriverUnderTest
 
-    made: list[DriverUnderTest[Any]] = []
+    def build(driver_class: type[Driver], /, **config: Any) -> DriverUnderTest[Any]:
+        return DriverUnderTest(driver_class, **config)
 
-    def make(driver_class: type[Driver], /, **config: Any) -> DriverUnderTest[Any]:
-        dut: DriverUnderTest[Any] = DriverUnderTest(driver_class, **config)
-        made.append(dut)
-        return dut
-
-    yield make
-    for dut in reversed(made):
-        dut.close()
+    yield from _closing_factory(build)
 
 
 @pytest.fixture
@@ -85,16 +100,10 @@ def foreground_driver_test(
     :class:`~tether.testing.ForegroundDriverTest` on the runtime, closed at teardown."""
     from tether.testing import ForegroundDriverTest
 
-    made: list[ForegroundDriverTest[Any]] = []
+    def build(config: DriverTestConfig[Any]) -> ForegroundDriverTest[Any]:
+        return ForegroundDriverTest(config, runtime=driver_runtime)
 
-    def make(config: DriverTestConfig[Any]) -> ForegroundDriverTest[Any]:
-        test: ForegroundDriverTest[Any] = ForegroundDriverTest(config, runtime=driver_runtime)
-        made.append(test)
-        return test
-
-    yield make
-    for test in reversed(made):
-        test.close()
+    yield from _closing_factory(build)
 
 
 @pytest.fixture
@@ -105,16 +114,10 @@ def background_driver_test(
     :class:`~tether.testing.BackgroundDriverTest` on the runtime, closed at teardown."""
     from tether.testing import BackgroundDriverTest
 
-    made: list[BackgroundDriverTest[Any]] = []
+    def build(config: DriverTestConfig[Any]) -> BackgroundDriverTest[Any]:
+        return BackgroundDriverTest(config, runtime=driver_runtime)
 
-    def make(config: DriverTestConfig[Any]) -> BackgroundDriverTest[Any]:
-        test: BackgroundDriverTest[Any] = BackgroundDriverTest(config, runtime=driver_runtime)
-        made.append(test)
-        return test
-
-    yield make
-    for test in reversed(made):
-        test.close()
+    yield from _closing_factory(build)
 
 
 # =================================================================================================

@@ -284,13 +284,38 @@ class FrameDecoder:
         return _decode_frame(ftype, flags, stream_id, payload), length
 
 
+#: Values nest at most this deep (tether's own limit: the interpreter's recursion limit, which
+#: msgspec's decoder obeys, differs between Python versions and is far too deep anyway).
+MAX_DEPTH = 100
+#: Every byte that is not a msgpack array or map header: a payload with fewer than MAX_DEPTH
+#: header bytes cannot nest that deep, so only those few payloads are walked.
+_NOT_CONTAINERS = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+
+
 def _value(payload: bytes | memoryview) -> Any:
     try:
-        return _decode(payload)
+        value = _decode(payload)
     # msgspec reports a str that is not UTF-8 as UnicodeDecodeError (a ValueError) and deep
     # nesting as RecursionError, not as DecodeError: all three are the peer's garbage.
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise RemoteProtocolError(f"malformed msgpack payload: {exc}") from exc
+    if len(payload) > MAX_DEPTH and (
+        isinstance(payload, memoryview) or len(payload.translate(None, _NOT_CONTAINERS)) > MAX_DEPTH
+    ):
+        _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is not list and kind is not dict:
+            continue
+        if depth > MAX_DEPTH:
+            raise RemoteProtocolError(f"malformed msgpack payload: nested deeper than {MAX_DEPTH}")
+        stack.extend((child, depth + 1) for child in (item if kind is list else item.values()))
 
 
 def _decode_frame(ftype: int, flags: int, stream_id: int, payload: bytes | memoryview) -> Event:
