@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 for version in 3.12 3.13; do
     venv=".venv${version/./}"
     if [ ! -x "$venv/bin/python" ]; then
-        python=$(command -v "python$version" || true)
-        if [ -z "$python" ]; then
-            python=$(ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null | tail -1 || true)
-        fi
+        # A pyenv shim on PATH may exist and still refuse to run (not the active version), so
+        # every candidate is tried.
+        python=""
+        for candidate in $(ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null) \
+            $(command -v "python$version" || true); do
+            if "$candidate" -c "pass" 2>/dev/null; then python=$candidate; break; fi
+        done
         if [ -z "$python" ]; then
             echo "setup: no Python $version (python$version or pyenv); install it to run the tests on it" >&2
             exit 1
