@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._http import HttpAction, HttpPower, HttpReadAction, HttpStatusAction
 from ._interface import PowerInterface, PowerReading
+from ._ipmi import IpmiPower
 from ._modbus import ModbusPower, ModbusRelayBoard
 from ._snmp import SNMP_PROFILES, SnmpOids, SnmpPower
 
@@ -33,6 +34,7 @@ __all__ = [
     "HttpPower",
     "HttpReadAction",
     "HttpStatusAction",
+    "IpmiPower",
     "MockPower",
     "ModbusPower",
     "ModbusRelayBoard",
