@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import socket
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 

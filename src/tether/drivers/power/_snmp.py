@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, field_validator
 
 from tether.errors import ConfigError
 from tether.extras import import_extra, requires_extra
@@ -133,7 +133,7 @@ class SnmpPower(DevicePower):
         outlet: the outlet number (1-based, as on the PDU's label).
         profile: ``apc``, ``raritan`` or ``generic`` (then ``oids`` is required).
         oids: :class:`SnmpOids` for ``generic``; with another profile it overrides it.
-        version: ``2c`` (community) or ``3`` (USM user).
+        snmp_version: ``2c`` (community) or ``3`` (USM user).
         community: the read-write community (v2c).
         user: the USM user name (v3).
         auth_protocol: ``md5``, ``sha``, ``sha224``, ``sha256``, ``sha384``, ``sha512``;
@@ -151,7 +151,7 @@ class SnmpPower(DevicePower):
     outlet: int
     profile: Literal["apc", "raritan", "generic"] = "apc"
     oids: SnmpOids | None = None
-    version: Literal["2c", "3"] = "2c"
+    snmp_version: Annotated[Literal["2c", "3"], BeforeValidator(str)] = "2c"  # YAML: 3
     community: SecretStr = SecretStr("private")
     user: str | None = None
     auth_protocol: Literal["none", "md5", "sha", "sha224", "sha256", "sha384", "sha512"] = "sha"
@@ -162,14 +162,12 @@ class SnmpPower(DevicePower):
     retries: int = 1
 
     def __init__(self, **kwargs: Any) -> None:
-        if "version" in kwargs and not isinstance(kwargs["version"], str):
-            kwargs["version"] = str(kwargs["version"])  # YAML reads `version: 3` as a number
         super().__init__(**kwargs)
         if self.profile == "generic" and self.oids is None:
             raise ConfigError("SnmpPower: profile `generic` needs `oids` (control, on, off)")
-        if self.version == "3":
+        if self.snmp_version == "3":
             if not self.user:
-                raise ConfigError("SnmpPower: version 3 needs `user`")
+                raise ConfigError("SnmpPower: snmp_version 3 needs `user`")
             if self.auth_protocol != "none" and self.auth_key is None:
                 raise ConfigError(f"SnmpPower: auth_protocol {self.auth_protocol} needs auth_key")
             if self.priv_protocol != "none" and self.auth_protocol == "none":
@@ -187,12 +185,16 @@ class SnmpPower(DevicePower):
         return f"snmp://{self.host}:{self.port} outlet {self.outlet}"
 
     def timeout_hint(self) -> str:
-        return " (an agent given a wrong community does not answer)" if self.version == "2c" else ""
+        return (
+            " (an agent given a wrong community does not answer)"
+            if self.snmp_version == "2c"
+            else ""
+        )
 
     # -- pysnmp, made on first use ----------------------------------------------------------
 
     def _credentials(self, hlapi: Any) -> Any:
-        if self.version == "2c":
+        if self.snmp_version == "2c":
             return hlapi.CommunityData(self.community.get_secret_value(), mpModel=1)
         auth = (
             hlapi.USM_AUTH_NONE

@@ -7,7 +7,7 @@ type-checked and shell-quoted.
 from ._client import ShellClient, ShellResult
 from ._driver import CommandSpec, ParamSpec, Shell
 from ._interface import CommandInfo, ParamInfo, ShellInterface, ShellOutput
-from ._process import CommandFailed
+from ._process import CommandFailed, run_command
 
 __all__ = [
     "CommandFailed",
@@ -20,4 +20,5 @@ __all__ = [
     "ShellInterface",
     "ShellOutput",
     "ShellResult",
+    "run_command",
 ]
