@@ -78,9 +78,12 @@ def test_a_modbus_exception_code_is_a_clear_error(modbus: ModbusServer) -> None:
 
 
 def test_an_unknown_unit_answers_an_exception(modbus: ModbusServer) -> None:
-    with serve(ModbusPower(host="127.0.0.1", port=modbus.port, unit=9, coil=0)) as power:
-        with pytest.raises(PowerDeviceRefused, match=r"unit 9 .*Modbus exception \d+"):
-            power.status()
+    power = ModbusPower(host="127.0.0.1", port=modbus.port, unit=9, coil=0)
+    with (
+        serve(power) as client,
+        pytest.raises(PowerDeviceRefused, match=r"unit 9 .*Modbus exception \d+"),
+    ):
+        client.status()
 
 
 def test_connection_refused_is_unreachable() -> None:
@@ -96,9 +99,9 @@ def test_a_device_that_never_answers_times_out_within_the_timeout() -> None:
     with (
         black_hole() as port,
         serve(ModbusPower(host="127.0.0.1", port=port, timeout=0.5)) as power,
+        pytest.raises(PowerDeviceTimeout, match=rf"modbus://127.0.0.1:{port}.*0.5 s"),
     ):
-        with pytest.raises(PowerDeviceTimeout, match=rf"modbus://127.0.0.1:{port}.*0.5 s"):
-            power.on()
+        power.on()
 
 
 def test_relay_board_channels_share_one_connection(modbus: ModbusServer) -> None:
