@@ -301,3 +301,64 @@ def refused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- IPMI -----------------------------------------------------------------------------------
+
+BMC_USER = "admin"
+BMC_PASSWORD = "bmc-secret-789"
+
+
+@dataclass
+class Bmc:
+    """pyghmi's BMC simulator in a child process (``ipmi_bmc.py``)."""
+
+    port: int
+    process: subprocess.Popen[str]
+
+
+@contextlib.contextmanager
+def run_bmc() -> Iterator[Bmc]:
+    """Start the BMC simulator on 127.0.0.1 (any free UDP port); kill it after."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "ipmi_bmc.py"), "0", BMC_USER, BMC_PASSWORD],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("ready "):
+        process.kill()
+        raise AssertionError(f"the BMC simulator did not start: {line!r}")
+    threading.Thread(target=process.stdout.read, name="bmc-out", daemon=True).start()
+    try:
+        yield Bmc(int(line.split()[1]), process)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def ipmitool(bmc: Bmc, *args: str, password: str = BMC_PASSWORD) -> str:
+    """Debian's ``ipmitool -I lanplus`` against the simulator; its stdout."""
+    out = subprocess.run(
+        [
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(bmc.port),
+            "-U",
+            BMC_USER,
+            "-P",
+            password,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.strip()

@@ -3,7 +3,9 @@
 pyghmi is a blocking library with a process-wide I/O thread; every call here runs on one
 worker thread of this driver's own, so requests to one BMC are serialised and the exporter's
 loop never blocks. The session (pyghmi's ``Command``, which logs in when made) is opened on
-first use and dropped after a failure, so the next request logs in again. pyghmi is imported
+first use and dropped after a failure, so the next request logs in again; pyghmi itself shares
+one RMCP+ session per BMC and user within the process and keeps it alive, so sessions (and
+leases) that follow each other do not log in each time. pyghmi is imported
 only on that thread, when the driver is used (the ``ipmi`` extra).
 """
 
@@ -74,12 +76,15 @@ class IpmiPower(DevicePower):
     def _session(self) -> Any:
         if self._command is None:
             command = import_extra("ipmi", "pyghmi.ipmi.command", "tether.drivers.power.IpmiPower")
+            # Bytes, not str: pyghmi keys its shared sessions by what it is given but removes
+            # and matches them by the encoded bytes, so str credentials leave a stale entry
+            # that hangs the next login with the same ones (pyghmi 1.6).
             self._command = command.Command(
                 bmc=self.host,
-                userid=self.user,
-                password=self.password.get_secret_value(),
+                userid=self.user.encode(),
+                password=self.password.get_secret_value().encode(),
                 port=self.port,
-                kg=self.kg.get_secret_value() if self.kg is not None else None,
+                kg=self.kg.get_secret_value().encode() if self.kg is not None else None,
             )
         return self._command
 
@@ -110,12 +115,9 @@ class IpmiPower(DevicePower):
             raise PowerDeviceUnreachable(f"{where}: cannot reach the BMC: {exc}") from None
 
     def _drop(self) -> None:
-        command, self._command = self._command, None
-        if command is not None:
-            try:
-                command.ipmi_session.logout()
-            except Exception:  # a broken session may refuse even to log out
-                self.logger.debug("%s: logout after a failure failed", self.device())
+        # No logout: pyghmi shares one session per BMC and credentials across the process
+        # (another driver may be using it) and keeps it alive; it drops broken ones itself.
+        self._command = None
 
     async def _run(self, what: str, fn: Callable[[Any], T]) -> T:
         if self._worker is None:
@@ -135,10 +137,6 @@ class IpmiPower(DevicePower):
         if state not in ("on", "off"):
             raise PowerDeviceRefused(f"{self.device()}: unexpected power state {answer!r}")
         return bool(state == "on")
-
-    async def prepare_stop(self) -> None:
-        if self._worker is not None and self._command is not None:
-            await asyncio.get_running_loop().run_in_executor(self._worker, self._drop)
 
     def stop(self) -> None:
         if self._worker is not None:
