@@ -118,7 +118,7 @@ def test_cycle_and_timeout_in_virtual_time() -> None:
         test.start_driver()
         start = test.runtime.now()
         with pytest.raises(
-            PowerDeviceTimeout, match="ipmi://bmc:623: no answer to power on within 45.0 s"
+            PowerDeviceTimeout, match=r"ipmi://bmc:623: no answer to power on within 45\.0 s"
         ):
             test.runtime.run_to_completion(test.driver.on())
         assert test.runtime.now() - start == pytest.approx(45)
