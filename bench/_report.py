@@ -196,6 +196,16 @@ ROWS: tuple[Row, ...] = (
     Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
+    Row("snmp_serve_on_p50_us", "SNMP on p50, tether serve() -> snmpd", "us", True),
+    Row("snmp_on_p50_us", "SNMP on p50, tether TLS exporter -> snmpd", "us", True),
+    Row("snmp_direct_on_p50_us", "SNMP on p50, pysnmp set_cmd -> snmpd", "us", True),
+    Row("snmp_on_ratio", "SNMP on: tether serve() / pysnmp", "x", lower_is_better=True),
+    Row("snmp_tls_on_ratio", "SNMP on: tether TLS exporter / pysnmp", "x", True),
+    Row("modbus_serve_on_p50_us", "Modbus on p50, tether serve() -> pymodbus server", "us", True),
+    Row("modbus_on_p50_us", "Modbus on p50, tether TLS exporter -> server", "us", True),
+    Row("modbus_direct_on_p50_us", "Modbus on p50, pymodbus client -> server", "us", True),
+    Row("modbus_on_ratio", "Modbus on: tether serve() / pymodbus", "x", lower_is_better=True),
+    Row("modbus_tls_on_ratio", "Modbus on: tether TLS exporter / pymodbus", "x", True),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -218,6 +228,8 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
+    Target("snmp_on_ratio", "absolute", 2.0, "SNMP on p50 (serve) within 2x of pysnmp direct"),
+    Target("modbus_on_ratio", "absolute", 2.0, "Modbus on p50 (serve) within 2x of pymodbus"),
 )
 
 

@@ -362,3 +362,24 @@ def ipmitool(bmc: Bmc, *args: str, password: str = BMC_PASSWORD) -> str:
         timeout=60,
     )
     return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def run_modbus_server_process(coils: int = 8) -> Iterator[int]:
+    """pymodbus's server in a child process (``modbus_server.py``); yields its port."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "modbus_server.py"), str(coils), "1"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("ready "):
+        process.kill()
+        raise AssertionError(f"the Modbus server did not start: {line!r}")
+    try:
+        yield int(line.split()[1])
+    finally:
+        process.kill()
+        process.wait()
