@@ -138,3 +138,24 @@ def test_the_controller_command_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "pip install 'tether[controller]'" in out.stderr
+
+
+def test_public_names() -> None:
+    import tether.drivers.power
+    import tether.extras
+
+    for module in (tether.extras, tether.drivers.power):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+    for name in (
+        "SnmpPower",
+        "ModbusPower",
+        "ModbusRelayBoard",
+        "IpmiPower",
+        "PowerDeviceError",
+        "PowerDeviceUnreachable",
+        "PowerDeviceTimeout",
+        "PowerDeviceAuthError",
+        "PowerDeviceRefused",
+    ):
+        assert name in tether.drivers.power.__all__
