@@ -232,3 +232,32 @@ export:
         dut.relays.children["b"].on()
         assert modbus.coils(unit=2)[:2] == [False, True]
         assert dut.relays.call("states") == {"a": False, "b": True}
+
+
+def test_dut_commands(modbus: ModbusServer) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli.dut import build_dut
+    from tether.drivers.composite import Composite
+
+    tree = Composite(
+        children={
+            "relays": ModbusRelayBoard(host="127.0.0.1", port=modbus.port, channels={"a": 4}),
+            "bad": ModbusPower(host="127.0.0.1", port=modbus.port, coil=500),
+        }
+    )
+    with serve(tree) as lab:
+
+        def dut(*args: str) -> tuple[int, str]:
+            result = CliRunner().invoke(build_dut(lab), list(args), prog_name="dut")
+            return result.exit_code, result.output
+
+        assert dut("relays", "a", "on") == (0, "")
+        assert modbus.coils()[4] is True
+        assert dut("relays", "a", "status") == (0, "true\n")
+        code, out = dut("relays", "states")
+        assert code == 0 and '"a": true' in out.replace("'", '"')
+        assert dut("relays", "all-off")[0] == 0 and modbus.coils()[4] is False
+        code, out = dut("bad", "on")
+        assert code == 1 and f"modbus://127.0.0.1:{modbus.port} unit 1 coil 500" in out
+        assert "illegal data address" in out
