@@ -107,8 +107,11 @@ class IpmiPower(DevicePower):
                 raise PowerDeviceAuthError(
                     f"{where}: the BMC refused user {self.user!r}: {text}"
                 ) from None
-            if any(key in lowered for key in _TIMEOUT_TEXTS):
-                raise PowerDeviceTimeout(f"{where}: no answer from the BMC ({text})") from None
+            # pyghmi gives up a login nobody answers with an IpmiException whose text is None
+            if text in ("", "None") or any(key in lowered for key in _TIMEOUT_TEXTS):
+                raise PowerDeviceTimeout(
+                    f"{where}: no answer from the BMC" + (f" ({text})" if text != "None" else "")
+                ) from None
             raise PowerDeviceError(f"{where}: {text}") from None
         except (socket.gaierror, OSError) as exc:
             self._drop()
