@@ -55,7 +55,7 @@ class PowerBmc(bmc.Bmc):
     def power_shutdown(self) -> None:
         self._set(False)
 
-    def power_cycle(self) -> None:
+    def power_cycle(self) -> int | None:
         if not self.powered:
             return 0xD5  # command not supported in present state (as real BMCs answer)
         self._set(False)
