@@ -159,3 +159,18 @@ def test_public_names() -> None:
         "PowerDeviceRefused",
     ):
         assert name in tether.drivers.power.__all__
+
+
+def test_driver_list_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    hide(monkeypatch, "ipmi")
+    result = CliRunner().invoke(main, ["driver", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    entries = {entry["name"]: entry for entry in json.loads(result.output)}
+    assert entries["tether.drivers.power.IpmiPower"]["missing_extra"].endswith(
+        "pip install 'tether[ipmi]'"
+    )
+    assert entries["tether.drivers.power.SnmpPower"]["missing_extra"] is None
+    table = CliRunner().invoke(main, ["driver", "list"], env={"COLUMNS": "400"})
+    assert "(needs pip install 'tether[ipmi]')" in table.output
