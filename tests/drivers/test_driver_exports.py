@@ -62,6 +62,7 @@ PUBLIC = {
         "CommandSpec",
         "ParamInfo",
         "ParamSpec",
+        "ProcessResult",
         "Shell",
         "ShellClient",
         "ShellInterface",
