@@ -22,7 +22,15 @@ import asyncssh
 
 from ._frames import FrameDecoder, FrameKind, ShellFrame, encode
 
-__all__ = ["Download", "Forward", "Session", "ShellStream", "Upload", "exit_code"]
+__all__ = [
+    "Download",
+    "Forward",
+    "Session",
+    "ShellStream",
+    "Upload",
+    "exit_code",
+    "pid_prefix",
+]
 
 _QUEUE_HIGH = 64  # output chunks queued before the channel stops reading
 _UPLOAD_IN_FLIGHT = 8  # chunks being written at once
@@ -42,10 +50,33 @@ def exit_code(status: int | None, signal_name: str | None) -> int:
     return -1
 
 
-class Session(asyncssh.SSHClientSession[bytes]):
-    """An SSH session's output as a queue: ``("stdout"|"stderr", bytes)`` then ``_END``."""
+#: What :func:`pid_prefix` makes the device's shell print first on stderr: its pid, framed.
+_PID_START = b"\x1etether-pid:"
+_PID_END = b"\x1e"
 
-    def __init__(self) -> None:
+
+def pid_prefix(command: str) -> str:
+    """``command`` preceded by a line that reports the shell's pid on stderr.
+
+    sshd starts each command in a session of its own (``setsid``), so that pid names the
+    command's process group: on a timeout, ``kill -KILL -- -PID`` from another channel ends
+    it with its children. (SSH's own ``signal`` request is refused by OpenSSH for root
+    logins, which have no post-login privilege separation.) The line is taken out of stderr
+    before anyone sees it.
+    """
+    return "printf '\\036tether-pid:%s\\036' \"$$\" >&2\n" + command
+
+
+class Session(asyncssh.SSHClientSession[bytes]):
+    """An SSH session's output as a queue: ``("stdout"|"stderr", bytes)`` then ``_END``.
+
+    Args:
+        report_pid: the command starts with :func:`pid_prefix`: take the pid out of stderr.
+    """
+
+    def __init__(self, report_pid: bool = False) -> None:
+        self.pid: int | None = None
+        self._pid_buffer: bytearray | None = bytearray() if report_pid else None
         self.channel: asyncssh.SSHClientChannel[bytes] | None = None
         self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self.ready = asyncio.Event()
@@ -62,11 +93,35 @@ class Session(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         kind = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        if kind == "stderr" and self._pid_buffer is not None:
+            data = self._take_pid(data)
+            if not data:
+                return
         self.queue.append((kind, data))
         self.ready.set()
         if len(self.queue) >= _QUEUE_HIGH and self.channel is not None and not self._paused:
             self._paused = True
             self.channel.pause_reading()
+
+    def _take_pid(self, data: bytes) -> bytes:
+        """Strip the pid report from the start of stderr; what follows it is returned."""
+        assert self._pid_buffer is not None
+        buffer = self._pid_buffer
+        buffer += data
+        head = bytes(buffer[: len(_PID_START)])
+        if not _PID_START.startswith(head):  # no report (the shell failed to parse, say)
+            self._pid_buffer = None
+            return bytes(buffer)
+        end = buffer.find(_PID_END, len(_PID_START))
+        if end < 0:
+            if len(buffer) > 64:
+                self._pid_buffer = None
+                return bytes(buffer)
+            return b""
+        with contextlib.suppress(ValueError):
+            self.pid = int(buffer[len(_PID_START) : end])
+        self._pid_buffer = None
+        return bytes(buffer[end + 1 :])
 
     def exit_status_received(self, status: int) -> None:
         self.status = status

@@ -141,8 +141,18 @@ class SshClient(DriverClient):
                 return size
 
     def forward(self, port: int, host: str = "localhost") -> AbstractContextManager[ByteStream]:
-        """A byte stream to ``host:port`` as the device sees it (a context manager)."""
-        return self.stream("forward", port, host)
+        """A byte stream to ``host:port`` as the device sees it (a context manager).
+
+        Raises:
+            SshForwardRefused: the device cannot connect there.
+        """
+
+        @contextlib.contextmanager
+        def opened() -> Iterator[ByteStream]:
+            with _ssh_errors(), self.stream("forward", port, host) as stream:
+                yield stream
+
+        return opened()
 
     def forward_local(self, port: int, host: str = "localhost", local_port: int = 0) -> PortForward:
         """A local TCP listener forwarded to the device's ``host:port`` (like ``ssh -L``);

@@ -22,7 +22,7 @@ from tether.driver import Driver, export, export_stream
 from tether.drivers.console import CommandResult
 from tether.errors import ConfigError
 
-from ._channels import _END, Download, Forward, Session, ShellStream, Upload
+from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pid_prefix
 from ._connection import Credentials, SshLink, Target, ssh_errors
 from ._errors import SshCommandTimeout, SshError
 from ._hostkey import HostKeyPin, parse_host_key
@@ -39,6 +39,7 @@ __all__ = ["Ssh"]
 
 T = TypeVar("T")
 _TAIL = 400
+_KILL_TIMEOUT = 10.0
 
 
 def _check_host_key(value: str) -> str:
@@ -115,6 +116,7 @@ class Ssh(SshInterface, Driver):
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_conn: asyncssh.SSHClientConnection | None = None
         self._sftp_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -156,9 +158,14 @@ class Ssh(SshInterface, Driver):
                 self.logger.info("%s: the connection had dropped; reconnecting", link.target)
         raise AssertionError("unreachable")
 
-    async def _session(self, doing: str, command: str | None, **kwargs: Any) -> Session:
+    async def _session(
+        self, doing: str, command: str | None, *, report_pid: bool = False, **kwargs: Any
+    ) -> Session:
         async def open_session(conn: asyncssh.SSHClientConnection) -> Session:
-            _, session = await conn.create_session(Session, command, encoding=None, **kwargs)
+            line = pid_prefix(command) if report_pid and command is not None else command
+            _, session = await conn.create_session(
+                lambda: Session(report_pid), line, encoding=None, **kwargs
+            )
             assert isinstance(session, Session)
             return session
 
@@ -180,6 +187,8 @@ class Ssh(SshInterface, Driver):
             return self._sftp
 
     async def prepare_stop(self) -> None:
+        if self._background:  # kills of timed-out commands still on their way
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._sftp is not None:
             self._sftp.exit()
             self._sftp = None
@@ -198,10 +207,11 @@ class Ssh(SshInterface, Driver):
             raise ValueError(f"timeout must be positive (got {timeout})")
         target = self.link.target
         self.logger.info("%s: run %s", target, command)
-        session = await self._session(f"running {command!r}", command)
+        session = await self._session(f"running {command!r}", command, report_pid=True)
         # The timeout is the command's: connecting has its own (connect_timeout).
         deadline = asyncio.get_running_loop().time() + timeout
         tail = b""
+        finished = False
         try:
             if session.channel is not None:
                 session.channel.write_eof()
@@ -210,7 +220,8 @@ class Ssh(SshInterface, Driver):
                     async with asyncio.timeout_at(deadline):
                         item = await session.next()
                 except TimeoutError:
-                    session.kill()
+                    await self._kill(session)
+                    finished = True  # killed already
                     shown = tail[-_TAIL:].decode(errors="replace")
                     raise SshCommandTimeout(
                         f"{target}: {command!r} did not finish within {timeout:g} s and was "
@@ -223,9 +234,30 @@ class Ssh(SshInterface, Driver):
             if session.error is not None:
                 with ssh_errors(target, f"running {command!r}"):
                     raise session.error
+            finished = True
             yield session.exit_status
         finally:
-            session.close()
+            if finished:
+                session.close()
+            else:  # failed, or the caller stopped reading: end it on the device, in the back
+                task = asyncio.get_running_loop().create_task(self._kill(session))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _kill(self, session: Session) -> None:
+        """Kill a command that has not finished: by SSH signal (which OpenSSH refuses for
+        root), and by its process group from another channel (see ``pid_prefix``)."""
+        session.kill()
+        if session.pid is None or not self.link.connected:
+            return
+        group = f"kill -KILL -- -{session.pid} 2>/dev/null || kill -KILL {session.pid}"
+        try:
+            async with asyncio.timeout(_KILL_TIMEOUT):
+                killer = await self._session("killing a command", group)
+                while await killer.next() != _END:
+                    pass
+        except (SshError, TimeoutError) as exc:
+            self.logger.warning("%s: could not kill a command: %s", self.link.target, exc)
 
     @export
     async def run(self, command: str, timeout: float = 30.0) -> CommandResult:  # noqa: ASYNC109
