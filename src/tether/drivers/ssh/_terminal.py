@@ -108,6 +108,7 @@ def run_shell(
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     failure: list[BaseException] = []
+    output_ended = threading.Event()
 
     def copy_out() -> None:
         try:
@@ -119,6 +120,7 @@ def run_shell(
         except (TetherError, OSError, ValueError) as exc:
             failure.append(exc)
         finally:
+            output_ended.set()
             with contextlib.suppress(OSError):
                 os.write(wake_w, b"x")
 
@@ -148,7 +150,7 @@ def run_shell(
             ready, _, _ = select.select(watched, [], [])
             if wake_r in ready:
                 os.read(wake_r, 512)
-                if not reader.is_alive():
+                if output_ended.is_set():
                     break
                 if resized.is_set():
                     resized.clear()
