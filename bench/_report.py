@@ -196,6 +196,12 @@ ROWS: tuple[Row, ...] = (
     Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
+    Row("ssh_run_p50_ms", "ssh run('true') p50 through a TLS exporter", "ms", True),
+    Row("openssh_run_p50_ms", "ssh run('true') p50, OpenSSH ssh + ControlMaster", "ms", True),
+    Row("ssh_run_ratio", "ssh run: tether / OpenSSH ControlMaster", "x", lower_is_better=True),
+    Row("ssh_put_mb_s", "SFTP put 64 MiB through a TLS exporter", "MB/s", False),
+    Row("scp_put_mb_s", "scp 64 MiB, same sshd (ControlMaster)", "MB/s", False),
+    Row("ssh_put_ratio", "SFTP put: tether / scp", "x", lower_is_better=False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -218,6 +224,8 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
+    Target("ssh_run_ratio", "absolute", 1.5, "ssh run('true') within 1.5x of OpenSSH -M"),
+    Target("ssh_put_ratio", "absolute", 0.7, "SFTP put 64 MiB >= 70% of scp"),
 )
 
 
