@@ -94,6 +94,17 @@ def test_a_command_past_its_timeout_is_killed(dut: SshClient, sshd: Sshd) -> Non
     assert dut.run("pgrep -f 'sleep 606[1]' || echo none").output == "none\n"
 
 
+def test_a_command_whose_reader_stops_early_is_killed_on_the_device(dut: SshClient) -> None:
+    items = dut.run_stream("echo first; exec sleep 6062")
+    assert next(items).data == b"first\n"
+    items.close()  # the call is cancelled: the driver kills the command's process group
+    for _ in range(50):  # each check is a round trip to the device, no sleep
+        if dut.run("pgrep -f 'sleep 606[2]' || echo none").output == "none\n":
+            break
+    else:
+        pytest.fail("the command still runs on the device")
+
+
 def test_one_connection_per_session_and_a_reconnect_after_it_dropped(sshd: Sshd) -> None:
     driver = Ssh(**sshd.driver_config())
     with serve(driver) as dut:

@@ -69,6 +69,14 @@ def test_the_password_never_shows_in_repr_or_config_errors() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def test_the_public_names() -> None:
+    import tether.drivers.ssh as ssh
+
+    for name in ssh.__all__:
+        assert hasattr(ssh, name), name
+    assert {"Ssh", "SshClient", "SshInterface", "SshError", "SshUnreachable"} <= set(ssh.__all__)
+
+
 def test_the_interface_names_the_client() -> None:
     assert (
         SshInterface.name == "tether.ssh" and SshInterface.client == "tether.drivers.ssh.SshClient"
