@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,6 +273,19 @@ def test_a_missing_key_file_is_a_credentials_error(sshd: Sshd, tmp_path: Path) -
     config = sshd.driver_config(key_file=str(tmp_path / "absent"))
     with serve(Ssh(**config)) as dut, pytest.raises(SshAuthFailed, match="absent: No such file"):
         dut.run("true")
+
+
+def test_a_silent_device_fails_at_the_connect_timeout(sshd: Sshd) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never speaks SSH
+    with (
+        silent,
+        serve(Ssh(**sshd.driver_config(port=silent.getsockname()[1], connect_timeout=1))) as dut,
+    ):
+        started = time.monotonic()
+        with pytest.raises(SshUnreachable, match="no SSH session within 1 s"):
+            dut.run("true")
+        assert time.monotonic() - started >= 1  # not before the timeout (and not hung)
+        assert dut.address().startswith(f"{sshd.user}@")
 
 
 def test_connection_refused_is_unreachable_and_the_session_goes_on(sshd: Sshd) -> None:

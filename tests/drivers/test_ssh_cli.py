@@ -1,4 +1,4 @@
-"""``Ssh`` through a TLS exporter (YAML config, bearer token, lab CA) to a real OpenSSH sshd,
+"""``Ssh`` through a TLS exporter process (YAML config, bearer token, lab CA) to a real sshd,
 from Python and from ``dut`` processes: ``run``, ``put``, ``get`` and ``shell`` in a real pty."""
 
 from __future__ import annotations
@@ -18,24 +18,26 @@ import pytest
 import tether
 from tether.drivers.ssh import SshClient, SshHostKeyRefused
 from tether.drivers.ssh.testing import Sshd, keygen, run_sshd
-from tether.exporter import init_lab_certs, run_exporter_in_thread
+from tether.exporter import generate_token, hash_token, init_lab_certs
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sshd, dict[str, str]]]:
-    """sshd, and a TLS exporter with two SSH nodes: ``dut`` (right host key), ``wrong``."""
+    """sshd, and an exporter process (TLS, a bearer token) with two SSH nodes: ``dut`` (the
+    right host key) and ``wrong`` (another one)."""
     work = tmp_path_factory.mktemp("ssh-lab")
     with run_sshd(work / "sshd") as sshd:
         certs = init_lab_certs(work / "certs")
+        token = generate_token()
         wrong_key = keygen(work / "wrong_host_key")
         config = work / "lab.yaml"
         config.write_text(
             f"""
 name: ssh-lab
 tls: {{cert: {certs.server_cert}, key: {certs.server_key}}}
-tokens: []
+tokens: [{hash_token(token)}]
 export:
   dut:
     type: tether.drivers.ssh.Ssh
@@ -47,14 +49,35 @@ export:
       host_key: "{sshd.host_key}"
   wrong:
     type: tether.drivers.ssh.Ssh
-    config: {{host: 127.0.0.1, port: {sshd.port}, password: pw, host_key: "{wrong_key}"}}
+    config: {{host: 127.0.0.1, port: {sshd.port}, password: wr0ng-Pa55word, host_key: "{wrong_key}"}}
 """
         )
-        with run_exporter_in_thread(config, listen="tls://127.0.0.1:0") as running:
-            assert running.token is not None
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-            env.update(TETHER_HOST=running.url, TETHER_TOKEN=running.token, TETHER_CA=str(certs.ca))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        log = (work / "exporter.log").open("wb")
+        exporter = subprocess.Popen(
+            [str(BIN / "tether"), "exporter", "serve", str(config), "--listen", "tls://127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
+        )  # fmt: skip
+        try:
+            assert exporter.stdout is not None
+            url = ""
+            for line in exporter.stdout:
+                if line.startswith("listening on "):
+                    url = line.removeprefix("listening on ").strip()
+                if line.strip() == "ready":
+                    break
+            assert url, (work / "exporter.log").read_text()
+            env.update(TETHER_HOST=url, TETHER_TOKEN=token, TETHER_CA=str(certs.ca))
             yield sshd, env
+            assert exporter.poll() is None  # every error above left it serving
+        finally:
+            exporter.terminate()
+            exporter.wait(30)
+            if exporter.stdout is not None:
+                exporter.stdout.close()
+            log.close()
+        logged = (work / "exporter.log").read_text()
+        assert "wr0ng-Pa55word" not in logged  # the password is never logged
 
 
 def dut(env: dict[str, str], *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
