@@ -194,16 +194,20 @@ def test_forward_to_a_closed_port_is_refused(dut: SshClient) -> None:
 
 def test_shell_with_a_pty_resizes_interrupts_and_exits_with_a_status(dut: SshClient) -> None:
     with dut.open_shell(cols=100, rows=30) as shell:
+        shell.send(b"PS1='RE''ADY> '\n")  # a prompt to wait for (not in the echo)
+        read_until(shell, b"READY> ")
         shell.send(b"stty size; tty\n")
         seen = read_until(shell, b"/dev/pts/")
         assert b"30 100" in seen
         shell.resize(120, 40)
         shell.send(b"stty size\n")
         assert b"40 120" in read_until(shell, b"40 120")
-        # Ctrl-C is the pty's interrupt: it stops the foreground job, not the shell.
-        shell.send(b"echo start; sleep 600\n")
+        # Ctrl-C is the pty's interrupt: it stops the foreground job, not the shell. "start"
+        # comes from the job itself, so the job runs (and has the terminal) when ^C is sent.
+        shell.send(b"sh -c 'echo start; exec sleep 600'\n")
         read_until(shell, b"start\r\n")
         shell.send(b"\x03")
+        read_until(shell, b"READY> ")  # the shell is back (typeahead could be flushed)
         shell.send(b"echo status=$?\n")
         assert b"status=130" in read_until(shell, b"status=130")
         shell.send(b"exit 7\n")

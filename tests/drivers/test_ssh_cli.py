@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import struct
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def test_dut_run_prints_the_output_and_exits_with_the_status(
     assert done.returncode == 3
     assert done.stdout == b"hello\n" and done.stderr == b"oops\n"
     assert dut(env, "dut", "run", "true").returncode == 0
+    words = dut(env, "dut", "run", "--timeout", "20", "uname", "-s")  # options after the command
+    assert words.returncode == 0 and words.stdout == b"Linux\n"
     refused = dut(env, "wrong", "run", "true")
     assert refused.returncode == 1 and b"host key refused" in refused.stderr
     assert b"Traceback" not in refused.stderr
@@ -139,9 +142,12 @@ def set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def read_until(fd: int, marker: bytes) -> bytes:
+def read_until(fd: int, marker: bytes, limit: float = 30.0) -> bytes:
+    """Read the pty until ``marker``; ``limit`` seconds is only a safety net."""
     data = b""
     while marker not in data:
+        ready, _, _ = select.select([fd], [], [], limit)
+        assert ready, f"no {marker!r} within {limit} s; got {data!r}"
         chunk = os.read(fd, 4096)
         assert chunk, f"EOF before {marker!r}; got {data!r}"
         data += chunk
@@ -166,14 +172,17 @@ def test_dut_shell_in_a_pty(lab: tuple[Sshd, dict[str, str]]) -> None:
     try:
         read_until(leader, b"Ctrl-] leaves")
         assert not termios.tcgetattr(leader)[3] & (termios.ICANON | termios.ECHO)  # raw here
+        os.write(leader, b"PS1='RE''ADY> '\r")  # a prompt to wait for (not in the echo)
+        read_until(leader, b"READY> ")
         os.write(leader, b"stty size\r")
         read_until(leader, b"30 100")
         set_size(leader, 40, 120)  # the kernel sends dut SIGWINCH; dut sends a RESIZE frame
         os.write(leader, b"stty size\r")
         read_until(leader, b"40 120")
-        os.write(leader, b"echo start; sleep 600\r")
+        os.write(leader, b"sh -c 'echo start; exec sleep 600'\r")
         read_until(leader, b"start\r\n")
         os.write(leader, b"\x03")  # Ctrl-C: the device's pty interrupts sleep, not dut
+        read_until(leader, b"READY> ")  # the shell is back (typeahead could be flushed)
         os.write(leader, b"echo status=$?\r")
         read_until(leader, b"status=130")
         os.write(leader, b"exit 5\r")

@@ -208,7 +208,8 @@ class SshClient(DriverClient):
         return str(self.call("address"))
 
     def cli(self) -> click.Group:
-        """``run``, ``shell``, ``put``, ``get`` and ``forward`` for ``dut``."""
+        """``run``, ``shell`` (and ``console``, the same), ``put``, ``get`` and ``forward``
+        for ``dut``."""
         return _ssh_cli(self)
 
 
@@ -224,11 +225,16 @@ def _fail(exc: DriverError) -> click.ClickException:
 def _ssh_cli(client: SshClient) -> click.Group:
     group = click.Group(name=client.name)
 
-    @group.command()
-    @click.argument("command", nargs=-1, required=True)
+    @group.command(
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+    )
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
     def run(command: tuple[str, ...], timeout: float) -> None:
-        """Run COMMAND on the device; print its output, exit with its status."""
+        """Run COMMAND on the device; print its output, exit with its status.
+
+        The words after the options are the command line (``dut NODE run uname -a``); quote
+        shell syntax (``dut NODE run "make && make test"``). --timeout goes before them."""
         out: BinaryIO = sys.stdout.buffer
         err: BinaryIO = sys.stderr.buffer
         status = 1
@@ -263,6 +269,15 @@ def _ssh_cli(client: SshClient) -> click.Group:
             click.echo("\r\nshell left (escape)", err=True)
             return
         _exit(status)
+
+    console = click.Command(
+        name="console",
+        callback=shell.callback,
+        params=list(shell.params),
+        help="The same as shell (an SSH node's console is its shell).",
+        short_help="The same as shell.",
+    )
+    group.add_command(console)
 
     @group.command()
     @click.argument("local", type=click.Path(dir_okay=False, allow_dash=True))

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 from tether.driver import Driver, export, export_stream
 from tether.drivers.console import CommandResult
-from tether.errors import ConfigError
+from tether.errors import ConfigError, LifecycleError
 
 from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pid_prefix
 from ._connection import Credentials, SshLink, Target, ssh_errors
@@ -123,7 +123,10 @@ class Ssh(SshInterface, Driver):
     @property
     def target(self) -> Target:
         """The device as messages name it."""
-        name = self.node.path or self.node.name if self._start_args is not None else "ssh"
+        try:
+            name = self.node.path or self.node.name
+        except LifecycleError:  # not started: no node yet
+            name = ""
         return Target(name or "ssh", self.user, self.host, self.port)
 
     @property
