@@ -15,8 +15,9 @@ same sshd. It prints one JSON object:
         (so it pays no handshake either; OpenSSH 9's scp speaks SFTP);
     ssh_put_ratio: the first over the second (target: >= 0.7).
 
-The two sides alternate call by call (and transfer by transfer), so drift on a shared machine
-hits both alike; each figure is a median. Files live in ``tempfile.gettempdir()`` (``make
+The two sides alternate call by call (and transfer by transfer, who goes first alternating
+too), so drift on a shared machine hits both alike; each figure is a median (40 calls and 5
+transfers a side; ``--quick``: 10 and 2). Files live in ``tempfile.gettempdir()`` (``make
 bench`` points it at /dev/shm when it can).
 """
 
@@ -85,7 +86,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     from tether.drivers.ssh.testing import run_sshd
 
     calls = 10 if quick else 40
-    puts = 1 if quick else 3
+    puts = 2 if quick else 5
     with tempfile.TemporaryDirectory(prefix="tether-bench-ssh-") as tmp:
         work = Path(tmp)
         with run_sshd(work / "sshd") as sshd:
@@ -125,15 +126,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                     scp = ["scp", "-q", *base, "-P", str(sshd.port), str(image)]
                     for round_number in range(puts):
                         target = work / f"tether-{round_number}.bin"
-                        put_ours.append(_timed(ssh.put, image, str(target)))
-                        if target.stat().st_size != size:
-                            raise RuntimeError("tether's put wrote the wrong size")
-                        target.unlink()
                         copy = work / f"scp-{round_number}.bin"
-                        put_theirs.append(_timed(_openssh, [*scp, f"{where}:{copy}"]))
-                        if copy.stat().st_size != size:
-                            raise RuntimeError("scp wrote the wrong size")
-                        copy.unlink()
+                        sides = [
+                            (put_ours, ssh.put, (image, str(target)), target),
+                            (put_theirs, _openssh, ([*scp, f"{where}:{copy}"],), copy),
+                        ]
+                        if round_number % 2:  # who goes first alternates
+                            sides.reverse()
+                        for times, fn, args, written in sides:
+                            times.append(_timed(fn, *args))
+                            if written.stat().st_size != size:
+                                raise RuntimeError(f"{written.name}: wrong size")
+                            written.unlink()
             finally:
                 subprocess.run(
                     ["ssh", *base, "-O", "exit", "-p", str(sshd.port), where],
