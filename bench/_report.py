@@ -208,6 +208,12 @@ ROWS: tuple[Row, ...] = (
     Row("modbus_direct_on_p50_us", "Modbus on p50, pymodbus client -> server", "us", True),
     Row("modbus_on_ratio", "Modbus on: tether serve() / pymodbus", "x", lower_is_better=True),
     Row("modbus_tls_on_ratio", "Modbus on: tether TLS exporter / pymodbus", "x", True),
+    Row("ssh_run_p50_ms", "ssh run('true') p50 through a TLS exporter", "ms", True),
+    Row("openssh_run_p50_ms", "ssh run('true') p50, OpenSSH ssh + ControlMaster", "ms", True),
+    Row("ssh_run_ratio", "ssh run: tether / OpenSSH ControlMaster", "x", lower_is_better=True),
+    Row("ssh_put_mb_s", "SFTP put 64 MiB through a TLS exporter", "MB/s", False),
+    Row("scp_put_mb_s", "scp 64 MiB, same sshd (ControlMaster)", "MB/s", False),
+    Row("ssh_put_ratio", "SFTP put: tether / scp", "x", lower_is_better=False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -234,6 +240,8 @@ TARGETS: tuple[Target, ...] = (
     Target("hostile_rss_over_idle_mb_max", "absolute", 200.0, "under each flood, RSS +200 MB"),
     Target("snmp_on_ratio", "absolute", 2.0, "SNMP on p50 (serve) within 2x of pysnmp direct"),
     Target("modbus_on_ratio", "absolute", 2.0, "Modbus on p50 (serve) within 2x of pymodbus"),
+    Target("ssh_run_ratio", "absolute", 1.5, "ssh run('true') within 1.5x of OpenSSH -M"),
+    Target("ssh_put_ratio", "absolute", 0.7, "SFTP put 64 MiB >= 70% of scp"),
 )
 
 
