@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tether.driver import DriverHost
+from tether.driver import CallDispatcher, DriverHost
 from tether.wire import ServerProtocol
 
 __all__ = ["Session"]
@@ -46,6 +46,7 @@ class Session:
         self.id = session_id
         self.lease_id = lease_id
         self.host = host
+        self.handler = CallDispatcher(host)
         self.protocols: set[ServerProtocol] = set()
         self.closing = False
         self.held = False

@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
+from tether.driver import (
+    CallDispatcher,
+    ClientPolicy,
+    Driver,
+    DriverClient,
+    DriverHost,
+    build_client_tree,
+)
 from tether.wire import ClientConnection, LoopThread, ServerProtocol
 from tether.wire._client import DEFAULT_SPIN
 from tether.wire._spinning import DeferringServerProtocol
@@ -27,6 +34,7 @@ class LocalSession:
 
     def __init__(self, host: DriverHost) -> None:
         self.host = host
+        self.handler = CallDispatcher(host)
         self.protocols: set[ServerProtocol] = set()
 
     def attach(self, protocol: ServerProtocol) -> None:

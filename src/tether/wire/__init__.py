@@ -29,20 +29,31 @@ from ._events import (
     Result,
     WindowUpdate,
 )
+from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
 from ._loop import LoopThread, new_event_loop
-from ._server import AsyncByteStream, ServerProtocol, ServerSession, SessionResolver
+from ._server import (
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_STREAMS,
+    ServerProtocol,
+    ServerSession,
+    SessionResolver,
+)
 from ._state import ConnState, Role
 from ._tls import TLSChannel
 from ._transport import Address, connect_socket, map_connect_errors, parse_address
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_STREAMS",
     "DEFAULT_WINDOW",
+    "MAX_ERROR_TEXT",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "Address",
     "AsyncByteStream",
     "Call",
+    "CallHandler",
     "Cancel",
     "ClientConnection",
     "ClientStream",

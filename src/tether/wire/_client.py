@@ -27,7 +27,6 @@ flight fails with :class:`~tether.errors.ConnectionLost` (so within about ``3 * 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -49,7 +48,7 @@ from tether.errors import (
     error_from_wire,
 )
 
-from ._connection import HEADER_SIZE, NEED_DATA, Connection
+from ._connection import NEED_DATA, Connection
 from ._events import (
     Call,
     Cancel,
@@ -100,14 +99,13 @@ class _Waiter:
     One shared queue let either thread swallow the other's event.
     """
 
-    __slots__ = ("credit", "credit_signalled", "inbox", "item_sizes")
+    __slots__ = ("credit", "credit_signalled", "inbox")
 
     def __init__(self) -> None:
         self.inbox = _Slot()
         self.credit = _Slot()
         #: A wake-up sits in ``credit`` (so window updates queue at most one).
         self.credit_signalled = False
-        self.item_sizes: collections.deque[int] = collections.deque()
 
 
 class _Opening:
@@ -275,15 +273,15 @@ class ClientConnection:
                 self._received_at = time.monotonic()
             with self._state_lock:
                 self.conn.receive_data(data)
-                events: list[tuple[Event, int]] = []
+                events: list[Event] = []
                 while True:
                     event = self.conn.next_event()
                     if event is NEED_DATA:
                         break
                     assert isinstance(event, Event)
-                    events.append((event, self.conn.last_frame_size))
-            for event, size in events:
-                self._dispatch(event, size)
+                    events.append(event)
+            for event in events:
+                self._dispatch(event)
             if not data:
                 raise ConnectionLost("the peer closed the connection")
         except ConnectionLost as exc:
@@ -370,7 +368,7 @@ class ClientConnection:
             return True
         return False
 
-    def _dispatch(self, event: Event, size: int) -> None:
+    def _dispatch(self, event: Event) -> None:
         cls = type(event)
         if cls is Ping:
             assert isinstance(event, Ping)
@@ -389,8 +387,6 @@ class ClientConnection:
         if cls is WindowUpdate:
             self._signal_credit(waiter)
             return
-        if cls is Item:
-            waiter.item_sizes.append(size)
         waiter.inbox.events.put(event)
         if cls is Error or cls is Result:
             self._signal_credit(waiter)  # the stream ended: a blocked sender must see it
@@ -594,7 +590,7 @@ class ClientConnection:
                 if type(event) is Item:
                     assert isinstance(event, Item)
                     yield event.value
-                    self._ack(sid, waiter.item_sizes.popleft())
+                    self._ack(sid, 0, item=True)
                     continue
                 if type(event) is Result:
                     finished = True
@@ -606,10 +602,12 @@ class ClientConnection:
             if not finished:
                 self._cancel(sid)
 
-    def _ack(self, sid: int, consumed: int) -> None:
+    def _ack(self, sid: int, consumed: int, *, item: bool = False) -> None:
+        """Credit ``consumed`` bytes of one DATA frame, or (``item``) the oldest ITEM."""
         with self._write_lock:
             with self._state_lock:
-                data = self.conn.ack_data(sid, consumed)
+                conn = self.conn
+                data = conn.ack_item(sid) if item else conn.ack_data(sid, consumed, 1)
             if data:
                 with contextlib.suppress(TetherError):
                     self._transmit([data])
@@ -714,7 +712,7 @@ class ClientStream:
             if event.end:
                 self._eof_received = True
             if event.data:
-                self._owner._ack(self._sid, len(event.data) + HEADER_SIZE)
+                self._owner._ack(self._sid, len(event.data))
             return bytes(event.data)
         self._eof_received = True
         self._owner._raise_if_error(event)
