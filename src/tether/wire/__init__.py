@@ -2,7 +2,9 @@
 
 The codec and state machine (``Connection``, the events) are sans-IO: they import no
 asyncio, socket or ssl. ``ServerProtocol`` (asyncio) and ``ClientConnection`` (blocking
-threads) are the thin I/O loops around them. The spec is ``docs/protocol.md``.
+threads, over a ``ClientTransport``) are the thin I/O loops around them; what a call does is
+the session's ``CallHandler``'s business (``tether.driver.CallDispatcher``). The spec is
+``docs/protocol.md``.
 """
 
 from ._client import ClientConnection, ClientStream
@@ -31,6 +33,7 @@ from ._events import (
 )
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
 from ._loop import LoopThread, new_event_loop
+from ._mock import MockTransport
 from ._server import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_STREAMS,
@@ -38,9 +41,10 @@ from ._server import (
     ServerSession,
     SessionResolver,
 )
-from ._state import ConnState, Role
+from ._state import ClientState, ConnState, Role
 from ._tls import TLSChannel
 from ._transport import Address, connect_socket, map_connect_errors, parse_address
+from ._transports import ClientTransport, SocketTransport
 
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
@@ -56,7 +60,9 @@ __all__ = [
     "CallHandler",
     "Cancel",
     "ClientConnection",
+    "ClientState",
     "ClientStream",
+    "ClientTransport",
     "ConnState",
     "Connection",
     "ConnectionClosed",
@@ -67,6 +73,7 @@ __all__ = [
     "Hello",
     "Item",
     "LoopThread",
+    "MockTransport",
     "OpenStream",
     "Ping",
     "Pong",
@@ -75,6 +82,7 @@ __all__ = [
     "ServerProtocol",
     "ServerSession",
     "SessionResolver",
+    "SocketTransport",
     "TLSChannel",
     "WindowUpdate",
     "connect_socket",

@@ -19,9 +19,8 @@ and the transport's buffer together pass ``max_backlog`` bytes, the peer is sent
 ``GOAWAY backlog`` and dropped. At most ``max_streams`` calls run per connection; the ones
 past that get an error at once.
 
-Keepalive is one timer per connection (``loop.call_at``), never touched on the per-frame path:
-``_feed`` only stamps ``last_received``, and the timer, when it fires, works out from that
-stamp whether to re-arm, PING, or give up on the client.
+Keepalive is one timer per connection, never touched on the per-frame path: ``_feed`` only
+stamps ``last_received``; the timer works out from it whether to re-arm, PING, or give up.
 """
 
 from __future__ import annotations
@@ -419,13 +418,12 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     # -- output and teardown ------------------------------------------------------------------
 
     def _write(self, event: Event) -> None:
-        data = self.conn.send(event)
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._write_raw(self.conn.send(event))
 
     def _write_raw(self, data: bytes) -> None:
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        transport = self._transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _write_answer(self, event: Event) -> None:
         """Write a result or an error, or queue it behind a paused transport (bounded)."""
