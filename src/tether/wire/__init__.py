@@ -32,6 +32,14 @@ from ._events import (
     WindowUpdate,
 )
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
+from ._listener import (
+    DEFAULT_MAX_PER_PEER,
+    ConnectionLimits,
+    Listener,
+    bind_tcp,
+    bind_unix,
+    serve_listener,
+)
 from ._loop import LoopThread, new_event_loop
 from ._mock import MockTransport
 from ._server import (
@@ -49,6 +57,7 @@ from ._transports import ClientTransport, SocketTransport
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_PER_PEER",
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_WINDOW",
     "MAX_ERROR_TEXT",
@@ -66,12 +75,14 @@ __all__ = [
     "ConnState",
     "Connection",
     "ConnectionClosed",
+    "ConnectionLimits",
     "Data",
     "Error",
     "Event",
     "GoAway",
     "Hello",
     "Item",
+    "Listener",
     "LoopThread",
     "MockTransport",
     "OpenStream",
@@ -85,8 +96,11 @@ __all__ = [
     "SocketTransport",
     "TLSChannel",
     "WindowUpdate",
+    "bind_tcp",
+    "bind_unix",
     "connect_socket",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",
+    "serve_listener",
 ]
