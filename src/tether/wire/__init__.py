@@ -15,6 +15,7 @@ from ._connection import (
     PROTOCOL_VERSION,
     Connection,
 )
+from ._copy import copy_both_ways, copy_bytes
 from ._events import (
     Call,
     Cancel,
@@ -29,6 +30,7 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
@@ -94,11 +96,14 @@ __all__ = [
     "ServerSession",
     "SessionResolver",
     "SocketTransport",
+    "StreamOpening",
     "TLSChannel",
     "WindowUpdate",
     "bind_tcp",
     "bind_unix",
     "connect_socket",
+    "copy_both_ways",
+    "copy_bytes",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",

@@ -57,6 +57,7 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
 from ._spinning import DEFAULT_SPIN, SpinningTransport
@@ -317,7 +318,7 @@ class ClientConnection(ClientKeepalive):
     def _open(
         self,
         opening: Opening,
-        cls: type[Call] | type[OpenStream],
+        cls: type[StreamOpening],
         node: str,
         method: str,
         args: list[Any],

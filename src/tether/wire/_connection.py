@@ -406,7 +406,7 @@ class Connection:
             if direction is Direction.RECEIVE:
                 return NEED_DATA  # crossed our GoAway: ignore, the connection is closing
             self._illegal(direction, event, f"in connection state {self.state.name}")
-        kind, sends, receives, local_open, remote_open, share = self._shapes[type(event)]
+        kind, sends, receives, local_open, remote_open, share = self._shapes[type(event)]  # type: ignore[index]
         window = self.window // share
         send_window = self.peer_window // share
         self._streams[stream_id] = _Stream(
