@@ -159,7 +159,7 @@ class ClientConnection(ClientKeepalive):
         """Send our Hello and read until the server's first event (Hello, GoAway, closed)."""
         self._transport.send([self.conn.send(self.conn.hello(**meta))], [])
         while True:
-            self.conn.receive_data(self._transport.receive(timeout))
+            self.conn.receive_data(self._transport.receive(timeout, soon=False))
             event = self.conn.next_event()
             if event is not NEED_DATA:
                 assert isinstance(event, Event)

@@ -103,7 +103,7 @@ class MockTransport(ClientTransport):
             error = DriverError(str(exc), remote_type=type(exc).__qualname__)
             yield server.send(Error(sid, short_error(error)))
 
-    def receive(self, timeout: float | None) -> bytes:
+    def receive(self, timeout: float | None, *, soon: bool = True) -> bytes:
         with self._ready:
             if not self._ready.wait_for(lambda: self._out or self._closed, timeout):
                 raise TimeoutError("MockTransport: nothing to receive")

@@ -259,11 +259,13 @@ class SpinningTransport(SocketTransport):
         self._skip = 0
         self._native = NATIVE and isinstance(sock, socket.socket)
 
-    def receive(self, timeout: float | None) -> bytes:
+    def receive(self, timeout: float | None, *, soon: bool = True) -> bytes:
         if timeout != self._timeout:
             self.sock.settimeout(timeout)
             self._timeout = timeout
-        if self._skip:
+        if not soon:
+            pass  # the handshake: the answer is not a round trip away, do not poll for it
+        elif self._skip:
             self._skip -= 1
         else:
             data = self._poll()

@@ -41,8 +41,12 @@ class ClientTransport:
         """
         raise NotImplementedError
 
-    def receive(self, timeout: float | None) -> bytes:
+    def receive(self, timeout: float | None, *, soon: bool = True) -> bytes:
         """Block until bytes arrive (``b""``: the peer closed).
+
+        ``soon=False`` says the answer is not expected within a round trip (the handshake:
+        the server opens a session first), so a transport that polls before it blocks should
+        not poll.
 
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds (``None``: no limit).
@@ -110,7 +114,7 @@ class SocketTransport(ClientTransport):
                 if self._shut:
                     raise
 
-    def receive(self, timeout: float | None) -> bytes:
+    def receive(self, timeout: float | None, *, soon: bool = True) -> bytes:
         if timeout != self._timeout:
             self.sock.settimeout(timeout)
             self._timeout = timeout
