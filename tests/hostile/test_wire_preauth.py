@@ -92,6 +92,7 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path, certs: LabCert
     limits = "{handshake_timeout: 30, max_connections_per_peer: 20, max_connections: 60}"
     exporter = Exporter(tmp_path, certs, limits=limits)
     hogs = [socket.create_connection(("127.0.0.1", exporter.port), SAFETY) for _ in range(40)]
+    served: list[socket.socket] = []
     try:
         # The refused ones are closed at the accept, before any TLS: wait for 20 EOFs.
         refused: set[socket.socket] = set()
@@ -114,9 +115,13 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path, certs: LabCert
                 conn = Connection(Role.CLIENT)
                 tls.sendall(conn.send(conn.hello(token=TOKEN)))
                 assert tls.recv(1 << 16)  # the server's Hello
-                tls.close()
+                served.append(tls)
+        # They still count once authenticated: a 21st from 127.0.0.1 is refused.
+        extra = socket.create_connection(("127.0.0.1", exporter.port), SAFETY)
+        hogs.append(extra)
+        assert select.select([extra], [], [], SAFETY)[0] and extra.recv(1) == b""
     finally:
-        for sock in hogs:
+        for sock in [*served, *hogs]:
             sock.close()
         exporter.close()
     assert "max_per_peer 20" in exporter.log_text()  # the refusal was logged

@@ -140,14 +140,21 @@ async def serve_listener(
     listener: Listener
 
     async def serve_one(conn: socket.socket, peer: str) -> None:
+        # The protocol as the factory made it: with TLS, uvloop returns its SSL protocol.
+        made: list[Any] = []
+
+        def make() -> asyncio.BaseProtocol:
+            made.append(factory())
+            return made[0]  # type: ignore[no-any-return]
+
         try:
-            _, protocol = await loop.connect_accepted_socket(
-                factory,
+            await loop.connect_accepted_socket(
+                make,
                 conn,
                 ssl=ssl_context,
                 ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
             )
-            await protocol.closed.wait()  # type: ignore[attr-defined]
+            await made[0].closed.wait()
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.info("connection from %s failed before its protocol: %s", peer, exc)
             conn.close()
