@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,12 +42,30 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def _trickle(socks: list[socket.socket], stop: threading.Event) -> None:
-    """One byte per connection every 0.2 s: each byte would reset a deadline that restarts."""
+def _trickle(feeds: list[tuple[socket.socket, bytes]], stop: threading.Event) -> None:
+    """The next byte of each connection's feed every 0.2 s: each byte would reset a deadline
+    that restarted on every byte."""
+    sent = 0
     while not stop.wait(0.2):
-        for sock in socks:
+        for sock, feed in feeds:
             with contextlib.suppress(OSError):
-                sock.send(b"\0")
+                sock.send(feed[sent : sent + 1])
+        sent += 1
+
+
+def _client_hello(certs: LabCerts) -> bytes:
+    """The first flight of a real TLS handshake (a ClientHello of a few hundred bytes)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _context(certs).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _long_hello() -> bytes:
+    """A real HELLO frame too long to finish at a byte every 0.2 s within the test."""
+    conn = Connection(Role.CLIENT)
+    return conn.send(conn.hello(token=TOKEN, padding="x" * 400))
 
 
 @pytest.fixture
@@ -58,14 +77,16 @@ def exporter(tmp_path: Path, certs: LabCerts) -> Iterator[Exporter]:
 
 
 def test_a_trickling_peer_is_dropped_at_the_deadline_counted_from_accept(
-    exporter: Exporter,
+    exporter: Exporter, certs: LabCerts
 ) -> None:
     baseline_fds = exporter.fds()
     # Half in the TLS handshake (raw TCP, one byte), half past TLS but with no Hello.
     raw = [socket.create_connection(("127.0.0.1", exporter.port), SAFETY) for _ in range(5)]
-    tls = [tls_socket(exporter) for _ in range(5)]
+    tls: list[socket.socket] = [tls_socket(exporter) for _ in range(5)]
     stop = threading.Event()
-    trickler = threading.Thread(target=_trickle, args=(raw + tls, stop), daemon=True)  # type: ignore[arg-type]
+    feeds = [(sock, _client_hello(certs)) for sock in raw]
+    feeds += [(sock, _long_hello()) for sock in tls]
+    trickler = threading.Thread(target=_trickle, args=(feeds, stop), daemon=True)
     trickler.start()
     try:
         for sock in tls:  # the TLS ones get a GOAWAY first
@@ -111,11 +132,11 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path, certs: LabCert
         context = _context(certs)
         for sock in hogs:
             if sock not in refused:
-                tls = context.wrap_socket(sock, server_hostname="localhost")
+                wrapped = context.wrap_socket(sock, server_hostname="localhost")
                 conn = Connection(Role.CLIENT)
-                tls.sendall(conn.send(conn.hello(token=TOKEN)))
-                assert tls.recv(1 << 16)  # the server's Hello
-                served.append(tls)
+                wrapped.sendall(conn.send(conn.hello(token=TOKEN)))
+                assert wrapped.recv(1 << 16)  # the server's Hello
+                served.append(wrapped)
         # They still count once authenticated: a 21st from 127.0.0.1 is refused.
         extra = socket.create_connection(("127.0.0.1", exporter.port), SAFETY)
         hogs.append(extra)

@@ -15,7 +15,7 @@ from tether.wire import ClientConnection, ClientState, MockTransport
 
 class Reader(Driver):
     @export
-    async def read(self) -> Iterator[int]:
+    def read(self) -> Iterator[int]:
         yield 1  # never run: the mock answers
 
 

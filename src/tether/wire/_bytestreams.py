@@ -18,7 +18,7 @@ from ._connection import Connection
 from ._events import Data, OpenStream, Result
 
 if TYPE_CHECKING:
-    from ._handler import AsyncByteStream
+    from ._handler import AsyncByteStream, CallHandler
 
 __all__ = ["ByteStreamServing"]
 
@@ -40,6 +40,7 @@ class ByteStreamServing:
     _direct: list[_Inbox]
     _loop: asyncio.AbstractEventLoop | None
     _transport: asyncio.Transport | None
+    _handler: CallHandler | None
 
     if TYPE_CHECKING:
 
@@ -52,8 +53,6 @@ class ByteStreamServing:
         def _finish_stream(self, sid: int) -> None: ...
 
         def _fail_call(self, sid: int, method: str, exc: BaseException) -> None: ...
-
-        def _handler_open(self, event: OpenStream) -> Any: ...
 
     def _on_data(self, event: Data) -> None:
         inbox = self._inbound.get(event.stream_id)
@@ -112,7 +111,9 @@ class ByteStreamServing:
         assert self._loop is not None
         inbox = self._inbound[sid] = _Inbox(self._loop, sid)
         try:
-            async with self._handler_open(event) as stream:
+            assert self._handler is not None
+            opener = self._handler.open_stream(event.node, event.method, event.args, event.kwargs)
+            async with opener as stream:
                 self._write(Result(sid, None))
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._pump_in(sid, inbox, stream))

@@ -214,6 +214,9 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         # Queued frames first, in order; a write may pause the transport again at once.
         self._paused = False
+        if self.closed.is_set():  # a closing transport draining its buffer
+            self._can_write.set()
+            return
         while self._queued and not self._paused:
             data = self._queued.popleft()
             self._queued_size -= len(data) + _QUEUED_OVERHEAD
@@ -347,10 +350,6 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _handler_open(self, event: OpenStream) -> Any:
-        assert self._handler is not None
-        return self._handler.open_stream(event.node, event.method, event.args, event.kwargs)
-
     async def _run_call(self, event: Call) -> None:
         sid = event.stream_id
         handler = self._handler
@@ -400,7 +399,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         """Answer a failed call with the handler's error, or a short one if that cannot go."""
         if not isinstance(exc, Exception):
             raise exc
-        if not self.conn.is_live(sid):
+        if self.closed.is_set() or self.conn.state is ConnState.ERROR or not self.conn.is_live(sid):
             return
         try:
             assert self._handler is not None
