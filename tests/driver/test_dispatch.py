@@ -98,3 +98,14 @@ def test_the_error_table(raised: Exception, expected: type[Exception], code: str
     error = CallDispatcher(DriverHost(Probe())).wire_error("m", raised)
     assert type(error) is expected and error.code == code
     assert type(error_from_wire(error.to_wire())) is expected  # and it survives the wire
+
+
+def test_a_huge_driver_message_is_logged_cut(caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher = CallDispatcher(DriverHost(Probe()))
+    with caplog.at_level("INFO", logger="tether.driver.dispatch"):
+        error = dispatcher.wire_error("m", ValueError("x" * 1_000_000))
+        dispatcher.wire_error("m", ValueError("short"))
+    assert type(error) is DriverError
+    huge, short = caplog.records
+    assert len(huge.getMessage()) < 3000 and "more characters" in huge.getMessage()
+    assert huge.exc_info is None and short.exc_info is not None  # tracebacks for short ones

@@ -32,6 +32,8 @@ from ._host import DriverHost
 __all__ = ["ERROR_TABLE", "CallDispatcher"]
 
 log = logging.getLogger("tether.driver.dispatch")
+#: The longest exception message logged with its traceback.
+_LOGGED_TEXT = 2000
 
 
 def _not_implemented(exc: Exception, method: str) -> CallError:
@@ -45,7 +47,12 @@ def _timeout(exc: Exception, method: str) -> CallError:
 
 
 def _driver_error(exc: Exception, method: str) -> CallError:
-    log.info("driver method %s raised %s", method, type(exc).__name__, exc_info=exc)
+    text = str(exc)
+    if len(text) <= _LOGGED_TEXT:
+        log.info("driver method %s raised %s", method, type(exc).__name__, exc_info=exc)
+    else:  # a traceback would repeat the whole message: the log gets it cut (the caller too)
+        cut = f"{text[:_LOGGED_TEXT]}... [{len(text) - _LOGGED_TEXT} more characters]"
+        log.info("driver method %s raised %s: %s", method, type(exc).__name__, cut)
     kind = type(exc)
     return DriverError(str(exc), remote_type=f"{kind.__module__}.{kind.__qualname__}")
 
