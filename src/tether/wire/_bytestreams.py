@@ -1,4 +1,5 @@
-"""The server side of byte streams: the inbox of received DATA and the two pumps.
+"""The server's per-stream records and byte streams: the inbox of received DATA, the two
+pumps, and the wait for send credit (a stream's window and the transport) items share.
 
 ``ServerProtocol`` mixes in :class:`ByteStreamServing`: for every OPEN it runs the driver's
 stream with one pump per direction. The receive side avoids copies: payloads arrive as views
@@ -20,7 +21,7 @@ from ._events import Data, OpenStream, Result
 if TYPE_CHECKING:
     from ._handler import AsyncByteStream, CallHandler
 
-__all__ = ["ByteStreamServing"]
+__all__ = ["ByteStreamServing", "ServedStream"]
 
 log = logging.getLogger("tether.wire.server")
 
@@ -30,17 +31,31 @@ _JOIN_BELOW = 64 << 10
 _Buffer = bytes | bytearray | memoryview
 
 
+class ServedStream:
+    """The server's record of one live call or byte stream (one per stream id)."""
+
+    __slots__ = ("credit", "inbox", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        #: Received DATA, for a byte stream.
+        self.inbox: _Inbox | None = None
+        #: Set when the peer grants credit (WINDOW), while the stream waits for it.
+        self.credit: asyncio.Event | None = None
+
+
 class ByteStreamServing:
     """Byte-stream serving for :class:`~tether.wire.ServerProtocol` (a mixin)."""
 
     conn: Connection
     _view: memoryview
-    _inbound: dict[int, _Inbox]
+    _streams: dict[int, ServedStream]
     _lent: list[_Inbox]
     _direct: list[_Inbox]
     _loop: asyncio.AbstractEventLoop | None
     _transport: asyncio.Transport | None
     _handler: CallHandler | None
+    _can_write: asyncio.Event
 
     if TYPE_CHECKING:
 
@@ -48,14 +63,29 @@ class ByteStreamServing:
 
         def _write_raw(self, data: bytes) -> None: ...
 
-        async def _wait_writable(self, sid: int) -> None: ...
-
         def _finish_stream(self, sid: int) -> None: ...
 
         def _fail_call(self, sid: int, method: str, exc: BaseException) -> None: ...
 
+    async def _wait_writable(self, sid: int) -> None:
+        while self.conn.send_window(sid) <= 0:
+            if not self.conn.is_live(sid):
+                raise asyncio.CancelledError
+            credit = self._credit_of(sid)  # not the record: it holds this task (a cycle)
+            credit.clear()
+            await credit.wait()
+        while not self._can_write.is_set():
+            await self._can_write.wait()
+
+    def _credit_of(self, sid: int) -> asyncio.Event:
+        record = self._streams[sid]
+        if record.credit is None:
+            record.credit = asyncio.Event()
+        return record.credit
+
     def _on_data(self, event: Data) -> None:
-        inbox = self._inbound.get(event.stream_id)
+        record = self._streams.get(event.stream_id)
+        inbox = record.inbox if record is not None else None
         if inbox is None:
             return
         data = event.data
@@ -106,10 +136,8 @@ class ByteStreamServing:
         if end:
             inbox.put(b"", True)
 
-    async def _run_stream(self, event: OpenStream) -> None:
+    async def _run_stream(self, event: OpenStream, inbox: _Inbox) -> None:
         sid = event.stream_id
-        assert self._loop is not None
-        inbox = self._inbound[sid] = _Inbox(self._loop, sid)
         try:
             assert self._handler is not None
             opener = self._handler.open_stream(event.node, event.method, event.args, event.kwargs)
@@ -125,7 +153,6 @@ class ByteStreamServing:
                 exc = exc.exceptions[0]
             self._fail_call(sid, event.method, exc)
         finally:
-            self._inbound.pop(sid, None)
             self._finish_stream(sid)
 
     async def _pump_in(self, sid: int, inbox: _Inbox, stream: Any) -> None:

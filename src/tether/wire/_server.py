@@ -40,7 +40,7 @@ from tether.errors import (
     ProtocolError,
 )
 
-from ._bytestreams import ByteStreamServing, _Inbox
+from ._bytestreams import ByteStreamServing, ServedStream, _Inbox
 from ._connection import NEED_DATA, Connection
 from ._events import (
     Call,
@@ -93,8 +93,7 @@ _READ_CHUNK = 1 << 18
 #: unauthenticated peer are assembled by the decoder, up to its 64 KiB handshake limit).
 _HANDSHAKE_READ = 4 << 10
 _PING_PAYLOAD = b"tether\0\0"
-#: Bytes a peer may leave unread (queued frames plus the transport's buffer) before it is
-#: dropped.
+#: Bytes a peer may leave unread (queued frames plus the transport's buffer) before it goes.
 DEFAULT_MAX_BACKLOG = 32 << 20
 #: Calls and byte streams that may run at once on one connection.
 DEFAULT_MAX_STREAMS = 1024
@@ -149,13 +148,12 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._session: ServerSession | None = None
         self._handler: CallHandler | None = None
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._inbound: dict[int, _Inbox] = {}
+        #: One record per live call or byte stream: its task, inbox and credit waiter.
+        self._streams: dict[int, ServedStream] = {}
         #: Inboxes holding views of the receive buffer, until the end of this _feed.
         self._lent: list[_Inbox] = []
         #: Inboxes with payloads for their driver's ``send_now``, until the end of this _feed.
         self._direct: list[_Inbox] = []
-        self._window_waiters: dict[int, asyncio.Event] = {}
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._paused = False
@@ -296,26 +294,29 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             if self._handler is None:
                 return
             sid = event.stream_id
-            if len(self._tasks) >= self._max_streams:
-                error = CallError(f"too many calls at once on this connection ({len(self._tasks)})")
+            if len(self._streams) >= self._max_streams:
+                count = len(self._streams)
+                error = CallError(f"too many calls at once on this connection ({count})")
                 self._write_answer(Error(sid, error.to_wire()))
                 return
-            runner = self._run_call if cls is Call else self._run_stream
-            # A real task even for calls that finish at once: driver code may use TaskGroup
-            # or asyncio.timeout, which need a current task. The runners forget their task
-            # themselves (``finally``): a done callback would cost one more loop iteration.
             assert self._loop is not None
-            self._tasks[sid] = self._loop.create_task(runner(event))  # type: ignore[arg-type]
+            record = self._streams[sid] = ServedStream()
+            if cls is Call:
+                runner = self._run_call(event)  # type: ignore[arg-type]
+            else:
+                record.inbox = _Inbox(self._loop, sid)
+                runner = self._run_stream(event, record.inbox)  # type: ignore[arg-type]
+            # A real task even for calls that finish at once (driver code may use TaskGroup or
+            # asyncio.timeout); the runners forget their record themselves (``finally``).
+            record.task = self._loop.create_task(runner)
         elif cls is Data:
             self._on_data(event)  # type: ignore[arg-type]
-        elif cls is WindowUpdate:
-            waiter = self._window_waiters.get(event.stream_id)  # type: ignore[attr-defined]
-            if waiter is not None:
-                waiter.set()
-        elif cls is Cancel:
-            task = self._tasks.get(event.stream_id)  # type: ignore[attr-defined]
-            if task is not None:
-                task.cancel()
+        elif cls is WindowUpdate or cls is Cancel:
+            found = self._streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if found is not None and cls is Cancel and found.task is not None:
+                found.task.cancel()
+            elif found is not None and found.credit is not None:
+                found.credit.set()
         elif cls is Ping:
             assert isinstance(event, Ping)
             if self._can_write.is_set():
@@ -374,9 +375,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             self._finish_stream(sid)
 
     def _finish_stream(self, sid: int) -> None:
-        self._tasks.pop(sid, None)
-        if self._window_waiters:
-            self._window_waiters.pop(sid, None)
+        self._streams.pop(sid, None)
 
     async def _send_item(self, sid: int, item: Any) -> None:
         await self._wait_writable(sid)
@@ -384,16 +383,6 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             self._write(Item(sid, item))
         except LocalProtocolError as exc:
             raise DriverError(f"item cannot be sent: {exc}", remote_type="TypeError") from exc
-
-    async def _wait_writable(self, sid: int) -> None:
-        while self.conn.send_window(sid) <= 0:
-            if not self.conn.is_live(sid):
-                raise asyncio.CancelledError
-            waiter = self._window_waiters.setdefault(sid, asyncio.Event())
-            waiter.clear()
-            await waiter.wait()
-        while not self._can_write.is_set():
-            await self._can_write.wait()
 
     def _fail_call(self, sid: int, method: str, exc: BaseException) -> None:
         """Answer a failed call with the handler's error, or a short one if that cannot go."""
@@ -488,10 +477,11 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._queued_size = 0
         if self._handshake is not None:
             self._handshake.cancel()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for waiter in self._window_waiters.values():
-            waiter.set()
+        for record in list(self._streams.values()):
+            if record.task is not None:
+                record.task.cancel()
+            if record.credit is not None:
+                record.credit.set()
         self._can_write.set()  # writers wake, see the closed transport and end
         if self._session is not None:
             self._session.detach(self)
