@@ -82,7 +82,7 @@ BAD: list[tuple[str, int | None, str, str]] = [
         2,
         "lables",
         "unknown key (expected one of: name, labels, controller, hooks, listen, tls, tokens, "
-        "keepalive, session_grace, export); did you mean 'labels'?",
+        "keepalive, session_grace, limits, export); did you mean 'labels'?",
     ),
     (
         "unknown_node_key.yaml",

@@ -167,6 +167,15 @@ class TokensConfig(_Model):
         return [*self.hashes, *from_file]
 
 
+class LimitsConfig(_Model):
+    """Bounds on what one client may cost the exporter (``limits:``; docs/protocol.md)."""
+
+    handshake_timeout: float = Field(default=10.0, gt=0, strict=True)
+    max_connections: int | None = Field(default=None, gt=0, strict=True)
+    max_connections_per_peer: int = Field(default=64, gt=0, strict=True)
+    max_backlog: int = Field(default=32 << 20, gt=0, strict=True)
+
+
 class NodeConfig(_Model):
     """One exported node: a driver (``type``) or another node under a second name (``ref``)."""
 
@@ -191,6 +200,7 @@ class ExporterConfig(_Model):
     tokens: TokensConfig | None = None
     keepalive: float = Field(default=10.0, gt=0, strict=True)
     session_grace: float = Field(default=30.0, ge=0, strict=True)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: dict[str, NodeConfig] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<config>")
