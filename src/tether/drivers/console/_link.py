@@ -1,0 +1,177 @@
+"""One open stream to a console node, shared by every driver of a session that uses it.
+
+Theory of operation. The console shell, U-Boot and the boot strategy of one board all talk
+to the same console. Each opening its own stream would not work everywhere (a serial port
+takes one stream at a time) and would lose output between their calls (U-Boot's autoboot
+line comes once, right after power-on). So the first of them to need the console opens one
+stream (:meth:`ConsoleLink.open`); a reader task copies what arrives to the operation that
+holds the link (:meth:`ConsoleLink.operation`, one at a time) and into a tail of the last
+lines, for error messages. The stream closes when the last driver using it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tether.driver import ServiceDirectory
+from tether.drivers.serial import SerialInterface
+
+from ._machine import ConsoleTail
+
+__all__ = ["ConsoleClosedError", "ConsoleLink", "ConsoleOperation"]
+
+_QUEUE = 4096
+_links: dict[int, ConsoleLink] = {}
+
+
+class ConsoleClosedError(ConnectionError):
+    """The console stream ended (the device or its port went away)."""
+
+
+class ConsoleOperation:
+    """What one operation sees of the console: the bytes from the moment it began."""
+
+    def __init__(self, link: ConsoleLink, queue: asyncio.Queue[bytes | None]) -> None:
+        self.link = link
+        self._queue = queue
+
+    async def receive(self, timeout: float | None) -> bytes:  # noqa: ASYNC109 (the timeout is part of the API)
+        """The next bytes; ``b""`` when nothing came within ``timeout`` seconds.
+
+        Raises:
+            ConsoleClosedError: the console stream ended.
+        """
+        try:
+            data = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return b""
+        if data is None:
+            self._queue.put_nowait(None)
+            raise ConsoleClosedError(f"the console stream ended ({self.link.name})")
+        return data
+
+    async def send(self, data: bytes) -> None:
+        """Send bytes to the device."""
+        await self.link.send(data)
+
+
+class ConsoleLink:
+    """The shared stream to one console service (see the module docstring).
+
+    Get it with :meth:`acquire` in a driver's ``start`` and give it back with
+    :meth:`release` in ``prepare_stop``.
+    """
+
+    def __init__(self, service: Any, name: str) -> None:
+        self.name = name
+        self.users = 0
+        self.tail = ConsoleTail(16384)
+        self._service = service
+        self._context: Any = None
+        self._stream: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queues: list[asyncio.Queue[bytes | None]] = []
+        self._opening = asyncio.Lock()
+        self._busy = asyncio.Lock()
+        self.closed_reason: str | None = None
+
+    @classmethod
+    def acquire(cls, incoming: ServiceDirectory, instance: str = "default") -> ConsoleLink:
+        """The link to the console service routed to this driver (``uses: {console: ...}``).
+
+        Raises:
+            ServiceNotFound: no console is routed to the driver.
+        """
+        impl = incoming.get(SerialInterface, instance)
+        link = _links.get(id(impl))
+        if link is None:
+            service = incoming.connect(SerialInterface, instance)
+            link = _links[id(impl)] = cls(service, type(impl).__name__)
+            link._key = id(impl)
+        link.users += 1
+        return link
+
+    _key: int = 0
+
+    async def release(self) -> None:
+        """Give the link back; the last user closes the stream."""
+        self.users -= 1
+        if self.users > 0:
+            return
+        _links.pop(self._key, None)
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    async def open(self) -> None:
+        """Open the stream unless it is open (idempotent; reopens after the stream ended)."""
+        async with self._opening:
+            if self.is_open:
+                return
+            await self._close_stream()
+            context = self._service.connect()
+            if inspect.isawaitable(context):
+                context = await context
+            self._stream = await context.__aenter__()
+            self._context = context
+            self.closed_reason = None
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def close(self) -> None:
+        """Close the stream (the next :meth:`open` opens a new one)."""
+        async with self._opening:
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        context, self._context, self._stream = self._context, None, None
+        if context is not None:
+            with contextlib.suppress(Exception):
+                await context.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        stream = self._stream
+        try:
+            while data := await stream.receive():
+                self.tail.receive_data(data)
+                for queue in self._queues:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(data)
+            self.closed_reason = "end of stream"
+        except Exception as exc:
+            self.closed_reason = f"{type(exc).__name__}: {exc}"
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def send(self, data: bytes) -> None:
+        """Send bytes to the device (opens the stream first when needed)."""
+        await self.open()
+        await self._stream.send(data)
+
+    @contextlib.asynccontextmanager
+    async def operation(self) -> AsyncIterator[ConsoleOperation]:
+        """Hold the console for one operation (others wait); it sees output from now on."""
+        async with self._busy:
+            await self.open()
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
+            self._queues.append(queue)
+            try:
+                yield ConsoleOperation(self, queue)
+            finally:
+                self._queues.remove(queue)
+
+    def last_lines(self, count: int = 10) -> str:
+        """The console's last ``count`` lines, for error messages."""
+        lines = self.tail.last_lines(count)
+        return "\n".join(f"  | {line}" for line in lines) if lines else "  (no console output)"
