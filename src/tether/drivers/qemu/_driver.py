@@ -15,6 +15,7 @@ from tether.drivers.serial import SerialInterface, SerialSettings
 from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError
 
+from ._firmware import Firmware, firmware_args
 from ._vm import ConsoleHub, QemuError, VirtualMachine, VmSpec
 
 __all__ = [
@@ -60,6 +61,11 @@ class Qemu(Driver):
         qemu: the QEMU binary.
         extra_args: appended to the QEMU command line.
         boot_timeout: seconds QEMU gets to connect its console at power-on.
+        firmware: ``direct`` (QEMU boots the kernel) or ``u-boot`` (real U-Boot boots
+            first and stops at its prompt or autoboot; it can ``tftpboot`` or ``qfw load``
+            the kernel, then ``zboot`` it).
+        firmware_rom: the U-Boot ROM: ``qemu-x86`` (default, Debian's 32-bit build),
+            ``qemu-x86_64``, or a file path.
     """
 
     kernel: str = ""
@@ -74,6 +80,8 @@ class Qemu(Driver):
     qemu: str = "qemu-system-x86_64"
     extra_args: list[str] = []
     boot_timeout: float = 30.0
+    firmware: Firmware = "direct"
+    firmware_rom: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.pop("children", None):
@@ -99,6 +107,7 @@ class Qemu(Driver):
 
     async def start(self) -> None:
         self._find_boot_files()
+        firmware_args(self.firmware, self.firmware_rom)  # a missing ROM fails here, not at on
 
     def _find_boot_files(self) -> None:
         assets = default_assets_dir()
@@ -134,7 +143,7 @@ class Qemu(Driver):
                 for name, child in self.children.items()
                 if isinstance(child, QemuNetwork)
             },
-            extra_args=list(self.extra_args),
+            extra_args=[*firmware_args(self.firmware, self.firmware_rom), *self.extra_args],
         )
 
     async def power_on(self) -> None:
