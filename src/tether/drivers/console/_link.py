@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,6 +123,15 @@ class ConsoleLink:
             self._context = context
             self.closed_reason = None
             self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def open_soon(self, logger: logging.Logger | None = None) -> None:
+        """Open the stream now if it can be; a failure is logged and the next operation
+        tries again (a driver's ``start`` must not fail because a port is busy)."""
+        try:
+            await self.open()
+        except Exception as exc:
+            if logger is not None:
+                logger.warning("console not open yet (%s: %s)", type(exc).__name__, exc)
 
     async def close(self) -> None:
         """Close the stream (the next :meth:`open` opens a new one)."""

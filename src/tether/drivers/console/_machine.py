@@ -160,17 +160,17 @@ class CommandMachine:
         self._size = 0
         self._events.clear()
         self.state = MachineState.SENT
-        body = command.strip() or ":"
+        body = command.strip() or "true"
         line = f"echo '@S''{self._token}'; {body}; echo '@E''{self._token}' $?"
         return (line + self.newline).encode()
 
     def resync(self) -> bytes:
-        """After a command that never ended: Ctrl-C, then an empty command to wait for.
+        """After a command that never ended: Ctrl-C, then a no-op (``true``) to wait for.
 
         Whatever the old command still prints carries its own token and is ignored.
         """
         self.state = MachineState.IDLE
-        return b"\x03" + self.command(":")
+        return b"\x03" + self.command("true")
 
     def receive_data(self, data: bytes) -> None:
         """Feed what the console printed (any split: a byte at a time works)."""

@@ -98,7 +98,7 @@ class ConsoleShell(ConsoleShellInterface, Driver):
                 # Looks like a prompt: a marked no-op proves it is the shell.
                 try:
                     await run_marked(
-                        op, self._machine, ":", max(1.0, deadline - _now()), self._what
+                        op, self._machine, "true", max(1.0, deadline - _now()), self._what
                     )
                 except TimeoutError:
                     poke = self.newline.encode()

@@ -1,0 +1,80 @@
+"""UBoot against real U-Boot (Debian's u-boot-qemu, 32-bit build) on the QEMU board."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import tether
+from tether.drivers.uboot import UBootClient
+from tether.errors import DriverError, InvalidArgument
+from tether.exporter import parse_config, run_exporter_in_thread
+
+pytestmark = pytest.mark.timeout(300)
+
+LAB = """
+name: uboot-lab
+export:
+  board:
+    type: tether.drivers.qemu.Qemu
+    config: {firmware: u-boot, hostfwd: {}}
+  uboot:
+    type: tether.drivers.uboot.UBoot
+    uses: {console: board.console}
+    config:
+      boot_commands:
+        - qfw load 02000000 08000000
+        - setenv bootargs console=ttyS0 quiet tether.boot=qfw
+        - zboot 02000000 0 08000000 ${filesize}
+  shell:
+    type: tether.drivers.console.ConsoleShell
+    uses: {console: board.console}
+    config: {prompt: 'tether-qemu# '}
+"""
+
+
+@pytest.fixture(scope="module")
+def dut() -> Iterator[Any]:
+    with (
+        run_exporter_in_thread(parse_config(LAB, "uboot-lab.yaml")) as running,
+        tether.connect(running.url) as client,
+    ):
+        client.board.power.on()
+        client.uboot.interrupt(timeout=120)
+        yield client
+        client.board.power.off()
+
+
+def test_commands_and_their_status(dut: Any) -> None:
+    uboot = dut.uboot
+    assert isinstance(uboot, UBootClient)
+    result = uboot.run("version")
+    assert result.status == 0 and result.output.startswith("U-Boot 20")
+    assert uboot.run("false").status == 1
+    assert uboot.run("nosuchcommand").status != 0
+    uboot.interrupt(timeout=60)  # already at the prompt: found again, nothing lost
+    assert uboot.run("echo still here").output == "still here"
+
+
+def test_environment(dut: Any) -> None:
+    uboot = dut.uboot
+    assert uboot.getenv("tether_probe") is None
+    uboot.setenv("tether_probe", "a b=c")
+    assert uboot.getenv("tether_probe") == "a b=c"
+    assert uboot.run("echo ${tether_probe}").output == "a b=c"
+    with pytest.raises((DriverError, InvalidArgument), match="invalid U-Boot variable name"):
+        uboot.getenv("bad name; reset")
+
+
+def test_a_command_that_times_out(dut: Any) -> None:
+    with pytest.raises(DriverError, match="did not finish within 1 s"):
+        dut.uboot.run("sleep 20", timeout=1)
+    assert dut.uboot.run("echo ok").output == "ok"
+
+
+def test_boot_reaches_the_linux_shell(dut: Any) -> None:
+    dut.uboot.boot(timeout=120)
+    result = dut.shell.run("cat /proc/cmdline", timeout=120)
+    assert result.status == 0 and "tether.boot=qfw" in result.output
