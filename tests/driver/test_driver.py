@@ -76,7 +76,7 @@ def test_host_starts_children_first_and_stops_parents_first() -> None:
 
     async def run() -> None:
         await host.start()
-        assert root.state is DriverState.RUNNING
+        assert root.lifecycle is DriverState.RUNNING
         await host.stop()
 
     asyncio.run(run())
@@ -88,7 +88,7 @@ def test_host_starts_children_first_and_stops_parents_first() -> None:
         "stop root",
         "stop child",
     ]
-    assert root.state is DriverState.STOPPED
+    assert root.lifecycle is DriverState.STOPPED
 
 
 def test_failed_start_gets_no_prepare_stop_but_started_ones_stop() -> None:
@@ -123,11 +123,11 @@ def test_children_added_at_run_time_start_and_stop() -> None:
         await host.start()
         child = bus.node.children["power"]
         assert child.properties == {"slot": "1"}
-        assert child.driver is not None and child.driver.state is DriverState.RUNNING
+        assert child.driver is not None and child.driver.lifecycle is DriverState.RUNNING
         assert [entry["name"] for entry in host.report()] == ["root", "power"]
         bus.controller.remove()
         await asyncio.gather(*host._tasks)
-        assert child.driver.state is DriverState.STOPPED
+        assert child.driver.lifecycle is DriverState.STOPPED
         assert "power" not in bus.node.children
         await host.stop()
 

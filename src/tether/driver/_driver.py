@@ -33,7 +33,27 @@ from ._services import ServiceDirectory
 
 __all__ = ["Driver", "DriverState"]
 
-_RESERVED = frozenset({"children", "description", "labels", "node", "incoming", "outgoing"})
+#: Names a config field (or a class attribute) of a driver may not take, with what the
+#: framework means by them. ``state`` is not here: it is the user's (the lifecycle state is
+#: ``lifecycle``). ``children``, ``description`` and ``labels`` are the constructor's own
+#: keywords (and the exporter config's node keys), so a field of that name would be ambiguous.
+_RESERVED: dict[str, str] = {
+    "node": "self.node, the node the driver is bound to",
+    "incoming": "self.incoming, the services the driver uses",
+    "outgoing": "self.outgoing, the services the driver offers",
+    "logger": "self.logger, the driver's logger",
+    "labels": "self.labels and the labels= keyword, the node's properties",
+    "children": "the children= keyword, the driver's child drivers",
+    "description": "the description= keyword, the node's description",
+    "uuid": "self.uuid, the node's id in reports",
+    "lifecycle": "self.lifecycle, the driver's lifecycle state",
+    "started": "self.started, whether the driver runs",
+    "extra_labels": "self.extra_labels, the labels= keyword's values",
+    "exported": "Driver.exported(), the export table",
+    "interfaces": "Driver.interfaces(), the interfaces the driver implements",
+}
+#: Lifecycle hooks: a subclass overrides them with methods, never with a field or value.
+_HOOKS = frozenset({"start", "prepare_stop", "stop"})
 
 
 class DriverState(Enum):
@@ -63,8 +83,19 @@ class Driver:
     _config_fields: ClassVar[tuple[str, ...]] = ()
     _interfaces: ClassVar[tuple[type[Interface], ...]] = ()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
+        """Check the class and build its config model and export table, once.
+
+        Args:
+            abstract: the class leaves interface methods to its subclasses.
+
+        Raises:
+            TypeError: a config field or class attribute takes a reserved name, or an
+                interface method is unimplemented (both named in the message).
+        """
         super().__init_subclass__(**kwargs)
+        cls.__tether_abstract__ = abstract  # type: ignore[attr-defined]
+        _check_names(cls)
         fields: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             if klass is Driver or not issubclass(klass, Driver):
@@ -77,8 +108,6 @@ class Driver:
                 hint = hints[name]
                 if name.startswith("_") or hint is ClassVar or typing.get_origin(hint) is ClassVar:
                     continue
-                if name in _RESERVED:
-                    raise TypeError(f"{cls.__qualname__}: config field {name!r} is reserved")
                 default = klass.__dict__.get(name, ...)
                 fields[name] = (hints[name], default)
         cls._config_fields = tuple(fields)
@@ -99,8 +128,6 @@ class Driver:
         **config: Any,
     ) -> None:
         cls = type(self)
-        if cls is Driver:
-            raise TypeError("Driver is a base class; subclass it")
         try:
             values = cls._config_model.model_validate(config)
         except pydantic.ValidationError as exc:
@@ -114,7 +141,7 @@ class Driver:
                 raise ConfigError(f"{cls.__qualname__}: child {name!r} is not a Driver")
         self.description = description or ""
         self.extra_labels: dict[str, str] = dict(labels or {})
-        self.state = DriverState.CREATED
+        self._lifecycle = DriverState.CREATED
         self._start_args: StartArgs | None = None
 
     # -- lifecycle hooks (override) -----------------------------------------------------------
@@ -161,14 +188,19 @@ class Driver:
         return {**base, **self.extra_labels}
 
     @property
+    def lifecycle(self) -> DriverState:
+        """The driver's lifecycle state (``state`` is left to the driver's own fields)."""
+        return self._lifecycle
+
+    @property
     def started(self) -> bool:
-        return self.state is DriverState.RUNNING
+        return self._lifecycle is DriverState.RUNNING
 
     def _args(self, what: str) -> StartArgs:
         if self._start_args is None:
             raise LifecycleError(
                 f"{type(self).__qualname__}.{what} is available once the driver is started "
-                f"(state: {self.state.value})"
+                f"(state: {self._lifecycle.value})"
             )
         return self._start_args
 
@@ -184,10 +216,10 @@ class Driver:
         return list(cls._interfaces)
 
     def _guard(self, method: str, *allowed: DriverState) -> None:
-        if self.state not in allowed:
+        if self._lifecycle not in allowed:
             raise LifecycleError(
                 f"{type(self).__qualname__}.{method}() is not allowed in state "
-                f"{self.state.value} (allowed: {', '.join(s.value for s in allowed)})"
+                f"{self._lifecycle.value} (allowed: {', '.join(s.value for s in allowed)})"
             )
 
     async def _run_start(self, args: StartArgs) -> None:
@@ -196,30 +228,57 @@ class Driver:
         interfaces = self._interfaces
         if interfaces:
             args.outgoing.add_service(interfaces[0], self)
-        self.state = DriverState.STARTING
+        self._lifecycle = DriverState.STARTING
         try:
             await self.start()
         except BaseException:
-            self.state = DriverState.FAILED
+            self._lifecycle = DriverState.FAILED
             raise
-        self.state = DriverState.RUNNING
+        self._lifecycle = DriverState.RUNNING
 
     async def _run_prepare_stop(self) -> None:
         self._guard("prepare_stop", DriverState.RUNNING)
-        self.state = DriverState.STOPPING
+        self._lifecycle = DriverState.STOPPING
         try:
             await self.prepare_stop()
         finally:
-            self.state = DriverState.PREPARED
+            self._lifecycle = DriverState.PREPARED
 
     def _run_stop(self) -> None:
-        if self.state is DriverState.STOPPED:
+        if self._lifecycle is DriverState.STOPPED:
             return
-        self.state = DriverState.STOPPED
+        self._lifecycle = DriverState.STOPPED
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__qualname__} {self.state.value}>"
+        return f"<{type(self).__qualname__} {self._lifecycle.value}>"
+
+
+Driver._config_model = pydantic.create_model(
+    "DriverConfig", __config__=pydantic.ConfigDict(extra="forbid")
+)
+Driver.__tether_abstract__ = False  # type: ignore[attr-defined]
+
+
+def _check_names(cls: type[Driver]) -> None:
+    """Refuse config fields and class attributes that would shadow the framework's names."""
+    for name in inspect.get_annotations(cls):
+        if name in _RESERVED or name in _HOOKS:
+            what = _RESERVED.get(name, f"the {name}() lifecycle hook")
+            raise TypeError(
+                f"{cls.__qualname__}: config field {name!r} is reserved ({what}); rename the field"
+            )
+    for name, value in vars(cls).items():
+        if name in _RESERVED and name not in inspect.get_annotations(cls):
+            raise TypeError(
+                f"{cls.__qualname__}: class attribute {name!r} is reserved "
+                f"({_RESERVED[name]}); rename it"
+            )
+        if name in _HOOKS and not callable(value):
+            raise TypeError(
+                f"{cls.__qualname__}: {name!r} is the {name}() lifecycle hook; "
+                f"define it as a method"
+            )
 
 
 def _describe_validation(owner: str, exc: pydantic.ValidationError) -> str:

@@ -19,6 +19,8 @@ import pydantic
 
 from tether.errors import InvalidArgument
 
+from ._interface import interface_methods, interfaces_of
+
 __all__ = ["ExportedMethod", "MethodKind", "export", "export_stream", "exported_methods"]
 
 F = TypeVar("F", bound=collections.abc.Callable[..., Any])
@@ -143,7 +145,17 @@ def _choices(annotation: Any) -> list[Any] | None:
 
 
 def exported_methods(cls: type) -> dict[str, ExportedMethod]:
-    """All exported methods of a driver class, built once per class and cached on it."""
+    """All exported methods of a driver class, built once per class and cached on it.
+
+    Exported are the methods marked ``@export`` / ``@export_stream`` and every method an
+    interface of the class declares (the interface is the export list). An interface method's
+    kind comes from the driver's own mark, else from the interface's (``export_stream`` there
+    makes a byte stream), else from its shape (an (async) generator streams).
+
+    Raises:
+        TypeError: the class leaves an interface method unimplemented (unless the class was
+            defined with ``abstract=True``), naming the interface and the method.
+    """
     cached = cls.__dict__.get(_CACHE)
     if cached is not None:
         return typing.cast(dict[str, ExportedMethod], cached)
@@ -155,8 +167,44 @@ def exported_methods(cls: type) -> dict[str, ExportedMethod]:
         kind = getattr(fn, _MARK, None)
         if isinstance(kind, MethodKind) and callable(fn):
             methods[name] = _build(name, fn, kind)
+    missing: list[str] = []
+    for interface in interfaces_of(cls):
+        for name in sorted(interface_methods(interface)):
+            if name in methods:
+                continue
+            fn = inspect.getattr_static(cls, name, None)
+            if fn is None or not callable(fn):
+                missing.append(f"{interface.__qualname__}.{name}")
+                continue
+            if getattr(fn, "__isabstractmethod__", False):
+                missing.append(f"{interface.__qualname__}.{name}")
+                continue
+            methods[name] = _build(name, fn, _interface_kind(interface, name))
+    if missing and not cls.__dict__.get("__tether_abstract__", False):
+        raise TypeError(
+            f"{cls.__qualname__} does not implement {', '.join(missing)}; implement "
+            f"{'it' if len(missing) == 1 else 'them'}, or define the class with "
+            f"abstract=True (class {cls.__name__}(..., abstract=True)) to leave "
+            f"{'it' if len(missing) == 1 else 'them'} to subclasses"
+        )
     setattr(cls, _CACHE, methods)
     return methods
+
+
+def _interface_kind(interface: type, name: str) -> MethodKind:
+    """The kind an interface's declaration gives a method the driver does not mark."""
+    for base in interface.__mro__:
+        declared = base.__dict__.get(name)
+        if declared is None:
+            continue
+        kind = getattr(declared, _MARK, None)
+        if isinstance(kind, MethodKind):
+            return kind
+        target = inspect.unwrap(declared)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            return MethodKind.STREAMING
+        return MethodKind.UNARY
+    return MethodKind.UNARY
 
 
 def _build(name: str, fn: collections.abc.Callable[..., Any], kind: MethodKind) -> ExportedMethod:

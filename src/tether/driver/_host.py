@@ -104,7 +104,7 @@ class DriverHost:
         for child in list(node.children.values()):
             await self._start_node(child)
         driver = node.driver
-        if driver is None or driver.state is not DriverState.CREATED:
+        if driver is None or driver.lifecycle is not DriverState.CREATED:
             return
         for provider_path in self._uses.get(node.path, {}).values():
             provider = self._node_at(provider_path)
@@ -165,7 +165,7 @@ class DriverHost:
             self._call_stop(driver)
 
     async def _stop_driver(self, driver: Driver, stop: bool = True) -> None:
-        if driver.state is DriverState.RUNNING:
+        if driver.lifecycle is DriverState.RUNNING:
             try:
                 await driver._run_prepare_stop()
             except Exception:
