@@ -6,7 +6,10 @@ takes one stream at a time) and would lose output between their calls (U-Boot's 
 line comes once, right after power-on). So the first of them to need the console opens one
 stream (:meth:`ConsoleLink.open`); a reader task copies what arrives to the operation that
 holds the link (:meth:`ConsoleLink.operation`, one at a time) and into a tail of the last
-lines, for error messages. The stream closes when the last driver using it stops.
+lines, for error messages. What arrives while no operation holds the link is kept (up to
+``_BETWEEN`` bytes) and goes to the next operation first: the autoboot line printed
+between the strategy's power-on and U-Boot's ``interrupt`` is not lost. The stream closes
+when the last driver using it stops.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ._machine import ConsoleTail
 __all__ = ["ConsoleClosedError", "ConsoleLink", "ConsoleOperation"]
 
 _QUEUE = 4096
+_BETWEEN = 1 << 18
 _links: dict[int, ConsoleLink] = {}
 
 
@@ -76,6 +80,7 @@ class ConsoleLink:
         self._stream: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
+        self._between = bytearray()
         self._opening = asyncio.Lock()
         self._busy = asyncio.Lock()
         self.closed_reason: str | None = None
@@ -154,6 +159,9 @@ class ConsoleLink:
         try:
             while data := await stream.receive():
                 self.tail.receive_data(data)
+                if not self._queues:
+                    self._between += data
+                    del self._between[: max(0, len(self._between) - _BETWEEN)]
                 for queue in self._queues:
                     with contextlib.suppress(asyncio.QueueFull):
                         queue.put_nowait(data)
@@ -175,6 +183,9 @@ class ConsoleLink:
         async with self._busy:
             await self.open()
             queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
+            if self._between:
+                queue.put_nowait(bytes(self._between))
+                self._between.clear()
             self._queues.append(queue)
             try:
                 yield ConsoleOperation(self, queue)

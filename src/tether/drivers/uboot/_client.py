@@ -31,6 +31,7 @@ class UBootClient(DriverClient):
         """Set an environment variable."""
         self.call("setenv", name, value)
 
-    def boot(self, timeout: float = 60) -> None:
-        """Run the boot commands; returns when the kernel starts."""
-        self.call("boot", timeout)
+    def boot(self, timeout: float = 60, commands: list[str] | None = None) -> None:
+        """Run the boot commands (default: the configured ones); returns when the kernel
+        starts."""
+        self.call("boot", timeout, commands)

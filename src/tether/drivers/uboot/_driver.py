@@ -132,9 +132,15 @@ class UBoot(UBootInterface, Driver):
             )
 
     @export
-    async def boot(self, timeout: float = 60) -> None:  # noqa: ASYNC109 (API)
+    async def boot(
+        self,
+        timeout: float = 60,  # noqa: ASYNC109 (API)
+        commands: list[str] | None = None,
+    ) -> None:
         """Run the boot commands, then wait for the hand-over (see the interface)."""
-        *before, last = self.boot_commands
+        if commands is not None and not commands:
+            raise ValueError("UBoot.boot: commands is empty (give None for the configured ones)")
+        *before, last = commands or self.boot_commands
         async with self.link.operation() as op:
             for command in before:
                 result = await run_marked(

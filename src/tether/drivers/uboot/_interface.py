@@ -35,8 +35,13 @@ class UBootInterface(Interface):
         """Set environment variable ``name`` (for this boot; ``saveenv`` keeps it)."""
 
     @abstractmethod
-    async def boot(self, timeout: float = 60) -> None:  # noqa: ASYNC109 (API)
-        """Run the configured boot commands; returns once U-Boot hands over to the kernel.
+    async def boot(
+        self,
+        timeout: float = 60,  # noqa: ASYNC109 (API)
+        commands: list[str] | None = None,
+    ) -> None:
+        """Run the boot commands (``commands``, else the configured ones); returns once
+        U-Boot hands over to the kernel.
 
         Raises ``RuntimeError`` naming the command that failed (with its output), or
         ``TimeoutError`` when the hand-over was not seen within ``timeout`` seconds.
