@@ -220,7 +220,7 @@ def pytest_collection_modifyitems(
 def _uses_our_dut(item: pytest.Item) -> bool:
     """Whether ``item`` uses this plugin's ``dut`` (not a ``dut`` fixture of its own)."""
     info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.get("dut", ()) if info is not None else ()
+    definitions = list(info.name2fixturedefs.get("dut", ())) if info is not None else []
     return bool(definitions) and getattr(definitions[-1].func, "__module__", "") == __name__
 
 
