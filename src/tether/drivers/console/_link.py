@@ -192,6 +192,11 @@ class ConsoleLink:
             finally:
                 self._queues.remove(queue)
 
+    def forget(self) -> None:
+        """Drop what arrived between operations (before a power-on: the last boot's output
+        must not answer the next operation)."""
+        self._between.clear()
+
     def last_lines(self, count: int = 10) -> str:
         """The console's last ``count`` lines, for error messages."""
         lines = self.tail.last_lines(count)

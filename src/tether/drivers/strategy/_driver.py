@@ -144,6 +144,7 @@ class BootStrategy(BootStrategyInterface, Driver):
             await self._storage.dut()
         if self._link is not None:
             await self._link.open()  # listening before the first byte of the boot
+            self._link.forget()  # and not to what the last boot printed
         await self._power.on()
 
     # -- looking at the board -----------------------------------------------------------------
