@@ -196,6 +196,9 @@ ROWS: tuple[Row, ...] = (
     Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
+    Row("boot_transition_s", "U-Boot board: transition shell from off", "s", True),
+    Row("boot_expect_s", "U-Boot board: the same boot by an expect script", "s", True),
+    Row("boot_ratio", "transition shell / expect script", "x", lower_is_better=True),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -218,6 +221,7 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
+    Target("boot_ratio", "absolute", 1.10, "transition shell within 10% of an expect script"),
 )
 
 
