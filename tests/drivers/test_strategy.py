@@ -123,3 +123,18 @@ def test_the_graph_without_u_boot() -> None:
         "off",
         "uboot",
     ]
+
+
+def test_the_shell_is_found_again_after_a_power_cycle(runtime: DriverRuntime) -> None:
+    board = FakeBoard()
+    lab = Lab(runtime, board)
+    shell = lab.root.children["shell"]
+    lab.run(lab.strategy.transition("shell"))
+    assert lab.run(shell.run("echo one")).output == "one"
+    lab.run(lab.strategy.transition("uboot"))
+    # At U-Boot's prompt the shell is not there: an error, not U-Boot answering for it.
+    with pytest.raises(TimeoutError, match="no prompt matching 'fake-board# '"):
+        lab.run(shell.run("echo two"))
+    lab.run(lab.strategy.transition("shell"))
+    assert lab.run(shell.run("echo three")).output == "three"
+    lab.close()

@@ -28,6 +28,10 @@ export:
         - qfw load 02000000 08000000
         - setenv bootargs console=ttyS0 quiet tether.boot=qfw
         - zboot 02000000 0 08000000 ${filesize}
+  deaf:
+    type: tether.drivers.uboot.UBoot
+    uses: {console: board.console}
+    config: {prompt: 'never> ', autoboot: 'never shown'}
   shell:
     type: tether.drivers.console.ConsoleShell
     uses: {console: board.console}
@@ -72,6 +76,12 @@ def test_a_command_that_times_out(dut: Any) -> None:
     with pytest.raises(DriverError, match="did not finish within 1 s"):
         dut.uboot.run("sleep 20", timeout=1)
     assert dut.uboot.run("echo ok").output == "ok"
+
+
+def test_u_boot_that_never_answers_is_a_timeout_not_a_hang(dut: Any) -> None:
+    with pytest.raises(DriverError, match=r"neither the autoboot line .* nor the prompt"):
+        dut.deaf.interrupt(timeout=3)
+    assert dut.uboot.run("echo served").output == "served"  # the exporter keeps serving
 
 
 def test_boot_reaches_the_linux_shell(dut: Any) -> None:

@@ -81,6 +81,9 @@ class ConsoleLink:
         self._reader: asyncio.Task[None] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
         self._between = bytearray()
+        #: Bumped at each new stream and each power-on (:meth:`forget`): a shell found
+        #: ready before must be found again.
+        self.epoch = 0
         self._opening = asyncio.Lock()
         self._busy = asyncio.Lock()
         self.closed_reason: str | None = None
@@ -127,6 +130,7 @@ class ConsoleLink:
             self._stream = await context.__aenter__()
             self._context = context
             self.closed_reason = None
+            self.epoch += 1
             self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def open_soon(self, logger: logging.Logger | None = None) -> None:
@@ -196,6 +200,7 @@ class ConsoleLink:
         """Drop what arrived between operations (before a power-on: the last boot's output
         must not answer the next operation)."""
         self._between.clear()
+        self.epoch += 1
 
     def last_lines(self, count: int = 10) -> str:
         """The console's last ``count`` lines, for error messages."""

@@ -42,7 +42,7 @@ class ConsoleShell(ConsoleShellInterface, Driver):
     login_timeout: float = 60.0
 
     _link: ConsoleLink | None = None
-    _ready: bool = False
+    _ready_epoch: int = -1  # the link's epoch when the prompt was last found
 
     async def start(self) -> None:
         self._link = ConsoleLink.acquire(self.incoming)
@@ -65,19 +65,19 @@ class ConsoleShell(ConsoleShellInterface, Driver):
     async def run(self, command: str, timeout: float = 30) -> CommandResult:  # noqa: ASYNC109 (the timeout is part of the API)
         """Run one command line; its output and exit status (see the interface)."""
         async with self.link.operation() as op:
-            if not self._ready:
+            if self._ready_epoch != self.link.epoch:  # first command, or the board restarted
                 await self._wait_ready(op, max(timeout, self.login_timeout))
             try:
                 return await run_marked(op, self._machine, command, timeout, self._what)
             except TimeoutError:
-                self._ready = False
+                self._ready_epoch = -1
                 raise
 
     @export
     async def wait_ready(self, timeout: float = 60) -> None:  # noqa: ASYNC109 (the timeout is part of the API)
         """Find the prompt, logging in when asked (see the interface)."""
         async with self.link.operation() as op:
-            self._ready = False
+            self._ready_epoch = -1
             await self._wait_ready(op, timeout)
 
     @property
@@ -103,7 +103,7 @@ class ConsoleShell(ConsoleShellInterface, Driver):
                 except TimeoutError:
                     poke = self.newline.encode()
                     continue
-                self._ready = True
+                self._ready_epoch = self.link.epoch
                 return
             if found == 1:
                 if not self.login:
