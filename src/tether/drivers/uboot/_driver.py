@@ -87,7 +87,8 @@ class UBoot(UBootInterface, Driver):
         found = await wait_for(
             op, tail, [self._autoboot_re, self._prompt_re], timeout, poke=b"\x03"
         )
-        if found == 0:
+        stopped = found == 0  # the countdown, then the prompt: U-Boot for sure
+        if stopped:
             await op.send(self.interrupt_string.encode())
             found = await wait_for(
                 op, tail, [self._prompt_re], max(0.0, deadline - loop.time()), poke=b"\x03"
@@ -97,8 +98,10 @@ class UBoot(UBootInterface, Driver):
                 f"{self._what}: neither the autoboot line ({self.autoboot!r}) nor the prompt "
                 f"({self.prompt!r}) came within {timeout:g} s; console:\n" + self.link.last_lines()
             )
-        # A marked no-op proves it is U-Boot's prompt and leaves the console quiet.
-        await run_marked(op, self._machine, "true", max(5.0, deadline - loop.time()), self._what)
+        if not stopped:
+            # A prompt after Ctrl-C only: a marked no-op proves it is U-Boot's.
+            left = max(5.0, deadline - loop.time())
+            await run_marked(op, self._machine, "true", left, self._what)
 
     @export
     async def run(self, command: str, timeout: float = 30) -> CommandResult:  # noqa: ASYNC109 (API)
