@@ -135,3 +135,10 @@ def test_the_tail_finds_a_prompt_split_over_reads() -> None:
     tail.receive_data(b"".join(b"line %d\n" % i for i in range(50)))
     assert tail.last_lines(2) == ["line 48", "line 49"]
     assert len(tail.text) <= 64
+
+
+def test_kernel_lines_are_kept_when_asked() -> None:
+    machine = CommandMachine(r"# ", drop_kernel_lines=False)
+    sent = machine.command("dmesg")
+    events = feed_bytewise(machine, console_answer(sent, b"[    0.000000] Linux version\r\n"))
+    assert CommandFinished("[    0.000000] Linux version", 0) in events

@@ -36,6 +36,10 @@ export:
     type: tether.drivers.console.ConsoleShell
     uses: {console: board.console}
     config: {prompt: 'tether-qemu# '}
+  raw:
+    type: tether.drivers.console.ConsoleShell
+    uses: {console: board.console}
+    config: {prompt: 'tether-qemu# ', drop_kernel_messages: false}
 """
 
 
@@ -88,3 +92,12 @@ def test_boot_reaches_the_linux_shell(dut: Any) -> None:
     dut.uboot.boot(timeout=120)
     result = dut.shell.run("cat /proc/cmdline", timeout=120)
     assert result.status == 0 and "tether.boot=qfw" in result.output
+
+
+def test_a_kernel_message_in_the_middle_of_the_output_is_left_out(dut: Any) -> None:
+    # test_boot_reaches_the_linux_shell left the board at its shell. The kernel prints the
+    # message on the console itself, between the two lines of the command's output.
+    result = dut.shell.run("echo a; echo '<1>tether kmsg probe' > /dev/kmsg; echo b")
+    assert (result.output, result.status) == ("a\nb", 0)
+    assert dut.shell.run("dmesg | grep -c 'tether kmsg probe'").output == "1"  # it was printed
+    assert "] tether kmsg probe" in dut.raw.run("dmesg | tail -n 3").output  # kept when asked

@@ -122,12 +122,23 @@ class CommandMachine:
         prompt: a regex the prompt matches at the end of the unfinished last line.
         newline: what ends a command line (``\\n``; some consoles want ``\\r``).
         max_output: bytes of output kept for one command (more raises :class:`OutputTooLong`).
+        drop_kernel_lines: cut out lines that look like the kernel's (``[   12.345678] ...``).
+            Timestamped lines a command prints itself (``dmesg``) go too: turn it off for
+            those, or run ``dmesg -t``.
     """
 
-    def __init__(self, prompt: str, *, newline: str = "\n", max_output: int = _MAX_OUTPUT) -> None:
+    def __init__(
+        self,
+        prompt: str,
+        *,
+        newline: str = "\n",
+        max_output: int = _MAX_OUTPUT,
+        drop_kernel_lines: bool = True,
+    ) -> None:
         self.prompt = re.compile(f"(?:{prompt})$")
         self.newline = newline
         self.max_output = max_output
+        self.drop_kernel_lines = drop_kernel_lines
         self.state = MachineState.IDLE
         self._token = ""
         self._start = ""
@@ -199,7 +210,7 @@ class CommandMachine:
     def _line(self, line: str) -> None:
         line = self._carry + line
         self._carry = ""
-        kernel = _KERNEL.search(line)
+        kernel = _KERNEL.search(line) if self.drop_kernel_lines else None
         if kernel is not None:
             # A kernel message printed into this line: keep the text before it for the next.
             self._carry = line[: kernel.start()]

@@ -31,6 +31,9 @@ class ConsoleShell(ConsoleShellInterface, Driver):
         newline: what ends a line sent to the console.
         login_timeout: seconds the login and prompt search get (``wait_ready``'s default
             for ``run``).
+        drop_kernel_messages: leave kernel log lines (``[   12.345678] ...``) out of the
+            output, also one printed into the middle of a line. Lines a command prints in
+            that form (``dmesg``) go too: set it false for those, or use ``dmesg -t``.
     """
 
     prompt: str = r"[#$] "
@@ -40,13 +43,16 @@ class ConsoleShell(ConsoleShellInterface, Driver):
     password_prompt: str = r"[Pp]assword: "
     newline: str = "\n"
     login_timeout: float = 60.0
+    drop_kernel_messages: bool = True
 
     _link: ConsoleLink | None = None
     _ready_epoch: int = -1  # the link's epoch when the prompt was last found
 
     async def start(self) -> None:
         self._link = ConsoleLink.acquire(self.incoming)
-        self._machine = CommandMachine(self.prompt, newline=self.newline)
+        self._machine = CommandMachine(
+            self.prompt, newline=self.newline, drop_kernel_lines=self.drop_kernel_messages
+        )
         self._prompt_re = re.compile(f"(?:{self.prompt})$")
         self._login_re = re.compile(f"(?:{self.login_prompt})$")
         self._password_re = re.compile(f"(?:{self.password_prompt})$")
