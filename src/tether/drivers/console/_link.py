@@ -28,7 +28,6 @@ from ._machine import ConsoleTail
 
 __all__ = ["ConsoleClosedError", "ConsoleLink", "ConsoleOperation"]
 
-_QUEUE = 4096
 _BETWEEN = 1 << 18
 _links: dict[int, ConsoleLink] = {}
 
@@ -167,14 +166,12 @@ class ConsoleLink:
                     self._between += data
                     del self._between[: max(0, len(self._between) - _BETWEEN)]
                 for queue in self._queues:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait(data)
+                    queue.put_nowait(data)
             self.closed_reason = "end of stream"
         except Exception as exc:
             self.closed_reason = f"{type(exc).__name__}: {exc}"
         for queue in self._queues:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            queue.put_nowait(None)
 
     async def send(self, data: bytes) -> None:
         """Send bytes to the device (opens the stream first when needed)."""
@@ -186,7 +183,9 @@ class ConsoleLink:
         """Hold the console for one operation (others wait); it sees output from now on."""
         async with self._busy:
             await self.open()
-            queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
+            # Unbounded: the operation reads as fast as the loop runs, and a command's
+            # output is bounded by the machine's max_output; nothing may be dropped.
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
             if self._between:
                 queue.put_nowait(bytes(self._between))
                 self._between.clear()
