@@ -1,0 +1,277 @@
+"""The TFTP server's I/O: one listening UDP socket, one connected socket per transfer.
+
+Theory of operation. Everything runs on the driver's event loop with ``add_reader`` callbacks
+on non-blocking sockets, no transports: a transfer's socket is connected to the client (its
+TID, RFC 1350), so the kernel drops datagrams from anybody else. Each datagram goes to the
+transfer's :class:`~._tftp_protocol.ReadTransfer`; what it returns is sent at once. A
+transfer keeps one timer handle: every step moves its deadline, and the handle, when it
+fires early, re-arms itself for the deadline instead of being rescheduled on every block.
+Sockets are made by a factory, so the whole server can live in another network namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from ._errors import NetbootError, NetbootFileNotFound, NetbootPathRefused
+from ._files import FileStore
+from ._tftp_packets import (
+    ErrorCode,
+    ErrorPacket,
+    ReadRequest,
+    TftpPacketError,
+    WriteRequest,
+    encode,
+    parse,
+)
+from ._tftp_protocol import ReadTransfer, Step, TransferPolicy
+
+__all__ = ["TftpService"]
+
+_SOCKET_BUFFER = 4 << 20
+_BURST = 64
+SocketFactory = Callable[[], socket.socket]
+
+
+def _udp_socket() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+class _Transfer:
+    def __init__(
+        self,
+        service: TftpService,
+        sock: socket.socket,
+        machine: ReadTransfer,
+        fd: int,
+        peer: tuple[str, int],
+    ) -> None:
+        self.service = service
+        self.sock = sock
+        self.machine = machine
+        self.fd = fd
+        self.peer = peer
+        self.started = time.monotonic()
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def begin(self) -> None:
+        loop = self.service.loop
+        loop.add_reader(self.sock.fileno(), self._readable)
+        self._apply(self.machine.start())
+
+    def _readable(self) -> None:
+        for _ in range(_BURST):
+            try:
+                datagram = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable from a client that went away
+                continue
+            self._apply(self.machine.receive(datagram))
+            if self.closed:
+                return
+
+    def _apply(self, step: Step) -> None:
+        for datagram in step.send:
+            with contextlib.suppress(BlockingIOError, InterruptedError, ConnectionRefusedError):
+                self.sock.send(datagram)  # a datagram lost here is sent again on timeout
+        if step.timer is None:
+            self.close()
+            return
+        loop = self.service.loop
+        self.deadline = loop.time() + step.timer
+        if self.timer is None:
+            self.timer = loop.call_at(self.deadline, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        loop = self.service.loop
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._expired)
+            return
+        self._apply(self.machine.timeout())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        with contextlib.suppress(ValueError, OSError):
+            self.service.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        os.close(self.fd)
+        self.service._finished(self)
+
+
+class TftpService:
+    """A read-only TFTP server for the files in ``store``.
+
+    Args:
+        store: the files served.
+        host, port: where to listen (port 0 picks a free one; see :attr:`address`).
+        policy: timeouts, retries and option limits.
+        socket_factory: makes each UDP socket (e.g. in a network namespace).
+        logger: where transfers are logged.
+    """
+
+    def __init__(
+        self,
+        store: FileStore,
+        host: str = "0.0.0.0",
+        port: int = 69,
+        *,
+        policy: TransferPolicy | None = None,
+        socket_factory: SocketFactory = _udp_socket,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.policy = policy or TransferPolicy()
+        self._factory = socket_factory
+        self.logger = logger or logging.getLogger("tether.netboot.tftp")
+        self.transfers: set[_Transfer] = set()
+        self.served = 0
+        self.failed = 0
+        self._sock: socket.socket | None = None
+        self.loop = asyncio.get_event_loop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when 0 was asked)."""
+        if self._sock is None:
+            raise NetbootError("the TFTP server is not listening")
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def _socket(self, bind: tuple[str, int]) -> socket.socket:
+        sock = self._factory()
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(bind)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def start(self) -> None:
+        """Bind the listening socket and serve.
+
+        Raises:
+            NetbootError: the address cannot be bound (in use, not configured, port < 1024
+                without root).
+        """
+        self.loop = asyncio.get_running_loop()
+        try:
+            self._sock = self._socket((self.host, self.port))
+        except OSError as exc:
+            raise NetbootError(
+                f"TFTP server cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from exc
+        self.loop.add_reader(self._sock.fileno(), self._request)
+
+    def _request(self) -> None:
+        assert self._sock is not None
+        for _ in range(_BURST):
+            try:
+                datagram, peer = self._sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            try:
+                self._serve(datagram, peer[:2])
+            except OSError as exc:  # no socket for the transfer: the client will retry
+                self.logger.warning("tftp: cannot answer %s: %s", peer, exc)
+
+    def _serve(self, datagram: bytes, peer: tuple[str, int]) -> None:
+        assert self._sock is not None
+        try:
+            packet = parse(datagram)
+        except TftpPacketError as exc:
+            self._refuse(peer, ErrorCode.ILLEGAL_OPERATION, f"bad request: {exc}")
+            return
+        if isinstance(packet, WriteRequest):
+            self._refuse(peer, ErrorCode.ACCESS_VIOLATION, "this TFTP server is read-only")
+            return
+        if not isinstance(packet, ReadRequest):
+            self._refuse(peer, ErrorCode.ILLEGAL_OPERATION, "expected a read request")
+            return
+        if packet.mode != "octet":
+            self._refuse(peer, ErrorCode.ILLEGAL_OPERATION, "only octet (binary) mode is served")
+            return
+        try:
+            fd, size = self.store.open_read(packet.filename)
+        except NetbootFileNotFound:
+            self._refuse(peer, ErrorCode.FILE_NOT_FOUND, f"file not found: {packet.filename}")
+            return
+        except NetbootPathRefused:
+            self._refuse(peer, ErrorCode.ACCESS_VIOLATION, f"access denied: {packet.filename}")
+            return
+        except NetbootError as exc:
+            self._refuse(peer, ErrorCode.NOT_DEFINED, str(exc))
+            return
+        try:
+            sock = self._socket((self._sock.getsockname()[0], 0))
+            sock.connect(peer)
+        except OSError:
+            os.close(fd)
+            raise
+        machine = ReadTransfer(packet, size, lambda offset, n: os.pread(fd, n, offset), self.policy)
+        transfer = _Transfer(self, sock, machine, fd, peer)
+        self.transfers.add(transfer)
+        transfer.begin()
+
+    def _refuse(self, peer: tuple[str, int], code: ErrorCode, message: str) -> None:
+        """Answer a request with ERROR from a fresh port (the transfer's TID)."""
+        assert self._sock is not None
+        self.failed += 1
+        self.logger.warning("tftp: %s:%s: %s", peer[0], peer[1], message)
+        sock = self._socket((self._sock.getsockname()[0], 0))
+        with contextlib.closing(sock), contextlib.suppress(OSError):
+            sock.sendto(encode(ErrorPacket(code, message)), peer)
+
+    def _finished(self, transfer: _Transfer) -> None:
+        self.transfers.discard(transfer)
+        machine = transfer.machine
+        seconds = time.monotonic() - transfer.started
+        if machine.error is None:
+            self.served += 1
+            self.logger.info(
+                "tftp: sent %s (%d bytes, blksize %d, windowsize %d) to %s:%s in %.2f s",
+                machine.request.filename,
+                machine.size,
+                machine.blksize,
+                machine.windowsize,
+                *transfer.peer,
+                seconds,
+            )
+        else:
+            self.failed += 1
+            self.logger.warning(
+                "tftp: %s to %s:%s failed: %s",
+                machine.request.filename,
+                *transfer.peer,
+                machine.error,
+            )
+
+    async def close(self) -> None:
+        """Stop listening and end every transfer."""
+        for transfer in list(self.transfers):
+            transfer.close()
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
