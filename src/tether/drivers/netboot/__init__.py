@@ -6,6 +6,7 @@ See docs/netboot.md.
 
 from ._client import DutNetworkClient, FileServerClient
 from ._driver import TftpServer
+from ._dutnet import DutNetwork
 from ._errors import NetbootError, NetbootFileNotFound, NetbootPathRefused, NetworkSetupError
 from ._interface import DutNetworkInterface, FileServerInterface
 from ._netns import NetworkNamespace
@@ -25,6 +26,7 @@ from ._tftp_server import TftpService
 __all__ = [
     "Ack",
     "Data",
+    "DutNetwork",
     "DutNetworkClient",
     "DutNetworkInterface",
     "ErrorCode",

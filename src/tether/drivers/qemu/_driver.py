@@ -15,6 +15,7 @@ from tether.drivers.serial import SerialInterface, SerialSettings
 from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError
 
+from ._nic import DutNic, attach_dut_nic, close_fd
 from ._vm import ConsoleHub, QemuError, VirtualMachine, VmSpec
 
 __all__ = [
@@ -60,6 +61,10 @@ class Qemu(Driver):
         qemu: the QEMU binary.
         extra_args: appended to the QEMU command line.
         boot_timeout: seconds QEMU gets to connect its console at power-on.
+        nic: ``user`` (QEMU's user network, with ``hostfwd``) or ``dut``: a tap on the
+            :class:`~tether.drivers.netboot.DutNetwork` routed as ``uses: {network: NODE}``
+            (no ``hostfwd`` children then; the board talks to the exporter's servers there).
+        nic_model: the QEMU NIC device on a DUT network (``e1000``, ``virtio-net-pci``).
     """
 
     kernel: str = ""
@@ -74,6 +79,8 @@ class Qemu(Driver):
     qemu: str = "qemu-system-x86_64"
     extra_args: list[str] = []
     boot_timeout: float = 30.0
+    nic: str = "user"
+    nic_model: str = "e1000"
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.pop("children", None):
@@ -85,7 +92,10 @@ class Qemu(Driver):
         self.console = QemuConsole()
         self.storage = QemuDisk(path=self.disk, disk_mib=self.disk_mib)
         self.children = {"power": self.power, "console": self.console, "disk": self.storage}
-        for name, port in self.hostfwd.items():
+        if self.nic not in ("user", "dut"):
+            raise ConfigError(f"Qemu.nic: expected user or dut (got {self.nic!r})")
+        self._dut_nic: DutNic | None = None
+        for name, port in (self.hostfwd if self.nic == "user" else {}).items():
             if name in self.children:
                 raise ConfigError(f"Qemu.hostfwd: {name!r} is taken by a built-in child")
             if not 0 < port < 65536:
@@ -99,6 +109,8 @@ class Qemu(Driver):
 
     async def start(self) -> None:
         self._find_boot_files()
+        if self.nic == "dut":
+            self._dut_nic = await attach_dut_nic(self.incoming, self.nic_model, self.node.path)
 
     def _find_boot_files(self) -> None:
         assets = default_assets_dir()
@@ -142,14 +154,25 @@ class Qemu(Driver):
             return
         if self.storage.mode == "host":
             await self.storage.dut()  # the VM takes its disk, as a real mux would on boot
+        spec, tap_fd = self._with_nic(self.spec())
         try:
-            await self.vm.start(self.spec(), self.boot_timeout)
+            await self.vm.start(spec, self.boot_timeout)
         except QemuError as exc:
             if "host forwarding" not in str(exc):
                 raise
             # A port picked for hostfwd was taken in between: once more, with fresh ports.
             await self.vm.start(self.spec(), self.boot_timeout)
+        finally:
+            close_fd(tap_fd)
         self.logger.info("qemu started (pid %s)", self.vm.process and self.vm.process.pid)
+
+    def _with_nic(self, spec: VmSpec) -> tuple[VmSpec, int | None]:
+        """``spec`` with the DUT network's tap as the NIC (``nic: dut``), and its descriptor."""
+        if self._dut_nic is None:
+            return spec, None
+        spec.netdev, fd = self._dut_nic.open()
+        spec.pass_fds = [fd]
+        return spec, fd
 
     async def power_off(self) -> None:
         await self.vm.stop()

@@ -56,6 +56,9 @@ class VmSpec:
     disk: str | None
     forwards: dict[str, int] = field(default_factory=dict)
     extra_args: Sequence[str] = ()
+    #: NIC arguments replacing the user network (``nic: dut``), and descriptors they name.
+    netdev: Sequence[str] = ()
+    pass_fds: Sequence[int] = ()
 
 
 class ConsoleHub:
@@ -145,7 +148,10 @@ class VirtualMachine:
             f",hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{guest}"
             for name, guest in spec.forwards.items()
         )
-        args += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+        if spec.netdev:
+            args += spec.netdev
+        else:
+            args += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
         return [*args, *spec.extra_args]
 
     async def start(self, spec: VmSpec, connect_within: float = 30.0) -> None:
@@ -181,6 +187,7 @@ class VirtualMachine:
                     stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,
                     preexec_fn=_die_with_parent,
+                    pass_fds=tuple(spec.pass_fds),
                 )
                 self._spawn(self._collect_stderr(self.process))
                 exited: asyncio.Future[Any] = asyncio.ensure_future(self.process.wait())
