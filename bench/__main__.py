@@ -47,6 +47,7 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "tether": ("bench.tether_bench", "tether", 240.0),
     "remote": ("bench.remote_bench", "tether", 300.0),
     "controller": ("bench.controller", "tether", 240.0),
+    "netboot": ("bench.netboot_bench", "tether", 240.0),
 }
 TIMEOUTS = {name: timeout for name, (_, _, timeout) in PARTS.items()}
 #: Parts run once, however many rounds: their targets are absolute, not ratios to a peer.

@@ -196,6 +196,12 @@ ROWS: tuple[Row, ...] = (
     Row("grant_p50_ms", "controller: lease grant p50, queue full (see note)", "ms", True),
     Row("handoff_p50_ms", "controller: release -> next in queue ready, p50", "ms", True),
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
+    Row("tftp_tether_mb_s", "TFTP 32 MiB, curl, blksize 1468: tether", "MB/s", False),
+    Row("tftp_hpa_mb_s", "TFTP 32 MiB, curl, blksize 1468: tftpd-hpa", "MB/s", False),
+    Row("tftp_ratio", "TFTP tether / tftpd-hpa", "x", lower_is_better=False),
+    Row("fanout_one_mb_s", "console 8 MiB, one reader", "MB/s", False),
+    Row("fanout_two_mb_s", "console 8 MiB, each of two readers", "MB/s", False),
+    Row("fanout_ratio", "console two readers / one", "x", lower_is_better=False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -218,6 +224,8 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_call_ratio", "absolute", 2.0, "relay call p50 within 2x of direct"),
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
+    Target("tftp_ratio", "absolute", 0.8, "TFTP >= 80% of tftpd-hpa, same client and blksize"),
+    Target("fanout_ratio", "absolute", 0.5, "console fan-out: two readers >= 50% of one"),
 )
 
 

@@ -161,3 +161,25 @@ def test_put_from_a_file_and_the_dut_command(tftp: Any, tmp_path: Path) -> None:
 def tftp_root(client: Any) -> str:
     """The session directory (the driver is local under serve())."""
     return ROOTS[id(client)]
+
+
+def test_unanswered_blocks_are_sent_again_then_given_up() -> None:
+    import socket
+
+    from tether.drivers.netboot._tftp_packets import ReadRequest, encode
+
+    driver = TftpServer(host="127.0.0.1", port=0, timeout=0.2, retries=2)
+    with serve(driver) as client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        client.put_bytes("f", b"z" * 100)
+        sock.settimeout(10)
+        sock.sendto(encode(ReadRequest("f")), ("127.0.0.1", int(port_of(client))))
+        first, server = sock.recvfrom(2048)
+        assert first == b"\x00\x03\x00\x01" + b"z" * 100
+        assert sock.recv(2048) == first  # no ACK: the block comes again
+        assert sock.recv(2048) == first
+        error = sock.recv(2048)
+        assert error.startswith(b"\x00\x05") and b"retries" in error  # then it gives up
+        sock.sendto(encode(ReadRequest("f")), ("127.0.0.1", int(port_of(client))))
+        data, server = sock.recvfrom(2048)  # the server still serves
+        sock.sendto(b"\x00\x04\x00\x01", server)
+        assert data == first

@@ -25,6 +25,7 @@ import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._tftp_packets import (
     Ack,
@@ -62,9 +63,8 @@ class TransferPolicy:
     max_windowsize: int = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What to do after an event.
+class Step(NamedTuple):
+    """What to do after an event (a named tuple: one is made for every block).
 
     Attributes:
         send: datagrams to send to the client, in order.
@@ -140,6 +140,9 @@ class ReadTransfer:
 
     def receive(self, datagram: bytes) -> Step:
         """A datagram from the client."""
+        if len(datagram) == 4 and datagram[1] == 4 and datagram[0] == 0:
+            # An ACK, the one datagram of the steady state: straight to the table's handler.
+            return self._dispatch(Event.ACK, (datagram[2] << 8) | datagram[3])
         try:
             packet = parse(datagram)
         except TftpPacketError as exc:
