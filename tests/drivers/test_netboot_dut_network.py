@@ -183,3 +183,35 @@ def test_the_qemu_board_attaches_its_nic_to_the_tap(tmp_path: Path) -> None:
         ).stdout
         assert "master br0" in link and "LOWER_UP" in link  # QEMU holds the tap
         dut.board.power.off()
+
+
+def test_http_server_listens_inside_the_network() -> None:
+    config = LAB + "  http: {type: tether.drivers.netboot.HttpServer, uses: {network: net}}\n"
+    with (
+        run_exporter_in_thread(parse_config(config, "http.yaml")) as running,
+        tether.connect(running.url, running.token) as dut,
+    ):
+        dut.http.put_bytes("grub.cfg", b"menuentry tether {}\n")
+        assert dut.http.address() == "http://192.168.77.1:80/"
+        inside = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                dut.net.namespace(),
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "http://192.168.77.1/grub.cfg",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        assert inside.stdout == b"menuentry tether {}\n"
+        outside = subprocess.run(
+            ["curl", "-sS", "--noproxy", "*", "--max-time", "2", "http://192.168.77.1/grub.cfg"],
+            capture_output=True,
+            timeout=30,
+        )
+        assert outside.stdout != inside.stdout  # not from the host's own network

@@ -5,7 +5,7 @@ See docs/netboot.md.
 """
 
 from ._client import DutNetworkClient, FileServerClient
-from ._driver import TftpServer
+from ._driver import HttpServer, TftpServer
 from ._dutnet import DutNetwork
 from ._errors import NetbootError, NetbootFileNotFound, NetbootPathRefused, NetworkSetupError
 from ._interface import DutNetworkInterface, FileServerInterface
@@ -33,6 +33,7 @@ __all__ = [
     "ErrorPacket",
     "FileServerClient",
     "FileServerInterface",
+    "HttpServer",
     "NetbootError",
     "NetbootFileNotFound",
     "NetbootPathRefused",

@@ -9,12 +9,13 @@ from tether.driver import Driver, ServiceNotFound, export, export_stream
 
 from ._errors import NetbootError
 from ._files import FileStore, PutSink
+from ._http import HttpService
 from ._interface import DutNetworkInterface, FileServerInterface
 from ._netns import NetworkNamespace
 from ._tftp_protocol import MAX_BLKSIZE, TransferPolicy
 from ._tftp_server import TftpService
 
-__all__ = ["FileServer", "TftpServer"]
+__all__ = ["FileServer", "HttpServer", "TftpServer"]
 
 
 class FileServer(FileServerInterface, Driver):
@@ -131,3 +132,45 @@ class TftpServer(FileServer):
         """``host:port`` the server listens on."""
         host, port = self.service.address
         return f"{host}:{port}"
+
+
+class HttpServer(FileServer):
+    """An HTTP/1.1 server (GET, HEAD, byte ranges) for the files the client puts there.
+
+    With ``uses: {network: NODE}`` (a :class:`DutNetwork`) it listens on the network's
+    server address inside its namespace; ``host`` is then ignored.
+
+    Config:
+        host: the address to listen on.
+        port: the TCP port (0: a free one).
+        directory: see :class:`FileServer`.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 80
+
+    async def start(self) -> None:
+        await super().start()
+        network, namespace = await self._network()
+        host = self.host if network is None else await network.server_address()
+        sock = None if namespace is None else namespace.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if namespace is not None:
+            namespace.close()
+        self.service = HttpService(self.store, host, self.port, sock=sock, logger=self.logger)
+        try:
+            await self.service.start()
+        except NetbootError as exc:
+            if sock is not None:
+                sock.close()
+            raise NetbootError(f"{self.node.path or self.node.name}: {exc}") from exc
+
+    async def prepare_stop(self) -> None:
+        service = getattr(self, "service", None)
+        if service is not None:
+            await service.close()
+
+    @export
+    async def address(self) -> str:
+        """The server's URL, ``http://host:port/``."""
+        host, port = self.service.address
+        return f"http://{host}:{port}/"
