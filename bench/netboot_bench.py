@@ -139,12 +139,67 @@ def bench_tftp(size_mib: int, rounds: int, blksize: int = BLKSIZE) -> dict[str, 
     }
 
 
+def _console_rate(readers: int, size: int) -> float:
+    """MB/s one reader gets when ``readers`` clients read ``size`` bytes a pty printed."""
+    import threading
+
+    from tether.drivers.serial import PySerial
+    from tether.testing import serve
+
+    master, slave = os.openpty()
+    payload = os.urandom(size)
+    try:
+        with serve(PySerial(url=os.ttyname(slave))) as serial, contextlib.ExitStack() as stack:
+            streams = [stack.enter_context(serial.stream("connect"))]
+            streams += [
+                stack.enter_context(serial.stream("connect", True)) for _ in range(readers - 1)
+            ]
+            got = [0] * readers
+
+            def read(index: int) -> None:
+                while got[index] < size and (chunk := streams[index].receive()):
+                    got[index] += len(chunk)
+
+            threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+            start = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(master, view[: 1 << 16]) :]
+            for thread in threads:
+                thread.join(120)
+            seconds = time.perf_counter() - start
+            if got != [size] * readers:
+                raise RuntimeError(f"readers got {got} bytes of {size}")
+    finally:
+        os.close(master)
+        os.close(slave)
+    return size / seconds / 1e6
+
+
+def bench_fanout(size_mib: int, rounds: int) -> dict[str, float]:
+    """Console fan-out: one reader, then two, each getting every byte."""
+    size = size_mib << 20
+    one: list[float] = []
+    two: list[float] = []
+    for _ in range(rounds):
+        one.append(_console_rate(1, size))
+        two.append(_console_rate(2, size))
+    return {
+        "fanout_one_mb_s": median(one),
+        "fanout_two_mb_s": median(two),
+        "fanout_ratio": median(two) / median(one),
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if shutil.which("curl") and os.path.exists("/usr/sbin/in.tftpd"):
         result.update(bench_tftp(8 if quick else 32, 1 if quick else 3))
     else:
         result["tftp_error"] = "needs curl and tftpd-hpa (make setup)"
+    result.update(bench_fanout(8, 1 if quick else 3))
     return result
 
 

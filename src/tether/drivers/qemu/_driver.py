@@ -11,7 +11,7 @@ from typing import Any
 from tether.driver import AsyncioStream, Driver, export, export_stream
 from tether.drivers.network import NetworkInterface
 from tether.drivers.power import BoardPower, PowerReading
-from tether.drivers.serial import SerialInterface, SerialSettings
+from tether.drivers.serial import ConsoleReader, SerialInterface, SerialSettings
 from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError
 
@@ -109,6 +109,7 @@ class Qemu(Driver):
 
     async def start(self) -> None:
         self._find_boot_files()
+        self.hub.name = f"console {self.node.path}.console" if self.node.path else "console"
         if self.nic == "dut":
             self._dut_nic = await attach_dut_nic(self.incoming, self.nic_model, self.node.path)
 
@@ -129,6 +130,7 @@ class Qemu(Driver):
 
     def stop(self) -> None:
         self.vm.kill_now()
+        self.hub.close()
 
     def spec(self) -> VmSpec:
         """What :meth:`power_on` starts (the disk only when the mux gives it to the DUT)."""
@@ -200,40 +202,6 @@ class QemuPower(BoardPower):
     """Starts (``on``) and stops (``off``: SIGTERM, then SIGKILL) the board's QEMU process."""
 
 
-class _ConsoleStream:
-    """One client's view of the console: what the guest prints from now on."""
-
-    def __init__(self, hub: ConsoleHub) -> None:
-        self._hub = hub
-        self._queue = hub.subscribe()
-
-    async def receive(self) -> bytes:
-        first = await self._queue.get()
-        if first is None:
-            return b""
-        parts = [first]
-        while not self._queue.empty():  # coalesce what is already there into one frame
-            more = self._queue.get_nowait()
-            if more is None:
-                self._queue.put_nowait(None)
-                break
-            parts.append(more)
-        return b"".join(parts)
-
-    async def send(self, data: bytes) -> None:
-        await self._hub.write(data)
-
-    async def send_eof(self) -> None:
-        """The client is done: end our side too, so its close does not wait."""
-        self._hub.unsubscribe(self._queue)
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
-    async def aclose(self) -> None:
-        self._hub.unsubscribe(self._queue)
-
-
 class QemuConsole(SerialInterface, _Child):
     """The board's serial console (ttyS0) as a byte stream; any number of streams at once.
 
@@ -244,13 +212,23 @@ class QemuConsole(SerialInterface, _Child):
 
     @export_stream
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[_ConsoleStream]:
-        """Open the console."""
-        stream = _ConsoleStream(self.board.hub)
+    async def connect(self, read_only: bool = False) -> AsyncIterator[ConsoleReader]:
+        """Open the console: one writer at a time, any number of ``read_only`` readers."""
+        stream = self.board.hub.join(read_only)
         try:
             yield stream
         finally:
             await stream.aclose()
+
+    @export
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        """What the board printed this session, from byte offset ``since``."""
+        return self.board.hub.log.read(since, limit)
+
+    @export
+    async def log_size(self) -> int:
+        """Bytes the board printed this session."""
+        return self.board.hub.log.size
 
     @export
     async def settings(self) -> SerialSettings:

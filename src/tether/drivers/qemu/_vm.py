@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.drivers.serial import ConsoleFanout
 from tether.errors import TetherError
 
 __all__ = ["ConsoleHub", "QemuError", "VirtualMachine", "VmSpec"]
 
 _READ = 1 << 16
 _STDERR_LINES = 40
-_QUEUE_CHUNKS = 4096
 _PR_SET_PDEATHSIG = 1
 
 
@@ -61,30 +61,15 @@ class VmSpec:
     pass_fds: Sequence[int] = ()
 
 
-class ConsoleHub:
-    """Fans the guest's console out to every open stream; input goes to the guest."""
+class ConsoleHub(ConsoleFanout):
+    """The guest's console shared by every open stream (a :class:`ConsoleFanout`); input
+    goes to the guest."""
 
     def __init__(self) -> None:
-        self.queues: set[asyncio.Queue[bytes | None]] = set()
+        super().__init__("qemu console", self._to_guest)
         self.writer: asyncio.StreamWriter | None = None
-        self.dropped = 0
 
-    def subscribe(self) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_CHUNKS)
-        self.queues.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self.queues.discard(queue)
-
-    def publish(self, data: bytes) -> None:
-        for queue in self.queues:
-            try:
-                queue.put_nowait(data)
-            except asyncio.QueueFull:  # a stalled reader loses output, never the others
-                self.dropped += len(data)
-
-    async def write(self, data: bytes) -> None:
+    async def _to_guest(self, data: bytes) -> None:
         """Send bytes to the guest; dropped while the board is off (as on a real UART)."""
         writer = self.writer
         if writer is None or writer.is_closing():
@@ -272,7 +257,7 @@ class VirtualMachine:
 
     async def _pump_console(self, reader: asyncio.StreamReader) -> None:
         while data := await reader.read(_READ):
-            self.hub.publish(data)
+            await self.hub.publish(data)
 
     async def _collect_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
