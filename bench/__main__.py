@@ -48,6 +48,7 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "remote": ("bench.remote_bench", "tether", 300.0),
     "controller": ("bench.controller", "tether", 240.0),
     "boot": ("bench.boot_bench", "tether", 600.0),
+    "netboot": ("bench.netboot_bench", "tether", 240.0),
 }
 TIMEOUTS = {name: timeout for name, (_, _, timeout) in PARTS.items()}
 #: Parts run once, however many rounds: their targets are absolute, not ratios to a peer.

@@ -199,6 +199,12 @@ ROWS: tuple[Row, ...] = (
     Row("boot_transition_s", "U-Boot board: transition shell from off", "s", True),
     Row("boot_expect_s", "U-Boot board: the same boot by an expect script", "s", True),
     Row("boot_ratio", "transition shell / expect script", "x", lower_is_better=True),
+    Row("tftp_tether_mb_s", "TFTP 32 MiB, curl, blksize 1468: tether", "MB/s", False),
+    Row("tftp_hpa_mb_s", "TFTP 32 MiB, curl, blksize 1468: tftpd-hpa", "MB/s", False),
+    Row("tftp_ratio", "TFTP tether / tftpd-hpa", "x", lower_is_better=False),
+    Row("fanout_one_mb_s", "console 8 MiB, one reader", "MB/s", False),
+    Row("fanout_two_mb_s", "console 8 MiB, each of two readers", "MB/s", False),
+    Row("fanout_ratio", "console two readers / one", "x", lower_is_better=False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -222,6 +228,8 @@ TARGETS: tuple[Target, ...] = (
     Target("relay_bytes_ratio", "absolute", 0.6, "relay byte stream >= 60% of direct"),
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
     Target("boot_ratio", "absolute", 1.10, "transition shell within 10% of an expect script"),
+    Target("tftp_ratio", "absolute", 0.8, "TFTP >= 80% of tftpd-hpa, same client and blksize"),
+    Target("fanout_ratio", "absolute", 0.5, "console fan-out: two readers >= 50% of one"),
 )
 
 
