@@ -175,13 +175,21 @@ class FakeConsole(SerialInterface, Driver):
 
     @export_stream
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[_FakeStream]:
+    async def connect(self, read_only: bool = False) -> AsyncIterator[_FakeStream]:
         stream = _FakeStream(self._board)
         self._board.queues.append(stream.queue)
         try:
             yield stream
         finally:
             self._board.queues.remove(stream.queue)
+
+    @export
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        return b""
+
+    @export
+    async def log_size(self) -> int:
+        return 0
 
     @export
     async def settings(self) -> SerialSettings:

@@ -35,7 +35,8 @@ class _PtyStream:
 
 
 class PtyShellConsole(SerialInterface, Driver):
-    """``command`` on a pty (default: an interactive bash without rc files)."""
+    """``command`` on a pty (default: an interactive bash without rc files); every open
+    stream gets every byte."""
 
     command: list[str] = ["bash", "--norc", "--noprofile", "-i"]
     env: dict[str, str] = {}
@@ -54,7 +55,7 @@ class PtyShellConsole(SerialInterface, Driver):
         )
         os.close(slave)
         self._master = master
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queues: list[asyncio.Queue[bytes]] = []  # one per open stream
         os.set_blocking(master, False)
         asyncio.get_running_loop().add_reader(master, self._readable)
 
@@ -65,7 +66,8 @@ class PtyShellConsole(SerialInterface, Driver):
             data = b""
         if not data:
             asyncio.get_running_loop().remove_reader(self._master)
-        self._queue.put_nowait(data)
+        for queue in self._queues:
+            queue.put_nowait(data)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -77,8 +79,21 @@ class PtyShellConsole(SerialInterface, Driver):
 
     @export_stream
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[Any]:
-        yield _PtyStream(self._master, self._queue)
+    async def connect(self, read_only: bool = False) -> AsyncIterator[Any]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            yield _PtyStream(self._master, queue)
+        finally:
+            self._queues.remove(queue)
+
+    @export
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        return b""
+
+    @export
+    async def log_size(self) -> int:
+        return 0
 
     @export
     async def settings(self) -> SerialSettings:

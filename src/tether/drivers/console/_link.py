@@ -1,15 +1,18 @@
 """One open stream to a console node, shared by every driver of a session that uses it.
 
 Theory of operation. The console shell, U-Boot and the boot strategy of one board all talk
-to the same console. Each opening its own stream would not work everywhere (a serial port
-takes one stream at a time) and would lose output between their calls (U-Boot's autoboot
-line comes once, right after power-on). So the first of them to need the console opens one
-stream (:meth:`ConsoleLink.open`); a reader task copies what arrives to the operation that
-holds the link (:meth:`ConsoleLink.operation`, one at a time) and into a tail of the last
-lines, for error messages. What arrives while no operation holds the link is kept (up to
-``_BETWEEN`` bytes) and goes to the next operation first: the autoboot line printed
-between the strategy's power-on and U-Boot's ``interrupt`` is not lost. The stream closes
-when the last driver using it stops.
+to the same console, and must not lose output between their calls (U-Boot's autoboot line
+comes once, right after power-on). So the first of them to need the console opens one
+read-only stream (:meth:`ConsoleLink.open`); a reader task copies what arrives to the
+operation that holds the link (:meth:`ConsoleLink.operation`, one at a time) and into a tail
+of the last lines, for error messages. What arrives while no operation holds the link is
+kept (up to ``_BETWEEN`` bytes) and goes to the next operation first: the autoboot line
+printed between the strategy's power-on and U-Boot's ``interrupt`` is not lost.
+
+An operation is the console's writer while it runs (a second stream, only sent on; its copy
+of the output is dropped): between operations a person may type on the console (``dut NODE
+console``), and an operation while they do is a clear error (``ConsoleBusy``). The stream
+closes when the last driver using it stops.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class ConsoleLink:
         self._service = service
         self._context: Any = None
         self._stream: Any = None
+        self._writer: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
         self._between = bytearray()
@@ -123,9 +127,7 @@ class ConsoleLink:
             if self.is_open:
                 return
             await self._close_stream()
-            context = self._service.connect()
-            if inspect.isawaitable(context):
-                context = await context
+            context = await _opened(self._service.connect(read_only=True))
             self._stream = await context.__aenter__()
             self._context = context
             self.closed_reason = None
@@ -174,14 +176,43 @@ class ConsoleLink:
             queue.put_nowait(None)
 
     async def send(self, data: bytes) -> None:
-        """Send bytes to the device (opens the stream first when needed)."""
-        await self.open()
-        await self._stream.send(data)
+        """Send bytes to the device (inside an :meth:`operation`, its writer)."""
+        if self._writer is None:
+            raise RuntimeError(f"{self.name}: send outside an operation")
+        await self._writer.send(data)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """Be the console's writer: a stream only sent on, its copy of the output dropped."""
+        context = await _opened(self._service.connect(read_only=False))
+        writer = await context.__aenter__()
+
+        async def drain() -> None:
+            with contextlib.suppress(Exception):
+                while await writer.receive():
+                    pass
+
+        drainer = asyncio.get_running_loop().create_task(drain())
+        self._writer = writer
+        try:
+            yield
+        finally:
+            self._writer = None
+            drainer.cancel()
+            with contextlib.suppress(BaseException):
+                await drainer
+            with contextlib.suppress(Exception):
+                await context.__aexit__(None, None, None)
 
     @contextlib.asynccontextmanager
     async def operation(self) -> AsyncIterator[ConsoleOperation]:
-        """Hold the console for one operation (others wait); it sees output from now on."""
-        async with self._busy:
+        """Hold the console for one operation (others wait); it sees output from now on,
+        and what came since the last operation.
+
+        Raises:
+            ConsoleBusy: someone else writes to the console (an interactive session).
+        """
+        async with self._busy, self._writing():
             await self.open()
             # Unbounded: the operation reads as fast as the loop runs, and a command's
             # output is bounded by the machine's max_output; nothing may be dropped.
@@ -205,3 +236,8 @@ class ConsoleLink:
         """The console's last ``count`` lines, for error messages."""
         lines = self.tail.last_lines(count)
         return "\n".join(f"  | {line}" for line in lines) if lines else "  (no console output)"
+
+
+async def _opened(value: Any) -> Any:
+    """A service proxy returns an awaitable; a driver object the context manager itself."""
+    return await value if inspect.isawaitable(value) else value
