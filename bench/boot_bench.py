@@ -3,8 +3,9 @@
 ``python -m bench.boot_bench [--quick]`` prints one JSON object:
 
     boot_transition_s: ``dut.boot.transition("shell")`` from off on ``examples/lab-uboot.yaml``
-        (the QEMU board booting real U-Boot, stopping autoboot, ``qfw load`` + ``zboot``,
-        the Linux prompt found and proved with a marked command);
+        (the QEMU board booting real U-Boot, stopping autoboot, ``tftpboot`` of the kernel
+        and initramfs from tether's TFTP server on the DUT network, ``zboot``, the Linux
+        prompt found and proved with a marked command);
     boot_expect_s: the same boot driven by a minimal expect script over the same console
         (``board.console``'s client ``expect``/``sendline``): power on, wait for the autoboot
         line, a space, each boot command at the ``=> `` prompt, the Linux prompt;
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import tether
+from tether.drivers.qemu import default_assets_dir
 from tether.exporter import load_config, run_exporter_in_thread
 
 __all__ = ["boot_by_expect", "boot_by_strategy", "run"]
@@ -68,6 +70,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     strategy: list[float] = []
     expect: list[float] = []
     with run_exporter_in_thread(config) as running, tether.connect(running.url) as dut:
+        for name in ("vmlinuz", "initramfs.cpio.gz"):  # once: the session keeps them
+            dut.tftp.put(default_assets_dir() / name)
         boot_by_expect(dut, commands)  # warm the page cache: QEMU, the ROM, the kernel
         for _ in range(boots):
             strategy.append(boot_by_strategy(dut))

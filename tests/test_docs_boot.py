@@ -51,16 +51,20 @@ def environment() -> dict[str, str]:
 
 def test_the_yaml_configs_validate() -> None:
     configs = blocks("yaml")
-    assert len(configs) == 2
+    assert len(configs) == 3
     for text in configs:
         parse_config(text, "boot.md")
 
 
-def test_the_qemu_config_is_the_example_file() -> None:
-    example = (ROOT / "examples" / "lab-uboot.yaml").read_text()
-    shown = parse_config(blocks("yaml")[1], "boot.md")
-    assert shown.export.keys() == parse_config(example, "lab-uboot.yaml").export.keys()
-    assert shown.export["boot"] == parse_config(example, "lab-uboot.yaml").export["boot"]
+@pytest.mark.parametrize(("index", "name"), [(1, "lab-uboot.yaml"), (2, "lab-uboot-qfw.yaml")])
+def test_the_qemu_configs_are_the_example_files(index: int, name: str) -> None:
+    example = parse_config((ROOT / "examples" / name).read_text(), name)
+    shown = parse_config(blocks("yaml")[index], "boot.md")
+    assert shown.export.keys() == example.export.keys()
+    for node in ("boot", "board", "shell"):
+        assert shown.export[node] == example.export[node].model_copy(
+            update={"description": shown.export[node].description}
+        )
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))

@@ -1,5 +1,6 @@
-"""BootStrategy end to end: examples/lab-uboot.yaml, real U-Boot on the QEMU board, driven
-through ``dut`` and through the example's own pytest file."""
+"""BootStrategy end to end on real U-Boot on the QEMU board: examples/lab-uboot-qfw.yaml
+driven through ``dut``, and examples/lab-uboot.yaml (a netboot from tether's TFTP server on
+the DUT network) through the example's own pytest file."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tether.exporter import run_exporter_in_thread
 pytestmark = pytest.mark.timeout(400)
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "examples" / "lab-uboot.yaml"
+LAB = ROOT / "examples" / "lab-uboot-qfw.yaml"
+NETBOOT_LAB = ROOT / "examples" / "lab-uboot.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_a_state_that_does_not_exist(dut: Any, capfd: pytest.CaptureFixture[str]
     assert dut.boot.states() == ["off", "uboot", "shell"]  # the exporter keeps serving
 
 
-def test_the_example_pytest_file_boots_the_lab() -> None:
+def test_the_example_pytest_file_netboots_the_lab() -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -63,7 +65,7 @@ def test_the_example_pytest_file_boots_the_lab() -> None:
             "-p",
             "no:cacheprovider",
             str(ROOT / "examples" / "test_netboot.py"),
-            f"--tether-exporter-config={LAB}",
+            f"--tether-exporter-config={NETBOOT_LAB}",
         ],
         capture_output=True,
         text=True,
