@@ -138,3 +138,32 @@ def test_the_shell_is_found_again_after_a_power_cycle(runtime: DriverRuntime) ->
     lab.run(lab.strategy.transition("shell"))
     assert lab.run(shell.run("echo three")).output == "three"
     lab.close()
+
+
+def test_the_storage_goes_to_the_board_before_power_on(runtime: DriverRuntime) -> None:
+    from tether.drivers.storage import MockStorageMux
+
+    board = FakeBoard()
+    mux = MockStorageMux()
+    strategy = BootStrategy()
+    root = Composite(
+        children={
+            "power": FakePower(board),
+            "console": FakeConsole(board),
+            "disk": mux,
+            "shell": ConsoleShell(prompt="fake-board# "),
+            "boot": strategy,
+        }
+    )
+    uses = {
+        "shell": {"console": "console"},
+        "boot": {"power": "power", "console": "console", "shell": "shell", "storage": "disk"},
+    }
+    host = DriverHost(root, uses=uses)
+    runtime.run_to_completion(host.start())
+    assert runtime.run_to_completion(mux.status()) == "host"
+    assert runtime.run_to_completion(strategy.states()) == ["off", "shell"]  # no U-Boot
+    runtime.run_to_completion(strategy.transition("shell"), timeout=3600)
+    assert runtime.run_to_completion(mux.status()) == "dut"
+    assert board.mode == "linux" and board.interrupted == 0  # it autobooted by itself
+    runtime.run_to_completion(host.stop())

@@ -23,6 +23,6 @@ class ConsoleShellClient(DriverClient):
         result: CommandResult = self.call("run", command, timeout)
         return result
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, poke: bool = True) -> None:
         """Wait until the shell takes commands (logging in when asked)."""
-        self.call("wait_ready", timeout)
+        self.call("wait_ready", timeout, poke)

@@ -25,8 +25,16 @@ class ConsoleShellInterface(Interface):
         """
 
     @abstractmethod
-    async def wait_ready(self, timeout: float = 60) -> None:  # noqa: ASYNC109 (the timeout is part of the API)
+    async def wait_ready(
+        self,
+        timeout: float = 60,  # noqa: ASYNC109 (the timeout is part of the API)
+        poke: bool = True,
+    ) -> None:
         """Wait for the shell: find the prompt, logging in when the console asks.
+
+        With ``poke`` a newline is sent when the console stays quiet (a prompt that went by
+        before anyone listened); without, only what the console prints is awaited (right
+        after power-on, where a key could stop a bootloader's countdown).
 
         Raises ``TimeoutError`` when no prompt came within ``timeout`` seconds.
         """

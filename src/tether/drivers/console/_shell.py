@@ -80,24 +80,30 @@ class ConsoleShell(ConsoleShellInterface, Driver):
                 raise
 
     @export
-    async def wait_ready(self, timeout: float = 60) -> None:  # noqa: ASYNC109 (the timeout is part of the API)
+    async def wait_ready(
+        self,
+        timeout: float = 60,  # noqa: ASYNC109 (the timeout is part of the API)
+        poke: bool = True,
+    ) -> None:
         """Find the prompt, logging in when asked (see the interface)."""
         async with self.link.operation() as op:
             self._ready_epoch = -1
-            await self._wait_ready(op, timeout)
+            await self._wait_ready(op, timeout, poke=poke)
 
     @property
     def _what(self) -> str:
         return f"console shell {self.node.path or self.node.name}"
 
-    async def _wait_ready(self, op: ConsoleOperation, timeout: float) -> None:  # noqa: ASYNC109 (the timeout is part of the API)
+    async def _wait_ready(self, op: ConsoleOperation, timeout: float, *, poke: bool = True) -> None:  # noqa: ASYNC109 (the timeout is part of the API)
         deadline = _now() + timeout
         tail = ConsoleTail()
         patterns = [self._prompt_re, self._login_re, self._password_re, self._incorrect_re]
-        poke: bytes | None = self.newline.encode()
+        newline = self.newline.encode()
+        nudge: bytes | None = newline if poke else None
+        sent_login = False  # our newline may have answered a login prompt we never saw
         while (left := deadline - _now()) > 0:
-            found = await wait_for(op, tail, patterns, left, poke=poke, poke_every=1.0)
-            poke = None
+            found = await wait_for(op, tail, patterns, left, poke=nudge, poke_every=1.0)
+            nudge = None
             if found is None:
                 break
             if found == 0:
@@ -107,7 +113,7 @@ class ConsoleShell(ConsoleShellInterface, Driver):
                         op, self._machine, "true", max(1.0, deadline - _now()), self._what
                     )
                 except TimeoutError:
-                    poke = self.newline.encode()
+                    nudge = newline
                     continue
                 self._ready_epoch = self.link.epoch
                 return
@@ -118,13 +124,17 @@ class ConsoleShell(ConsoleShellInterface, Driver):
                         "configured; console:\n" + self.link.last_lines()
                     )
                 await op.send((self.login + self.newline).encode())
+                sent_login = True
             elif found == 2:
-                await op.send((self.password + self.newline).encode())
-            else:
+                # A password prompt for a user we did not give (our newline): skip it.
+                secret = self.password if sent_login else ""
+                await op.send((secret + self.newline).encode())
+            elif sent_login:
                 raise PermissionError(
                     f"{self._what}: login as {self.login!r} was refused; console:\n"
                     + self.link.last_lines()
                 )
+            # else: the refusal of a login we did not make; the login prompt comes again
         raise TimeoutError(
             f"{self._what}: no prompt matching {self.prompt!r} within {timeout:g} s; "
             "console:\n" + self.link.last_lines()

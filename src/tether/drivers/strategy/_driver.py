@@ -130,11 +130,11 @@ class BootStrategy(BootStrategyInterface, Driver):
             await self._power_on()
             if step.target == "uboot":
                 await self._uboot.interrupt(self.uboot_timeout)
-            else:
-                await self._shell.wait_ready(self.shell_timeout)
+            else:  # no key while it boots: it could stop a bootloader's countdown
+                await self._shell.wait_ready(self.shell_timeout, False)
         else:  # uboot -> shell
             await self._uboot.boot(self.boot_timeout, list(self.boot_commands) or None)
-            await self._shell.wait_ready(self.shell_timeout)
+            await self._shell.wait_ready(self.shell_timeout, False)
 
     async def _power_on(self) -> None:
         if await self._power.status():  # a power cycle: give the board its time off
