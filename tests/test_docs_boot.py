@@ -1,8 +1,9 @@
-"""docs/boot.md stays true: its YAML configs validate, its Python and shell snippets run.
+"""docs/boot.md stays true: its YAML configs validate (and are the example files), its
+shell snippets run. (Its Python blocks are run by tests/test_docs.py, with every doc's.)
 
 Blocks preceded by ``<!-- not run: REASON -->`` are skipped; a Python block whose first line
-is ``# NAME.py`` is written to that file for the shell blocks after it. Everything runs in a
-temporary directory with ``examples`` linked in, as a user would from a checkout.
+is ``# NAME.py`` is written to that file for the shell blocks. They run in a temporary
+directory with ``examples`` linked in, as a user would from a checkout.
 """
 
 from __future__ import annotations
@@ -65,20 +66,6 @@ def test_the_qemu_configs_are_the_example_files(index: int, name: str) -> None:
         assert shown.export[node] == example.export[node].model_copy(
             update={"description": shown.export[node].description}
         )
-
-
-@pytest.mark.parametrize("index", range(len(blocks("python"))))
-def test_python_blocks(index: int, workdir: Path) -> None:
-    body = blocks("python")[index]
-    result = subprocess.run(
-        [sys.executable, "-c", body],
-        cwd=workdir,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("index", range(len(blocks("sh"))))
