@@ -215,3 +215,66 @@ def test_http_server_listens_inside_the_network() -> None:
             timeout=30,
         )
         assert outside.stdout != inside.stdout  # not from the host's own network
+
+
+def test_an_uplink_wires_a_host_interface_to_the_boards() -> None:
+    """A real lab's bench NIC, played by one end of a veth pair; the other end is the board."""
+    suffix = f"{os.getpid() % 10000}{os.urandom(1).hex()}"
+    host_end, board_end = f"tu{suffix}", f"tb{suffix}"
+    board_ns = f"tether-board-{suffix}"
+    subprocess.run(["ip", "netns", "add", board_ns], check=True)
+    try:
+        subprocess.run(
+            [
+                "ip",
+                "link",
+                "add",
+                host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                board_end,
+                "netns",
+                board_ns,
+            ],
+            check=True,
+        )
+        third = 100 + os.getpid() % 100
+        config = (
+            "name: uplink-lab\nexport:\n"
+            f"  net: {{type: tether.drivers.netboot.DutNetwork, config: {{subnet: 10.231.{third}.0/24, uplink: {host_end}}}}}\n"
+            "  tftp: {type: tether.drivers.netboot.TftpServer, uses: {network: net}}\n"
+        )
+        with (
+            run_exporter_in_thread(parse_config(config, "uplink.yaml")) as running,
+            tether.connect(running.url, running.token) as dut,
+        ):
+            dut.tftp.put_bytes("pxelinux.0", b"\x7fELF-ish boot loader")
+            board = dut.net.board_address()
+            for command in (
+                ["addr", "add", f"{board}/24", "dev", board_end],
+                ["link", "set", board_end, "up"],
+            ):
+                subprocess.run(["ip", "-n", board_ns, *command], check=True)
+            got = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    board_ns,
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    f"tftp://{dut.net.server_address()}/pxelinux.0",
+                ],
+                capture_output=True,
+                timeout=30,
+            )
+            assert got.stdout == b"\x7fELF-ish boot loader", got.stderr
+        links = subprocess.run(["ip", "link", "show", host_end], capture_output=True, text=True)
+        assert links.returncode == 0  # the uplink is back on the host after the session
+    finally:
+        subprocess.run(["ip", "link", "del", host_end], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", board_ns], check=False)

@@ -207,3 +207,29 @@ def test_stale_ack_after_roll_over_is_ignored() -> None:
     t.start()
     t.receive(ack(0))
     assert t.receive(ack(60000)).send == []
+
+
+def test_the_protocol_core_does_no_io() -> None:
+    import ast
+    from pathlib import Path
+
+    import tether.drivers.netboot as netboot
+
+    folder = Path(netboot.__file__).parent
+    for module in ("_tftp_packets.py", "_tftp_protocol.py"):
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse((folder / module).read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add((node.module or "").split(".")[0])
+        assert not imported & {"asyncio", "socket", "ssl", "select", "threading"}, module
+
+
+def test_public_names() -> None:
+    import tether.drivers.netboot as netboot
+
+    for name in ("TftpServer", "HttpServer", "DutNetwork", "FileServerClient", "NetbootError"):
+        assert name in netboot.__all__ and hasattr(netboot, name)
+    for name in netboot.__all__:
+        assert hasattr(netboot, name)

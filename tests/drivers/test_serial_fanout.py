@@ -144,3 +144,15 @@ def test_a_stalled_reader_does_not_hold_up_the_others() -> None:
     assert received == b"0123456789" * 5
     assert dropped == 40  # it kept what fit, and is told about the rest
     assert b"[tether: 40 bytes dropped" in first and first.endswith(b"0123456789")
+
+
+def test_a_second_writer_on_the_command_line_gets_a_clear_error(
+    pty: Pty, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(write_end)  # the "keyboard" ends at once
+    monkeypatch.setattr("sys.stdin", os.fdopen(read_end, "r"))
+    with serve(PySerial(url=str(pty.link))) as serial, serial.open():
+        assert dut_run(serial, ["console"]) == 1
+        assert "another client is writing to this console" in capfd.readouterr().err
+        assert dut_run(serial, ["console", "--read-only"]) == 0  # watching is fine

@@ -55,7 +55,7 @@ def test_a_state_that_does_not_exist(dut: Any, capfd: pytest.CaptureFixture[str]
     assert dut.boot.states() == ["off", "uboot", "shell"]  # the exporter keeps serving
 
 
-def test_the_example_pytest_file_netboots_the_lab() -> None:
+def test_the_example_pytest_file_netboots_the_lab(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -66,6 +66,7 @@ def test_the_example_pytest_file_netboots_the_lab() -> None:
             "no:cacheprovider",
             str(ROOT / "examples" / "test_netboot.py"),
             f"--tether-exporter-config={NETBOOT_LAB}",
+            f"--tether-console-dir={tmp_path}",
         ],
         capture_output=True,
         text=True,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -61,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="client classes that may be imported (glob, repeatable)",
+    )
+    group.addoption(
+        "--tether-console-dir",
+        default="tether-logs",
+        help="where each console's session log is saved (default ./tether-logs; '' for none)",
     )
 
 
@@ -228,3 +233,68 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     holder = config.stash.get(_HOLDER, None)
     if holder is not None:
         holder.release()
+
+
+# -- console output in reports (see tether.client._console_report) ---------------------------
+
+_MARKS = pytest.StashKey[dict[str, int]]()
+_RECORDER = pytest.StashKey[object]()
+
+
+def _recorder(config: pytest.Config) -> Any:
+    from tether.client._console_report import ConsoleRecorder
+
+    recorder = config.stash.get(_RECORDER, None)
+    if recorder is None:
+        recorder = config.stash[_RECORDER] = ConsoleRecorder(
+            config.getoption("tether_console_dir", None) or None
+        )
+    return recorder
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    tree = getattr(item, "funcargs", {}).get("dut")
+    if tree is not None:
+        item.stash[_MARKS] = _recorder(item.config).mark(tree)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    tree = getattr(item, "funcargs", {}).get("dut")
+    if tree is None:
+        return report
+    if report.when == "call" and report.failed and _MARKS in item.stash:
+        output = _recorder(item.config).since(tree, item.stash[_MARKS])
+        for path, text in output.items():
+            report.sections.append((f"Captured stdout tether console {path}", text))
+        report._tether_console = sorted(output.items())  # type: ignore[attr-defined]
+        report._tether_config = item.config  # type: ignore[attr-defined]
+    if report.when in ("call", "teardown"):  # the session's last teardown closes the tree
+        _recorder(item.config).save(tree)
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Put a failing test's console output in its JUnit ``system-out`` as well."""
+    output = getattr(report, "_tether_console", None)
+    if not output:
+        return
+    try:
+        from xml.etree import ElementTree
+
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return
+    config = getattr(report, "_tether_config", None)
+    xml = config.stash.get(xml_key, None) if config is not None else None
+    if xml is None:
+        return
+    element = ElementTree.Element("system-out")
+    element.text = "".join(f"--- tether console {path} ---\n{text}\n" for path, text in output)
+    xml.node_reporter(report).append(element)

@@ -37,10 +37,15 @@ class DutNetwork(DutNetworkInterface, Driver):
         subnet: the network (the first host address is the exporter's, the second the
             board's). Every lab has its own namespace, so labs may use the same subnet.
         bridge: the bridge's name inside the namespace.
+        uplink: a host network interface wired to the boards (the NIC on the bench's own
+            switch), moved into the namespace and onto the bridge for the session; the
+            driver gives it back to the host when the session ends. Empty: none
+            (the boards are virtual and use taps).
     """
 
     subnet: str = "192.168.77.0/24"
     bridge: str = "br0"
+    uplink: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,6 +77,10 @@ class DutNetwork(DutNetworkInterface, Driver):
             prefix = f"{self._server}/{self._network.prefixlen}"
             await self._ip(*ns, "addr", "add", prefix, "dev", self.bridge)
             await self._ip(*ns, "link", "set", self.bridge, "up")
+            if self.uplink:
+                await self._ip("link", "set", self.uplink, "netns", self._name)
+                await self._ip(*ns, "link", "set", self.uplink, "master", self.bridge)
+                await self._ip(*ns, "link", "set", self.uplink, "up")
         except NetworkSetupError:
             await self._delete()
             raise
@@ -83,6 +92,11 @@ class DutNetwork(DutNetworkInterface, Driver):
 
     async def prepare_stop(self) -> None:
         if self._name:
+            if self.uplink:  # back to the host (a virtual one would be deleted with the ns)
+                with contextlib.suppress(NetworkSetupError):
+                    ns = ("-n", self._name)
+                    await self._ip(*ns, "link", "set", self.uplink, "nomaster")
+                    await self._ip(*ns, "link", "set", self.uplink, "netns", str(os.getpid()))
             await self._delete()
             self.logger.info("dut network %s removed", self._name)
             self._name = ""

@@ -5,12 +5,12 @@ Theory of operation. The listening socket is served on the driver's event loop (
 is answered with an ERROR packet. Each transfer gets a socket connected to the client (its
 TID, RFC 1350: the kernel drops datagrams from anybody else) and a thread that runs its
 :class:`~._tftp_protocol.ReadTransfer`: send what the machine returns, wait for the next
-datagram (blocking ``recv`` with a kernel receive timeout, first polling for up to 100 us, as
-the answer usually comes sooner than a sleeping thread wakes on a virtual machine), feed it
-in, and call the machine's ``timeout`` once its timer is due. A thread, not a loop callback:
-in lock-step TFTP the server's cost per block is the whole story, and the event loop's
-overhead per datagram was a third of it. Sockets are made by a factory, so the whole server
-can live in another network namespace.
+datagram (blocking ``recv`` with a kernel receive timeout), feed it in, and call the
+machine's ``timeout`` once its timer is due. A thread, not a loop callback: in lock-step TFTP
+the server's cost per block is the whole story, and the event loop's overhead per datagram
+was a third of it. (Polling for the ACK before blocking was tried: it helps on an idle host,
+hurts on a busy one, and a real board's ACK takes a network round trip anyway.) Sockets are
+made by a factory, so the whole server can live in another network namespace.
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ _BURST = 64
 #: How often a waiting transfer checks whether the server is closing.
 _STOP_CHECK = 0.25
 _RECEIVE = 1024
-#: Seconds a transfer polls for the next ACK before it blocks; after this many polls in a
-#: row that found nothing (a slow client), it blocks at once.
-_SPIN = 100e-6
-_SPIN_GIVE_UP = 16
 SocketFactory = Callable[[], socket.socket]
 
 
@@ -75,7 +71,6 @@ class _Transfer:
         self.peer = peer
         self.started = time.monotonic()
         self.stopping = False
-        self.spin_misses = 0
         self.buffer = bytearray(_RECEIVE)
         self.view = memoryview(self.buffer)
         self.thread = threading.Thread(
@@ -117,22 +112,6 @@ class _Transfer:
     def _wait(self, deadline: float) -> Step:
         """The machine's step for the next datagram, or for the timer at ``deadline``."""
         recv = self._recv
-        if self.spin_misses < _SPIN_GIVE_UP:
-            # The answer usually comes within tens of microseconds: polling for it saves
-            # waking a sleeping thread, which costs as much on a virtual machine.
-            spin_until = time.perf_counter() + _SPIN
-            while True:
-                try:
-                    datagram = recv(socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    if time.perf_counter() < spin_until:
-                        continue
-                    self.spin_misses += 1
-                    break
-                except OSError:
-                    break
-                self.spin_misses = 0
-                return self.machine.receive(datagram)
         while not self.stopping:
             try:
                 return self.machine.receive(recv(0))

@@ -22,13 +22,17 @@ __all__ = ["DutNic", "attach_dut_nic"]
 class DutNic:
     """The board's tap on a DUT network."""
 
-    namespace: NetworkNamespace
+    namespace: str
     tap: str
     model: str
 
     def open(self) -> tuple[list[str], int]:
         """QEMU arguments for the NIC and the descriptor they name (close it once QEMU runs)."""
-        fd = self.namespace.open_tap(self.tap)
+        namespace = NetworkNamespace(self.namespace)
+        try:
+            fd = namespace.open_tap(self.tap)
+        finally:
+            namespace.close()
         return ["-netdev", f"tap,id=net0,fd={fd}", "-device", f"{self.model},netdev=net0"], fd
 
 
@@ -45,7 +49,7 @@ async def attach_dut_nic(incoming: ServiceDirectory, model: str, who: str) -> Du
             f"{who}: nic: dut needs a DutNetwork node in uses: (uses: {{network: NODE}})"
         ) from None
     tap = await network.add_tap()
-    return DutNic(NetworkNamespace(await network.namespace()), tap, model)
+    return DutNic(await network.namespace(), tap, model)
 
 
 def close_fd(fd: int | None) -> None:

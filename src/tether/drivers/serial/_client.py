@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tether.driver import DriverClient
+from tether.errors import DriverError
 
 from ._console import Console, Pattern
 from ._errors import ConsoleClosed, ExpectTimeout
@@ -148,7 +149,10 @@ def _serial_cli(client: SerialClient) -> click.Group:
     @click.option("--read-only", is_flag=True, help="Watch only (beside another writer).")
     def console(escape: str, read_only: bool) -> None:
         """Interactive serial console (raw terminal); the escape key leaves."""
-        reason = client.console(_parse_escape(escape), read_only=read_only)
+        try:
+            reason = client.console(_parse_escape(escape), read_only=read_only)
+        except DriverError as exc:  # e.g. ConsoleBusy: another client writes
+            raise click.ClickException(exc.message) from exc
         if reason != "escape":
             click.echo(f"\r\nconsole ended: {reason}", err=True)
 
