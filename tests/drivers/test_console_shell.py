@@ -25,7 +25,7 @@ export:
 
 
 @pytest.fixture(scope="module")
-def dut() -> Iterator[object]:
+def lab() -> Iterator[object]:
     with (
         run_exporter_in_thread(parse_config(LAB, "lab.yaml")) as running,
         tether.connect(running.url) as client,
@@ -33,8 +33,8 @@ def dut() -> Iterator[object]:
         yield client
 
 
-def test_output_and_status(dut: object) -> None:
-    shell = dut.shell  # type: ignore[attr-defined]
+def test_output_and_status(lab: object) -> None:
+    shell = lab.shell  # type: ignore[attr-defined]
     assert isinstance(shell, ConsoleShellClient)
     result = shell.run("echo hello; ls /definitely-not-there 2>/dev/null; (exit 7)")
     assert (result.output, result.status) == ("hello", 7)
@@ -42,13 +42,13 @@ def test_output_and_status(dut: object) -> None:
     assert shell.run("printf no-newline").output == "no-newline"
 
 
-def test_long_output(dut: object) -> None:
-    result = dut.shell.run("seq 1 20000", timeout=60)  # type: ignore[attr-defined]
+def test_long_output(lab: object) -> None:
+    result = lab.shell.run("seq 1 20000", timeout=60)  # type: ignore[attr-defined]
     assert result.output.split("\n") == [str(i) for i in range(1, 20001)]
 
 
-def test_a_command_that_times_out_leaves_the_shell_usable(dut: object) -> None:
-    shell = dut.shell  # type: ignore[attr-defined]
+def test_a_command_that_times_out_leaves_the_shell_usable(lab: object) -> None:
+    shell = lab.shell  # type: ignore[attr-defined]
     started = time.monotonic()
     with pytest.raises(DriverTimeout, match="did not finish within 1 s"):
         shell.run("sleep 30", timeout=1)
@@ -79,16 +79,16 @@ SCRIPT = (
 
 def test_it_logs_in_when_asked() -> None:
     config = parse_config(LOGIN_LAB.format(script=SCRIPT, login="root"), "login.yaml")
-    with run_exporter_in_thread(config) as running, tether.connect(running.url) as dut:
-        result = dut.shell.run("echo $((6 * 7))")
+    with run_exporter_in_thread(config) as running, tether.connect(running.url) as lab:
+        result = lab.shell.run("echo $((6 * 7))")
         assert (result.output, result.status) == ("42", 0)
 
 
 def test_a_refused_login_is_a_clear_error() -> None:
     config = parse_config(LOGIN_LAB.format(script=SCRIPT, login="mallory"), "login.yaml")
-    with run_exporter_in_thread(config) as running, tether.connect(running.url) as dut:
+    with run_exporter_in_thread(config) as running, tether.connect(running.url) as lab:
         with pytest.raises(DriverError, match="login as 'mallory' was refused") as info:
-            dut.shell.run("true")
+            lab.shell.run("true")
         assert "sesame" not in str(info.value)
 
 
@@ -98,19 +98,19 @@ def test_a_console_without_the_prompt_times_out() -> None:
     )
     with (
         run_exporter_in_thread(parse_config(lab, "lab.yaml")) as running,
-        tether.connect(running.url) as dut,
+        tether.connect(running.url) as lab,
     ):
         with pytest.raises(DriverTimeout, match="no prompt matching 'never-this> ' within 2 s"):
-            dut.shell.run("true", timeout=1)
-        assert dut.tty.settings().url == "pty"  # the exporter keeps serving
+            lab.shell.run("true", timeout=1)
+        assert lab.tty.settings().url == "pty"  # the exporter keeps serving
 
 
 def test_dut_run_prints_the_output_and_exits_with_the_status(
-    dut: object, capfd: pytest.CaptureFixture[str]
+    lab: object, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from tether.cli.dut import run
 
-    assert run(dut, ["shell", "run", "echo from-dut; (exit 5)"]) == 5  # type: ignore[arg-type]
+    assert run(lab, ["shell", "run", "echo from-dut; (exit 5)"]) == 5  # type: ignore[arg-type]
     assert capfd.readouterr().out == "from-dut\n"
-    assert run(dut, ["shell", "run", "true"]) == 0  # type: ignore[arg-type]
+    assert run(lab, ["shell", "run", "true"]) == 0  # type: ignore[arg-type]
     assert capfd.readouterr().out == ""

@@ -24,35 +24,35 @@ NETBOOT_LAB = ROOT / "examples" / "lab-uboot.yaml"
 
 
 @pytest.fixture(scope="module")
-def dut() -> Iterator[Any]:
+def lab() -> Iterator[Any]:
     with run_exporter_in_thread(LAB) as running, tether.connect(running.url) as client:
         yield client
 
 
-def test_dut_transition_state_and_run(dut: Any, capfd: pytest.CaptureFixture[str]) -> None:
-    assert run(dut, ["boot", "state"]) == 0
+def test_dut_transition_state_and_run(lab: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    assert run(lab, ["boot", "state"]) == 0
     assert capfd.readouterr().out == "off\n"
-    assert run(dut, ["boot", "transition", "shell"]) == 0
-    assert run(dut, ["boot", "state"]) == 0
+    assert run(lab, ["boot", "transition", "shell"]) == 0
+    assert run(lab, ["boot", "state"]) == 0
     assert capfd.readouterr().out == "shell\n"
-    assert run(dut, ["shell", "run", "grep -o tether.boot=[a-z]* /proc/cmdline"]) == 0
+    assert run(lab, ["shell", "run", "grep -o tether.boot=[a-z]* /proc/cmdline"]) == 0
     assert capfd.readouterr().out.startswith("tether.boot=")
-    assert run(dut, ["shell", "run", "(exit 3)"]) == 3
+    assert run(lab, ["shell", "run", "(exit 3)"]) == 3
 
 
-def test_from_the_shell_to_u_boot_and_back(dut: Any) -> None:
-    dut.boot.transition("shell")
-    dut.boot.transition("uboot")  # a power cycle, autoboot stopped
-    assert dut.boot.state() == "uboot"
-    assert dut.uboot.run("version").output.startswith("U-Boot")
-    dut.boot.transition("shell")
-    assert dut.shell.run("echo back").output == "back"
+def test_from_the_shell_to_u_boot_and_back(lab: Any) -> None:
+    lab.boot.transition("shell")
+    lab.boot.transition("uboot")  # a power cycle, autoboot stopped
+    assert lab.boot.state() == "uboot"
+    assert lab.uboot.run("version").output.startswith("U-Boot")
+    lab.boot.transition("shell")
+    assert lab.shell.run("echo back").output == "back"
 
 
-def test_a_state_that_does_not_exist(dut: Any, capfd: pytest.CaptureFixture[str]) -> None:
-    assert run(dut, ["boot", "transition", "linux"]) == 1
+def test_a_state_that_does_not_exist(lab: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    assert run(lab, ["boot", "transition", "linux"]) == 1
     assert "no state 'linux'; the states are: off, uboot, shell" in capfd.readouterr().err
-    assert dut.boot.states() == ["off", "uboot", "shell"]  # the exporter keeps serving
+    assert lab.boot.states() == ["off", "uboot", "shell"]  # the exporter keeps serving
 
 
 def test_the_example_pytest_file_netboots_the_lab(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ export:
 
 
 @pytest.fixture(scope="module")
-def dut() -> Iterator[Any]:
+def lab() -> Iterator[Any]:
     with (
         run_exporter_in_thread(parse_config(LAB, "uboot-lab.yaml")) as running,
         tether.connect(running.url) as client,
@@ -55,8 +55,8 @@ def dut() -> Iterator[Any]:
         client.board.power.off()
 
 
-def test_commands_and_their_status(dut: Any) -> None:
-    uboot = dut.uboot
+def test_commands_and_their_status(lab: Any) -> None:
+    uboot = lab.uboot
     assert isinstance(uboot, UBootClient)
     result = uboot.run("version")
     assert result.status == 0 and result.output.startswith("U-Boot 20")
@@ -66,8 +66,8 @@ def test_commands_and_their_status(dut: Any) -> None:
     assert uboot.run("echo still here").output == "still here"
 
 
-def test_environment(dut: Any) -> None:
-    uboot = dut.uboot
+def test_environment(lab: Any) -> None:
+    uboot = lab.uboot
     assert uboot.getenv("tether_probe") is None
     uboot.setenv("tether_probe", "a b=c")
     assert uboot.getenv("tether_probe") == "a b=c"
@@ -76,28 +76,28 @@ def test_environment(dut: Any) -> None:
         uboot.getenv("bad name; reset")
 
 
-def test_a_command_that_times_out(dut: Any) -> None:
+def test_a_command_that_times_out(lab: Any) -> None:
     with pytest.raises(DriverError, match="did not finish within 1 s"):
-        dut.uboot.run("sleep 20", timeout=1)
-    assert dut.uboot.run("echo ok").output == "ok"
+        lab.uboot.run("sleep 20", timeout=1)
+    assert lab.uboot.run("echo ok").output == "ok"
 
 
-def test_u_boot_that_never_answers_is_a_timeout_not_a_hang(dut: Any) -> None:
+def test_u_boot_that_never_answers_is_a_timeout_not_a_hang(lab: Any) -> None:
     with pytest.raises(DriverError, match=r"neither the autoboot line .* nor the prompt"):
-        dut.deaf.interrupt(timeout=3)
-    assert dut.uboot.run("echo served").output == "served"  # the exporter keeps serving
+        lab.deaf.interrupt(timeout=3)
+    assert lab.uboot.run("echo served").output == "served"  # the exporter keeps serving
 
 
-def test_boot_reaches_the_linux_shell(dut: Any) -> None:
-    dut.uboot.boot(timeout=120)
-    result = dut.shell.run("cat /proc/cmdline", timeout=120)
+def test_boot_reaches_the_linux_shell(lab: Any) -> None:
+    lab.uboot.boot(timeout=120)
+    result = lab.shell.run("cat /proc/cmdline", timeout=120)
     assert result.status == 0 and "tether.boot=qfw" in result.output
 
 
-def test_a_kernel_message_in_the_middle_of_the_output_is_left_out(dut: Any) -> None:
+def test_a_kernel_message_in_the_middle_of_the_output_is_left_out(lab: Any) -> None:
     # test_boot_reaches_the_linux_shell left the board at its shell. The kernel prints the
     # message on the console itself, between the two lines of the command's output.
-    result = dut.shell.run("echo a; echo '<1>tether kmsg probe' > /dev/kmsg; echo b")
+    result = lab.shell.run("echo a; echo '<1>tether kmsg probe' > /dev/kmsg; echo b")
     assert (result.output, result.status) == ("a\nb", 0)
-    assert dut.shell.run("dmesg | grep -c 'tether kmsg probe'").output == "1"  # it was printed
-    assert "] tether kmsg probe" in dut.raw.run("dmesg | tail -n 3").output  # kept when asked
+    assert lab.shell.run("dmesg | grep -c 'tether kmsg probe'").output == "1"  # it was printed
+    assert "] tether kmsg probe" in lab.raw.run("dmesg | tail -n 3").output  # kept when asked
