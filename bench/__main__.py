@@ -52,10 +52,12 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "hostile": ("bench.hostile", "tether", 300.0),
     "power": ("bench.power_bench", "tether", 240.0),
     "ssh": ("bench.ssh_bench", "tether", 300.0),
+    "boot": ("bench.boot_bench", "tether", 600.0),
+    "netboot": ("bench.netboot_bench", "tether", 240.0),
 }
 TIMEOUTS = {name: timeout for name, (_, _, timeout) in PARTS.items()}
 #: Parts run once, however many rounds: their targets are absolute, not ratios to a peer.
-ONCE = {"controller", "hostile"}
+ONCE = {"controller", "hostile", "boot"}
 
 
 def _merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:

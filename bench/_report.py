@@ -214,6 +214,15 @@ ROWS: tuple[Row, ...] = (
     Row("ssh_put_mb_s", "SFTP put 64 MiB through a TLS exporter", "MB/s", False),
     Row("scp_put_mb_s", "scp 64 MiB, same sshd (ControlMaster)", "MB/s", False),
     Row("ssh_put_ratio", "SFTP put: tether / scp", "x", lower_is_better=False),
+    Row("boot_transition_s", "U-Boot board: transition shell from off", "s", True),
+    Row("boot_expect_s", "U-Boot board: the same boot by an expect script", "s", True),
+    Row("boot_ratio", "transition shell / expect script", "x", lower_is_better=True),
+    Row("tftp_tether_mb_s", "TFTP 32 MiB, curl, blksize 1468: tether", "MB/s", False),
+    Row("tftp_hpa_mb_s", "TFTP 32 MiB, curl, blksize 1468: tftpd-hpa", "MB/s", False),
+    Row("tftp_ratio", "TFTP tether / tftpd-hpa", "x", lower_is_better=False),
+    Row("fanout_one_mb_s", "console 8 MiB, one reader", "MB/s", False),
+    Row("fanout_two_mb_s", "console 8 MiB, each of two readers", "MB/s", False),
+    Row("fanout_ratio", "console two readers / one", "x", lower_is_better=False),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -242,6 +251,9 @@ TARGETS: tuple[Target, ...] = (
     Target("modbus_on_ratio", "absolute", 2.0, "Modbus on p50 (serve) within 2x of pymodbus"),
     Target("ssh_run_ratio", "absolute", 1.5, "ssh run('true') within 1.5x of OpenSSH -M"),
     Target("ssh_put_ratio", "absolute", 0.7, "SFTP put 64 MiB >= 70% of scp"),
+    Target("boot_ratio", "absolute", 1.10, "transition shell within 10% of an expect script"),
+    Target("tftp_ratio", "absolute", 0.8, "TFTP >= 80% of tftpd-hpa, same client and blksize"),
+    Target("fanout_ratio", "absolute", 0.5, "console fan-out: two readers >= 50% of one"),
 )
 
 

@@ -35,7 +35,12 @@ PUBLIC = {
     ],
     "tether.drivers.serial": [
         "Console",
+        "ConsoleBusy",
         "ConsoleClosed",
+        "ConsoleFanout",
+        "ConsoleLog",
+        "ConsoleReadOnly",
+        "ConsoleReader",
         "DeviceDisconnected",
         "ExpectTimeout",
         "PySerial",

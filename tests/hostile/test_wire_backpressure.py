@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _wire_kit import SAFETY, Exporter, RawPeer, legit_client
 
 from tether.errors import InvalidArgument
 from tether.exporter import LabCerts, init_lab_certs
 from tether.wire import Call, GoAway, Ping, Result
+
+from ._wire_kit import SAFETY, Exporter, RawPeer, legit_client
 
 
 @pytest.fixture(scope="module")

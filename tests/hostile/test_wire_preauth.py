@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _wire_kit import SAFETY, TOKEN, Exporter, legit_client, tls_socket
-from _wire_kit import context as _context
 
 from tether.exporter import LabCerts, init_lab_certs
 from tether.wire import Connection, GoAway, Role
 from tether.wire._frames import FrameDecoder
+
+from ._wire_kit import SAFETY, TOKEN, Exporter, legit_client, tls_socket
+from ._wire_kit import context as _context
 
 
 @pytest.fixture(scope="module")
