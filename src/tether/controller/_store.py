@@ -8,7 +8,11 @@ cached per process (labels keyed by ``lab_state.exporters_version``), so a pass 
 thousands of exporters reads only names that are busy or down.
 
 Heartbeats do not write one by one: the server collects them and calls
-:meth:`Store.flush_heartbeats` about once a second.
+:meth:`Store.flush_heartbeats` about once a second (client polls and claims likewise,
+:meth:`Store.flush_polls`). Long read-only listings are in :mod:`._listings`.
+
+(Over 700 lines on purpose: every transaction that can change who holds what, and the grant
+pass they end with, stay in one class so that the lock discipline reads in one place.)
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from tether.errors import ControllerError
 from tether.exporter._tokens import hash_token
 
 from ._database import Database
+from ._listings import list_exporters, list_leases
 from ._records import (
     LIVE_STATES,
     Changes,
     ExporterRecord,
-    ExporterStatus,
     Identity,
     LeaseRecord,
     LeaseState,
@@ -286,43 +290,8 @@ class Store:
         return [LeaseRecord.from_row(row, [name]) for row in rows]
 
     def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
-        """Every exporter (matching ``selector``) with its status."""
-        cutoff = self.clock() - self.heartbeat_timeout
-        with self.database.read("listing exporters") as conn:
-            held = dict(
-                conn.execute(
-                    select(lease_exporters.c.exporter, leases.c.id)
-                    .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
-                    .where(lease_exporters.c.active)
-                ).all()
-            )
-            rows = conn.execute(
-                select(
-                    exporters.c.name,
-                    exporters.c.labels,
-                    exporters.c.hook,
-                    exporters.c.last_seen,
-                    exporters.c.agent,
-                ).order_by(exporters.c.name)
-            ).all()
-        out = []
-        for row in rows:
-            if selector is not None and not selector.matches(row.labels):
-                continue
-            if row.last_seen is None or row.last_seen < cutoff:
-                status = ExporterStatus.OFFLINE
-            elif row.hook:
-                status = ExporterStatus.HOOK
-            elif row.name in held:
-                status = ExporterStatus.LEASED
-            else:
-                status = ExporterStatus.AVAILABLE
-            out.append(
-                ExporterRecord(
-                    row.name, row.labels, status, held.get(row.name), row.last_seen, row.agent
-                )
-            )
-        return out
+        """Every exporter (matching ``selector``) with its status (a read-only transaction)."""
+        return list_exporters(self.database, self.clock() - self.heartbeat_timeout, selector)
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -396,36 +365,7 @@ class Store:
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        with self.database.read("listing leases") as conn:
-            query = select(leases).where(leases.c.client == client)
-            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
-            if include_ended:
-                ended = query.where(leases.c.state.not_in(LIVE_STATES))
-                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
-            seqs = [row["seq"] for row in rows]
-            granted: dict[int, list[str]] = {}
-            for start in range(0, len(seqs), 500):
-                for link in conn.execute(
-                    select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
-                    .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
-                    .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
-                ):
-                    granted.setdefault(link.lease_seq, []).append(link.exporter)
-            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
-            if any(r.state is LeaseState.PENDING for r in records):
-                positions = self._positions(conn)
-                for record in records:
-                    record.position = positions.get(record.seq)
-        return sorted(records, key=lambda r: r.seq)
-
-    def _positions(self, conn: Connection) -> dict[int, int]:
-        """Queue position (1-based) of every pending request, by ``seq``: one query."""
-        order = (
-            select(leases.c.seq)
-            .where(leases.c.state == LeaseState.PENDING)
-            .order_by(leases.c.priority.desc(), leases.c.seq)
-        )
-        return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}
+        return list_leases(self.database, client, include_ended=include_ended)
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.
