@@ -8,7 +8,11 @@ cached per process (labels keyed by ``lab_state.exporters_version``), so a pass 
 thousands of exporters reads only names that are busy or down.
 
 Heartbeats do not write one by one: the server collects them and calls
-:meth:`Store.flush_heartbeats` about once a second.
+:meth:`Store.flush_heartbeats` about once a second (client polls and claims likewise,
+:meth:`Store.flush_polls`). Long read-only listings are in :mod:`._views`.
+
+(Over 700 lines on purpose: every transaction that can change who holds what, and the grant
+pass they end with, stay in one class so that the lock discipline reads in one place.)
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from ._scheduler import (
 )
 from ._selector import Selector, parse_selector
 from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
-from ._views import LabViews
+from ._views import LabViews, list_leases
 
 __all__ = ["Store", "agent_conflict"]
 
@@ -293,7 +297,7 @@ class Store:
         return [LeaseRecord.from_row(row, [name]) for row in rows]
 
     def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
-        """Every exporter (matching ``selector``) with its status."""
+        """Every exporter (matching ``selector``) with its status (a read-only transaction)."""
         return self.views.exporters(selector)
 
     def set_maintenance(
@@ -462,36 +466,7 @@ class Store:
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        with self.database.read("listing leases") as conn:
-            query = select(leases).where(leases.c.client == client)
-            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
-            if include_ended:
-                ended = query.where(leases.c.state.not_in(LIVE_STATES))
-                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
-            seqs = [row["seq"] for row in rows]
-            granted: dict[int, list[str]] = {}
-            for start in range(0, len(seqs), 500):
-                for link in conn.execute(
-                    select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
-                    .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
-                    .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
-                ):
-                    granted.setdefault(link.lease_seq, []).append(link.exporter)
-            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
-            if any(r.state is LeaseState.PENDING for r in records):
-                positions = self._positions(conn)
-                for record in records:
-                    record.position = positions.get(record.seq)
-        return sorted(records, key=lambda r: r.seq)
-
-    def _positions(self, conn: Connection) -> dict[int, int]:
-        """Queue position (1-based) of every pending request, by ``seq``: one query."""
-        order = (
-            select(leases.c.seq)
-            .where(leases.c.state == LeaseState.PENDING)
-            .order_by(leases.c.priority.desc(), leases.c.seq)
-        )
-        return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}
+        return list_leases(self.database, client, include_ended=include_ended)
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.
