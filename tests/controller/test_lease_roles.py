@@ -14,9 +14,10 @@ import pytest
 
 import tether
 from relaylab import run_agent_exporter
-from tether.client import Lab, LeaseClient, load_client_settings, parse_roles
+from tether.client import Lab, LeaseClient, dial_relay, load_client_settings, parse_roles
 from tether.controller.testing import ControllerHandle, run_controller
-from tether.errors import ConfigError
+from tether.errors import ConfigError, RelayRefused
+from tether.wire import relay_url_for
 
 BIN = Path(sys.executable).parent
 EXPORT = """
@@ -69,6 +70,31 @@ def test_one_lease_one_tree_per_role(lab: ControllerHandle) -> None:
         lease_id = got.lease.id
         assert lease_state(lab, alice["token"], lease_id) == "ready"
     assert lease_state(lab, alice["token"], lease_id) == "ended"
+
+
+def test_a_relay_dial_naming_an_exporter_outside_the_lease_is_refused(
+    lab: ControllerHandle,
+) -> None:
+    dave = client(lab, "dave")
+    settings = load_client_settings(**dave)  # type: ignore[arg-type]
+    with LeaseClient(settings) as api:
+        granted = api.wait_ready(api.request(None, "1m", selectors=["board=rpi4"]))
+        try:
+            assert granted.relay is not None
+            relay = relay_url_for(granted.relay, settings.endpoint)
+            context = settings.ssl_context()
+            with pytest.raises(RelayRefused, match="'host-1' not one of its exporters") as info:
+                dial_relay(
+                    relay, granted.id, settings.token, ssl_context=context, exporter="host-1"
+                )
+            assert info.value.code == "forbidden"
+            sock, reply = dial_relay(
+                relay, granted.id, settings.token, ssl_context=context, exporter="board-1"
+            )
+            sock.close()
+            assert reply.info["exporter"] == "board-1"
+        finally:
+            api.release(granted.id)
 
 
 def test_roles_are_validated() -> None:
