@@ -142,3 +142,44 @@ def test_tether_mcp_usage_error() -> None:
 def test_protocol_odd_messages(line: bytes) -> None:
     out = McpServer(EchoTools()).receive_data(line)
     assert out == b"" or answers(out)[0]["error"]["code"] == -32600
+
+
+def test_tool_arguments_are_checked_and_schemas_typed() -> None:
+    from tether.drivers.shell import Shell
+
+    with serve(Shell(commands={"greet": "echo hello {who}"})) as root:
+        tools = TreeTools(root)
+        (run,) = [t for t in tools.list_tools() if t["name"] == "run"]
+        schema = run["inputSchema"]
+        assert schema["required"] == ["command"]
+        assert schema["properties"]["command"] == {"type": "string"}
+        missing = tools.call_tool("run", {})
+        assert missing.is_error and "missing argument 'command'" in missing.text
+        wrong = tools.call_tool("run", {"command": 5})
+        assert wrong.is_error and "command" in wrong.text
+        unknown = tools.call_tool("run", {"command": "nosuch"})
+        assert unknown.is_error and "nosuch" in unknown.text
+        items = json.loads(
+            tools.call_tool("run", {"command": "greet", "args": {"who": "mcp"}}).text
+        )
+        assert items[-1]["kind"] == "exit" and items[-1]["status"] == 0
+        assert {"kind": "stdout"}.items() <= items[0].items()
+
+
+def test_tether_mcp_connects_to_a_running_exporter() -> None:
+    from tether.exporter import run_exporter_in_thread
+
+    with run_exporter_in_thread(LAB) as running:
+        stream = request(1, "initialize", {"protocolVersion": "2025-03-26"}) + request(
+            2, "tools/call", {"name": "power.status", "arguments": {}}
+        )
+        result = subprocess.run(
+            [str(BIN / "tether"), "mcp", "--connect", running.url],
+            input=stream,
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    init, status = answers(result.stdout)
+    assert init["result"]["protocolVersion"] == "2025-03-26"
+    assert status["result"]["content"][0]["text"] == "false"

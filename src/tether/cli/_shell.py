@@ -238,6 +238,8 @@ def _run_child(command: Sequence[str], target: _Target) -> int:
     env = dict(os.environ)
     for name in ("TETHER_TOKEN", "TETHER_CA", "TETHER_CERT", "TETHER_KEY"):
         env.pop(name, None)  # only what this session needs, never a stale outer value
+    for name in [n for n in env if n == "TETHER_ROLES" or n.startswith("TETHER_HOST_")]:
+        env.pop(name)  # an outer shell's roles are not this one's
     env.update(target.env)
     env[SHELL_ENV] = target.name
     env["PATH"] = _path_with_dut(env.get("PATH", ""))
