@@ -421,7 +421,9 @@ def lease_acquire(
     the queue.
     """
     if sum((selector is not None, exporter_name is not None, bool(role_items))) != 1:
-        raise click.UsageError("give exactly one of --selector, --exporter and --role")
+        raise click.UsageError(
+            "give exactly one of --selector and --exporter (or --role NAME=SELECTOR, repeatable)"
+        )
     from tether.client import parse_roles
 
     try:
