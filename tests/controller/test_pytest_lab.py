@@ -4,12 +4,13 @@ replays with the exporters gone."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from relaylab import run_agent_exporter
-from tether.controller.testing import run_controller
+from tether.controller.testing import ControllerHandle, run_controller
 from tether.testing import load_recording, replay
 
 pytest_plugins = ["pytester"]
@@ -38,41 +39,61 @@ def test_untouched():
 """
 
 
-def test_roles_fixture_and_recording_replayed_without_the_exporters(
-    tmp_path: Path, pytester: pytest.Pytester
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[ControllerHandle]:
+    # pytester restores sys.modules after each test: the controller comes first in each
+    # signature so what it imports (cryptography's bindings) stays imported.
+    with run_controller(tmp_path / "controller", relay=True) as ctl:
+        yield ctl
+
+
+def options(ctl: ControllerHandle, records: Path) -> list[str]:
+    alice = ctl.admin.create_client("alice")
+    return [f"--tether-controller={ctl.url}", f"--tether-token={alice.token}",
+            f"--tether-ca={ctl.ca}", "-p", "no:cacheprovider", f"--tether-record={records}"]  # fmt: skip
+
+
+def test_dut_recorded_then_replayed_without_the_exporter(
+    ctl: ControllerHandle, pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     records = tmp_path / "records"
-    with run_controller(tmp_path / "controller", relay=True) as ctl:
-        board = ctl.admin.create_exporter("board-1", labels={"board": "rpi4"})
-        host = ctl.admin.create_exporter("host-1", labels={"kind": "x86"})
-        alice = ctl.admin.create_client("alice")
-        with run_agent_exporter(board.config + EXPORT), run_agent_exporter(host.config + EXPORT):
-            pytester.makepyfile(test_board=TESTS)
-            base = [f"--tether-controller={ctl.url}", f"--tether-token={alice.token}",
-                    f"--tether-ca={ctl.ca}", "-p", "no:cacheprovider"]  # fmt: skip
-            # dut and lab would both want board-1: two sessions, one after the other
-            first = pytester.runpytest_subprocess(
-                *base, "--tether-selector=board=rpi4", f"--tether-record={records}",
-                "-k", "power or untouched",
-            )  # fmt: skip
-            first.assert_outcomes(passed=2)
-            second = pytester.runpytest_subprocess(
-                *base, "--tether-role=dut=board=rpi4", "--tether-role=host=kind=x86",
-                f"--tether-record={records}", "-k", "roles",
-            )  # fmt: skip
-            second.assert_outcomes(passed=1)
-    # controller and exporters are gone; the recordings answer alone
-    files = sorted(p.name for p in records.iterdir())
-    assert files == ["test_board.py_test_power.jsonl", "test_board.py_test_roles.jsonl"]
+    board = ctl.admin.create_exporter("board-1", labels={"board": "rpi4"})
+    with run_agent_exporter(board.config + EXPORT):
+        pytester.makepyfile(test_board=TESTS)
+        result = pytester.runpytest_subprocess(
+            *options(ctl, records), "--tether-selector=board=rpi4", "-k", "power or untouched"
+        )
+        result.assert_outcomes(passed=2)
+    # the exporter is gone; the recording answers alone (a test without dut has none)
+    assert [p.name for p in records.iterdir()] == ["test_board.py_test_power.jsonl"]
     with replay(records / "test_board.py_test_power.jsonl") as dut:
         dut.power.on()
         assert dut.power.status() is True
         assert dut.shell.run("greet").stdout.startswith(b"hello from")
-    with replay(records / "test_board.py_test_roles.jsonl") as lab:
+
+
+def test_lab_with_roles_recorded_then_replayed_without_the_exporters(
+    ctl: ControllerHandle, pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    board = ctl.admin.create_exporter("board-1", labels={"board": "rpi4"})
+    host = ctl.admin.create_exporter("host-1", labels={"kind": "x86"})
+    with run_agent_exporter(board.config + EXPORT), run_agent_exporter(host.config + EXPORT):
+        pytester.makepyfile(test_board=TESTS)
+        result = pytester.runpytest_subprocess(
+            *options(ctl, records),
+            "--tether-role=dut=board=rpi4",
+            "--tether-role=host=kind=x86",
+            "-k",
+            "roles",
+        )
+        result.assert_outcomes(passed=1)
+    path = records / "test_board.py_test_roles.jsonl"
+    with replay(path) as lab:
         lab.dut.power.on()
         assert lab.host.power.status() is False
         assert lab.dut.power.status() is True
-    header, reports, _ = load_recording(records / "test_board.py_test_roles.jsonl")
+    header, reports, _ = load_recording(path)
     assert header["test"] == "test_board.py::test_roles" and list(reports) == ["dut", "host"]
 
 
