@@ -69,6 +69,15 @@ def test_one_lease_one_tree_per_role(lab: ControllerHandle) -> None:
             _ = got.nosuch
         lease_id = got.lease.id
         assert lease_state(lab, alice["token"], lease_id) == "ready"
+        # the router pairs each named dial with that exporter, whichever dial idles first
+        settings = load_client_settings(**alice)  # type: ignore[arg-type]
+        relay = relay_url_for(str(got.lease.relay), settings.endpoint)
+        for wanted in ("host-1", "board-1", "host-1", "board-1", "host-1"):
+            sock, reply = dial_relay(
+                relay, lease_id, settings.token, ssl_context=settings.ssl_context(), exporter=wanted
+            )
+            sock.close()
+            assert reply.info["exporter"] == wanted
     assert lease_state(lab, alice["token"], lease_id) == "ended"
 
 

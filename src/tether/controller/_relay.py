@@ -508,7 +508,9 @@ class RelayRouter:
         self._pairs.setdefault(lease_id, set()).update((client, exporter))
         # The exporter learns it was used first, so it can dial the next idle connection.
         exporter.start_splice(client, {"client": client.grant.identity})
-        info = {"exporter": client.grant.exporter or exporter.grant.identity, **client.grant.info}
+        # The exporter actually spliced (its own grant names it), not the one the client asked.
+        named = exporter.grant.exporter or client.grant.exporter or exporter.grant.identity
+        info = {"exporter": named, **client.grant.info}
         if exporter.hello is not None and exporter.hello.cert:
             info["cert_sha256"] = exporter.hello.cert
         client.start_splice(exporter, info)
