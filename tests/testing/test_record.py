@@ -14,7 +14,7 @@ from tether.drivers.network import TcpNetwork
 from tether.drivers.power import MockPower
 from tether.drivers.shell import Shell
 from tether.errors import ConfigError, DriverError
-from tether.testing import ReplayMismatch, load_recording, record, replay, serve
+from tether.testing import ReplayMismatch, load_recording, record, replay, serve, unrecorded
 
 
 def bench(port: int) -> Driver:
@@ -102,3 +102,13 @@ def test_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
         pass
     with pytest.raises(ConfigError, match="cannot read"), replay(tmp_path / "none.jsonl"):
         pass
+
+
+def test_calls_made_unrecorded_stay_out_of_the_recording(tmp_path: Path) -> None:
+    path = tmp_path / "session.jsonl"
+    with serve(MockPower()) as dut, record(dut, path):
+        dut.on()
+        with unrecorded():  # what a harness does around the test (console logs)
+            assert dut.status() is True
+    _, _, operations = load_recording(path)
+    assert [op["method"] for op in operations] == ["on"]

@@ -39,6 +39,7 @@ from ._record import (
     load_recording,
     record,
     replay,
+    unrecorded,
 )
 from ._runtime import DriverRuntime
 from ._serve import serve
@@ -75,4 +76,5 @@ __all__ = [
     "record",
     "replay",
     "serve",
+    "unrecorded",
 ]

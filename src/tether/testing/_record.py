@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -50,9 +51,22 @@ __all__ = [
     "load_recording",
     "record",
     "replay",
+    "unrecorded",
 ]
 
 RECORD_VERSION = 1
+_PAUSED = contextvars.ContextVar("tether_unrecorded", default=False)
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Calls made inside the block (in this thread or task) are not recorded: what a test
+    harness does around a test (fetching console logs) is not part of the test's session."""
+    token = _PAUSED.set(True)
+    try:
+        yield
+    finally:
+        _PAUSED.reset(token)
 
 
 class ReplayMismatch(TetherError, AssertionError):
@@ -202,6 +216,8 @@ class RecordingTarget:
     def _entry(
         self, op: str, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> dict[str, Any] | None:
+        if _PAUSED.get():
+            return None
         return self.recorder.note(
             {
                 "tree": self.tree,
