@@ -82,3 +82,13 @@ def test_a_wildcard_relay_host_becomes_the_controller_host() -> None:
     assert relay_url_for("tls://0.0.0.0:8444", "https://ctl.lab:8443") == "tls://ctl.lab:8444"
     assert relay_url_for("tls://[::]:8444", "https://[fd00::1]:8443") == "tls://[fd00::1]:8444"
     assert relay_url_for("tls://relay.lab:8444", "https://ctl.lab") == "tls://relay.lab:8444"
+
+
+def test_a_client_hello_may_name_the_exporter_it_wants() -> None:
+    hello = RelayHello("lease-1", "client", "tth_secret", exporter="host-1")
+    line, _ = split_line(encode_relay_hello(hello), "x") or (b"", b"")
+    assert decode_relay_hello(line) == hello
+    plain, _ = split_line(encode_relay_hello(RelayHello("l", "client", "t")), "x") or (b"", b"")
+    assert b"exporter" not in plain  # absent when not named: old routers see the old line
+    with pytest.raises(RemoteProtocolError, match="'exporter' must be a string"):
+        decode_relay_hello(line.replace(b'"host-1"', b"[1]"))

@@ -12,6 +12,7 @@ from ._controller import admin, controller, exporters, lease
 from ._drivers import driver
 from ._exporter import exporter
 from ._lab import queue
+from ._mcp import mcp
 from ._shell import shell
 
 __all__ = ["main"]
@@ -25,3 +26,4 @@ def main() -> None:
 
 for _command in (admin, certs, controller, driver, exporter, exporters, lease, queue, shell):
     main.add_command(_command)
+main.add_command(mcp)

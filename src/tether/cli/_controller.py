@@ -411,24 +411,52 @@ def lease() -> None:
 @lease.command("acquire")
 @click.option("--selector", "-s", help="labels the exporter must match, e.g. board=rpi4")
 @click.option("--exporter", "-e", "exporter_name", help="lease this exporter by name instead")
+@click.option(
+    "--role",
+    "role_items",
+    multiple=True,
+    metavar="NAME=SELECTOR",
+    help="one exporter per role, granted together (repeatable): --role dut=board=rpi4",
+)
 @click.option("--duration", "-d", default="30m", show_default=True, help="30m, 1h30m, seconds")
 @_client_options
 def lease_acquire(
-    selector: str | None, exporter_name: str | None, duration: str, **options: Any
+    selector: str | None,
+    exporter_name: str | None,
+    role_items: tuple[str, ...],
+    duration: str,
+    **options: Any,
 ) -> None:
     """Request a lease and wait for it (showing the queue position); prints it once ready.
 
     The lease stays until `tether lease release ID` or its end. Ctrl-C while waiting leaves
     the queue.
     """
-    if (selector is None) == (exporter_name is None):
-        raise click.UsageError("give exactly one of --selector and --exporter")
+    if sum((selector is not None, exporter_name is not None, bool(role_items))) != 1:
+        raise click.UsageError(
+            "give exactly one of --selector and --exporter (or --role NAME=SELECTOR, repeatable)"
+        )
+    from tether.client import parse_roles
+
+    try:
+        roles = parse_roles(role_items) if role_items else None
+    except TetherError as exc:
+        raise click.UsageError(str(exc)) from None
     with _lease_api(**options) as api, _errors():
-        granted = _acquire(api, selector, exporter_name, duration)
+        selectors = list(roles.values()) if roles else None
+        granted = _acquire(api, selector, exporter_name, duration, selectors)
         _print_leases([granted])
+        for role, name in zip(roles or (), granted.exporters, strict=False):
+            click.echo(printable(f"{role}: {name}"))
 
 
-def _acquire(api: Any, selector: str | None, exporter: str | None, duration: str) -> Any:
+def _acquire(
+    api: Any,
+    selector: str | None,
+    exporter: str | None,
+    duration: str,
+    selectors: list[str] | None = None,
+) -> Any:
     """Request and wait, on a worker thread, so that Ctrl-C always withdraws the request.
 
     Python's SIGINT raises KeyboardInterrupt wherever the main thread is; inside the HTTP
@@ -460,7 +488,9 @@ def _acquire(api: Any, selector: str | None, exporter: str | None, duration: str
 
         def work() -> None:
             try:
-                outcome["pending"] = api.request(selector, duration, exporter=exporter)
+                outcome["pending"] = api.request(
+                    selector, duration, exporter=exporter, selectors=selectors
+                )
                 requested.set()
                 outcome["granted"] = api.wait_ready(outcome["pending"], show)
             except BaseException as exc:

@@ -12,6 +12,9 @@ then ``dut power status`` see the same driver tree.
 * ``--selector LABELS``: a lease through the controller; ``dut`` reaches the leased exporter
   through a private unix socket of this process that forwards to the controller's relay. The
   lease is released when the shell exits.
+* ``--role NAME=SELECTOR`` (repeatable): one lease for several exporters; each role gets its
+  own session and proxy socket, ``TETHER_HOST_<NAME>`` its address, ``TETHER_ROLES`` the
+  names, ``TETHER_HOST`` the first role's; ``dut --role NAME`` drives one.
 
 While the child runs, this process ignores Ctrl-C (the child gets it) and exits with the
 child's status.
@@ -63,6 +66,13 @@ class _Target:
     metavar="LABELS",
     help="Lease an exporter matching these labels through the controller (board=rpi4,...).",
 )
+@click.option(
+    "--role",
+    "role_items",
+    multiple=True,
+    metavar="NAME=SELECTOR",
+    help="Lease one exporter per role, together (repeatable); `dut --role NAME` drives one.",
+)
 @click.option("--duration", default="30m", show_default=True, help="Lease duration (--selector).")
 @click.option(
     "--client-config",
@@ -81,6 +91,7 @@ def shell(
     config: Path | None,
     url: str | None,
     selector: str | None,
+    role_items: tuple[str, ...],
     duration: str,
     client_config: Path | None,
     token: str | None,
@@ -102,10 +113,14 @@ def shell(
       tether shell --connect tls://bench-1:7443 --ca ca.pem --token tth_...
       tether shell --selector board=rpi4 --duration 1h -- pytest tests/
     """
-    if sum(given is not None for given in (config, url, selector)) != 1:
+    roles = _roles(role_items)
+    if sum(given is not None for given in (config, url, selector, roles)) != 1:
         raise click.UsageError(
-            "give exactly one of --exporter-config FILE, --connect URL or --selector LABELS"
+            "give exactly one of --exporter-config FILE, --connect URL, --selector LABELS "
+            "or --role NAME=SELECTOR..."
         )
+    if roles is not None:
+        selector = ""  # the checks below treat roles as a lease, like --selector
     if config is not None and (token or ca or cert or key):
         raise click.UsageError("--token, --ca, --cert and --key go with --connect or --selector")
     if token:
@@ -122,6 +137,8 @@ def shell(
         opened = _local_session(config)
     elif url is not None:
         opened = _remote_session(url, token, ca, cert, key)
+    elif roles is not None:
+        opened = _role_sessions(roles, duration, token, ca, client_config)
     else:
         opened = _leased_session(str(selector), duration, token, ca, client_config)
     try:
@@ -187,10 +204,42 @@ def _leased_session(
         yield _Target(exporters, {"TETHER_HOST": root.session_url})
 
 
+def _roles(items: tuple[str, ...]) -> dict[str, str] | None:
+    from tether.client import parse_roles
+
+    if not items:
+        return None
+    try:
+        return parse_roles(items)
+    except TetherError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _role_sessions(
+    roles: dict[str, str],
+    duration: str,
+    token: str | None,
+    ca: Path | None,
+    client_config: Path | None,
+) -> Iterator[_Target]:
+    """One lease for every role; ``TETHER_ROLES`` and ``TETHER_HOST_<ROLE>`` for ``dut``."""
+    from tether.client import lease_roles, role_environment
+
+    with lease_roles(
+        roles, duration, token=token, ca=ca, config=client_config, relay_proxy=True
+    ) as lab:
+        pairs = ", ".join(f"{role}={name}" for role, name in lab.exporters.items())
+        click.echo(f"tether shell: leased {pairs} (lease {lab.lease.id})", err=True)
+        yield _Target(",".join(lab.exporters.values()), role_environment(lab))
+
+
 def _run_child(command: Sequence[str], target: _Target) -> int:
     env = dict(os.environ)
     for name in ("TETHER_TOKEN", "TETHER_CA", "TETHER_CERT", "TETHER_KEY"):
         env.pop(name, None)  # only what this session needs, never a stale outer value
+    for name in [n for n in env if n == "TETHER_ROLES" or n.startswith("TETHER_HOST_")]:
+        env.pop(name)  # an outer shell's roles are not this one's
     env.update(target.env)
     env[SHELL_ENV] = target.name
     env["PATH"] = _path_with_dut(env.get("PATH", ""))

@@ -5,8 +5,12 @@ client tree from the exporter's report and generates its commands from it
 (:func:`build_dut`); :func:`run` executes one command line against any client tree, so tests
 drive it in-process.
 
+``dut --role NAME ...`` (inside ``tether shell --role NAME=SELECTOR ...``) drives that role's
+device: its address is ``TETHER_HOST_<NAME>``.
+
 Environment:
     TETHER_HOST: the exporter or session address (``unix:///...``, ``tcp://...``, ``tls://...``).
+    TETHER_ROLES, TETHER_HOST_<ROLE>: a shell's roles (comma-separated) and each one's address.
     TETHER_TOKEN: the bearer token, when the exporter wants one.
     TETHER_CA, TETHER_CERT, TETHER_KEY: TLS files (CA to trust; client certificate and key).
 """
@@ -92,11 +96,40 @@ def connect_from_env(environ: dict[str, str] | None = None) -> Any:
     )
 
 
+def _take_role(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split a leading ``--role NAME`` / ``--role=NAME`` off the command line."""
+    if args and args[0].startswith("--role="):
+        return args[0].removeprefix("--role="), args[1:]
+    if args and args[0] == "--role":
+        if len(args) < 2:
+            click.echo("dut: --role needs a role name", err=True)
+            sys.exit(2)
+        return args[1], args[2:]
+    return None, args
+
+
+def _role_environ(role: str) -> dict[str, str]:
+    """The environment with ``TETHER_HOST`` pointing at ``role``'s device."""
+    from tether.client import ROLES_VAR, role_host_var
+
+    env = dict(os.environ)
+    url = env.get(role_host_var(role))
+    roles = [r for r in env.get(ROLES_VAR, "").split(",") if r]
+    if not url or role not in roles:
+        known = ", ".join(roles) if roles else "none: start `tether shell --role NAME=SELECTOR`"
+        click.echo(f"dut: no role {role!r} in this shell (roles: {known})", err=True)
+        sys.exit(2)
+    env[ENV_VARS["url"]] = url
+    return env
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of ``dut``."""
     from tether.errors import ConfigError, TetherError
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    role, args = _take_role(list(sys.argv[1:] if argv is None else argv))
+    if role is not None:
+        os.environ.update(_role_environ(role))
     if not os.environ.get(ENV_VARS["url"]) and (not args or args[0] in ("-h", "--help")):
         click.echo(_NO_HOST, err=True)
         sys.exit(0 if args else 2)

@@ -15,10 +15,13 @@ from ._lease import (
     load_client_settings,
     open_leased_tree,
 )
+from ._roles import ROLES_VAR, Lab, lease_roles, parse_roles, role_environment, role_host_var
 
 __all__ = [
     "ALLOW_VAR",
+    "ROLES_VAR",
     "ClientSettings",
+    "Lab",
     "Lease",
     "LeaseClient",
     "LeasedSession",
@@ -32,8 +35,12 @@ __all__ = [
     "controller_error",
     "dial_relay",
     "lease",
+    "lease_roles",
     "load_client_settings",
     "map_http_errors",
     "open_leased_tree",
+    "parse_roles",
+    "role_environment",
+    "role_host_var",
     "split_session_url",
 ]

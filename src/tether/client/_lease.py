@@ -22,10 +22,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from tether.driver import build_client_tree
 from tether.errors import (
@@ -59,6 +59,8 @@ from ._http import controller_error, map_http_errors
 if TYPE_CHECKING:
     import httpx
 
+    from ._roles import Lab
+
 __all__ = [
     "ClientSettings",
     "Lease",
@@ -86,8 +88,10 @@ def dial_relay(
     *,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 30.0,
+    exporter: str = "",
 ) -> tuple[socket.socket | TLSChannel, RelayReply]:
-    """Dial the controller's relay for ``lease_id`` and wait until it is spliced to the exporter.
+    """Dial the controller's relay for ``lease_id`` and wait until it is spliced to the exporter
+    (to ``exporter``, one of the lease's, when named: a lease with roles has several).
 
     On a ``tls://`` relay the TLS to the router ends after its ``paired`` reply and a new TLS
     session starts through the splice, end to end with the exporter, whose certificate must
@@ -107,7 +111,9 @@ def dial_relay(
     where = f"relay {address}"
     sock = connect_socket(address, ssl_context=ssl_context, timeout=timeout)
     machine = RelayDialer(
-        RelayHello(lease_id, "client", token), tls=isinstance(sock, TLSChannel), where=where
+        RelayHello(lease_id, "client", token, exporter=exporter),
+        tls=isinstance(sock, TLSChannel),
+        where=where,
     )
     try:
         with map_connect_errors(where):
@@ -314,13 +320,18 @@ class LeaseClient:
         duration: str | float = "30m",
         *,
         exporter: str | None = None,
+        selectors: Sequence[str] | None = None,
     ) -> Lease:
-        """Ask for a lease of one exporter matching ``selector`` (or the exporter named)."""
+        """Ask for a lease of one exporter matching ``selector`` (or the exporter named), or
+        of one exporter per entry of ``selectors``, granted together (``lease.exporters`` in
+        the same order)."""
         body: dict[str, Any] = {"duration": duration}
         if exporter is not None:
             body["exporter"] = exporter
         if selector is not None:
             body["selector"] = selector
+        if selectors is not None:
+            body["selectors"] = list(selectors)
         return Lease.from_json(self._request("POST", "/v1/leases", json=body))
 
     def get(self, lease_id: str, *, wait: float = 0.0, state: str | None = None) -> Lease:
@@ -403,6 +414,7 @@ class LeasedSession(RemoteSession):
         keepalive: float | None,
         timeout: float,
         exporter_timeout: float = 150.0,
+        exporter: str = "",
     ) -> None:
         if not lease.relay:
             raise ConfigError(
@@ -410,6 +422,8 @@ class LeasedSession(RemoteSession):
                 "`tether controller serve --relay-listen tls://0.0.0.0:8444`)"
             )
         self.lease = lease
+        #: The exporter of the lease this session reaches ("": the lease's only one).
+        self.exporter = exporter
         self._settings = settings
         self._exporter_timeout = exporter_timeout
         self.relay = relay_url_for(lease.relay, settings.endpoint)
@@ -434,6 +448,7 @@ class LeasedSession(RemoteSession):
                     self._settings.token,
                     ssl_context=self._relay_context,
                     timeout=self._timeout,
+                    exporter=self.exporter,
                 )
                 break
             except RelayRefused as exc:
@@ -454,8 +469,9 @@ def _tree(
     unsafe: bool,
     keepalive: float | None,
     timeout: float,
+    exporter: str = "",
 ) -> RemoteClient:
-    remote = LeasedSession(lease, settings, keepalive=keepalive, timeout=timeout)
+    remote = LeasedSession(lease, settings, keepalive=keepalive, timeout=timeout, exporter=exporter)
     try:
         policy = client_policy(allow, unsafe)
         root = build_client_tree(remote.server_meta["report"], remote, policy)
@@ -486,24 +502,38 @@ def _spinner_callback(enabled: bool | None) -> tuple[contextlib.ExitStack, Calla
     return stack, update
 
 
-@contextlib.contextmanager
+@overload
 def lease(
     selector: str | None = None,
     duration: str | float = "30m",
     *,
-    exporter: str | None = None,
-    controller: str | None = None,
-    token: str | None = None,
-    ca: str | Path | None = None,
-    config: str | Path | None = None,
-    allow: Sequence[str] = (),
-    unsafe: bool = False,
-    keepalive: float | None = 10.0,
-    timeout: float = 30.0,
-    progress: bool | None = None,
-    on_wait: Callable[[Lease], None] | None = None,
-) -> Iterator[RemoteClient]:
+    roles: None = None,
+    **options: Any,
+) -> contextlib.AbstractContextManager[RemoteClient]: ...
+
+
+@overload
+def lease(
+    selector: None = None,
+    duration: str | float = "30m",
+    *,
+    roles: Mapping[str, str],
+    **options: Any,
+) -> contextlib.AbstractContextManager[Lab]: ...
+
+
+def lease(
+    selector: str | None = None,
+    duration: str | float = "30m",
+    *,
+    roles: Mapping[str, str] | None = None,
+    **options: Any,
+) -> contextlib.AbstractContextManager[Any]:
     """Lease an exporter, connect to it through the controller's relay, yield its client tree.
+
+    With ``roles`` (role name → selector), lease one exporter per role in one request (granted
+    together or not at all) and yield a :class:`~tether.client.Lab` with one tree per role:
+    ``lab.dut.power.on()``, ``lab.host...``.
 
     The lease is released when the block ends, whatever ends it (an exception, Ctrl-C). The
     tree's ``session.lease`` is the :class:`Lease` (id, exporters, ends_at).
@@ -519,6 +549,7 @@ def lease(
         progress: show a spinner with the queue position while waiting (default: when
             stderr is a terminal).
         on_wait: called with the pending lease each time its queue position is reported.
+        roles: ``{"dut": "board=rpi4", "host": "kind=x86"}``; replaces ``selector``.
 
     Raises:
         ConfigError: no controller or token configured; the controller runs no relay.
@@ -526,6 +557,49 @@ def lease(
             ``unsatisfiable``/``expired`` while waiting.
         ConnectFailed, AuthenticationFailed, RelayRefused: reaching the controller or relay.
     """
+    return _lease(selector, duration, roles=roles, **options)
+
+
+@contextlib.contextmanager
+def _lease(
+    selector: str | None = None,
+    duration: str | float = "30m",
+    *,
+    exporter: str | None = None,
+    controller: str | None = None,
+    token: str | None = None,
+    ca: str | Path | None = None,
+    config: str | Path | None = None,
+    allow: Sequence[str] = (),
+    unsafe: bool = False,
+    keepalive: float | None = 10.0,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+    on_wait: Callable[[Lease], None] | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
+    """:func:`lease`'s body (typed by its overloads)."""
+    if roles is not None:
+        if selector is not None or exporter is not None:
+            raise ConfigError("give roles= or selector=/exporter=, not both")
+        from ._roles import lease_roles
+
+        with lease_roles(
+            roles,
+            duration,
+            controller=controller,
+            token=token,
+            ca=ca,
+            config=config,
+            allow=allow,
+            unsafe=unsafe,
+            keepalive=keepalive,
+            timeout=timeout,
+            progress=progress,
+            on_wait=on_wait,
+        ) as lab:
+            yield lab
+        return
     settings = load_client_settings(controller, token, ca, config)
     with LeaseClient(settings) as api:
         granted = api.request(selector, duration, exporter=exporter)
@@ -599,6 +673,7 @@ class RelayProxy:
                 session._settings.token,
                 ssl_context=session._relay_context,
                 timeout=self._timeout,
+                exporter=session.exporter,
             )
         except TetherError as exc:
             log.warning("relay proxy: %s", exc)

@@ -257,11 +257,19 @@ def _recorder(config: pytest.Config) -> Any:
     return recorder
 
 
+def _unrecorded() -> contextlib.AbstractContextManager[None]:
+    """The console log calls are the harness's, not the test's (``--tether-record``)."""
+    from tether.testing import unrecorded
+
+    return unrecorded()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     tree = _our_tree(item)
     if tree is not None:
-        item.stash[_MARKS] = _recorder(item.config).mark(tree)
+        with _unrecorded():
+            item.stash[_MARKS] = _recorder(item.config).mark(tree)
     return (yield)
 
 
@@ -274,13 +282,15 @@ def pytest_runtest_makereport(
     if tree is None:
         return report
     if report.when == "call" and report.failed and _MARKS in item.stash:
-        output = _recorder(item.config).since(tree, item.stash[_MARKS])
+        with _unrecorded():
+            output = _recorder(item.config).since(tree, item.stash[_MARKS])
         for path, text in output.items():
             report.sections.append((f"Captured stdout tether console {path}", text))
         report._tether_console = sorted(output.items())  # type: ignore[attr-defined]
         report._tether_config = item.config  # type: ignore[attr-defined]
     if report.when in ("call", "teardown"):  # the session's last teardown closes the tree
-        _recorder(item.config).save(tree)
+        with _unrecorded():
+            _recorder(item.config).save(tree)
     return report
 
 

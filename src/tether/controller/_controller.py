@@ -183,27 +183,31 @@ class Controller:
         """The identity behind a bearer token, or None."""
         return await self.run_db(self.store.identify, token)
 
-    async def authorize_relay(self, lease_id: str, token: str, role: str) -> bool:
-        """True when ``token`` may join ``lease_id``'s relay as ``role`` (client / exporter).
+    async def authorize_relay(
+        self, lease_id: str, token: str, role: str, exporter: str = ""
+    ) -> str | None:
+        """The identity's name when ``token`` may join ``lease_id``'s relay as ``role``
+        (client / exporter), else None.
 
-        The lease must be ready; a client token must be its holder, an exporter token one of
-        its exporters. Never raises for bad input.
+        The lease must be ready; a client token must be its holder (and ``exporter``, when
+        given, one of the lease's exporters), an exporter token one of its exporters. Never
+        raises for bad input.
         """
         try:
             identity = await self.identify(token)
             if identity is None or identity.kind != role:
-                return False
+                return None
             lease = await self.run_db(self.store.get_lease, lease_id)
         except ControllerError:
-            return False
+            return None
         if lease is None or lease.state is not LeaseState.READY:
-            return False
+            return None
         if role == "client":
-            if lease.client == identity.name:
+            if lease.client == identity.name and (not exporter or exporter in lease.exporters):
                 self.note_claimed(lease_id)
-                return True
-            return False
-        return identity.name in lease.exporters
+                return identity.name
+            return None
+        return identity.name if identity.name in lease.exporters else None
 
     async def wait_lease_change(
         self,

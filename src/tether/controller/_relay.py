@@ -247,7 +247,8 @@ class _Side(asyncio.Protocol):
     async def _pair(self) -> None:
         assert self.grant is not None
         try:
-            exporter = await self.router._take_exporter(self.grant.lease_id)
+            wanted = self.hello.exporter if self.hello is not None else ""
+            exporter = await self.router._take_exporter(self.grant.lease_id, wanted)
         except RelayRefused as exc:
             self.refuse(exc.code, str(exc))
             return
@@ -370,7 +371,8 @@ class RelayRouter:
         self.pair_timeout = pair_timeout
         self.preamble_timeout = preamble_timeout
         self._idle: dict[str, collections.deque[_Side]] = {}
-        self._wanted: dict[str, collections.deque[asyncio.Future[_Side]]] = {}
+        # Clients waiting for an exporter dial: (future, exporter name or "" for any).
+        self._wanted: dict[str, collections.deque[tuple[asyncio.Future[_Side], str]]] = {}
         self._pairs: dict[str, set[_Side]] = {}
         self._ended: dict[str, None] = {}  # insertion-ordered set, oldest forgotten first
         self._server: asyncio.Server | None = None
@@ -442,7 +444,7 @@ class RelayRouter:
         return len(self._idle.get(lease_id, ()))
 
     def _cut(self, lease_id: str, reason: str) -> int:
-        for future in self._wanted.pop(lease_id, ()):
+        for future, _ in self._wanted.pop(lease_id, ()):
             future.cancel()
         for side in self._idle.pop(lease_id, ()):
             side.refuse("lease_ended", reason)
@@ -460,22 +462,30 @@ class RelayRouter:
         lease_id = side.grant.lease_id
         if side.state is not RelayState.WAITING:
             return
-        wanted = self._wanted.get(lease_id)
-        while wanted:
-            future = wanted.popleft()
-            if not future.done():
+        wanted = self._wanted.get(lease_id) or collections.deque()
+        for entry in list(wanted):
+            future, name = entry
+            if future.done():
+                wanted.remove(entry)
+            elif not name or name == side.grant.exporter:
+                wanted.remove(entry)
                 future.set_result(side)
                 return
         self._idle.setdefault(lease_id, collections.deque()).append(side)
 
-    async def _take_exporter(self, lease_id: str) -> _Side:
-        idle = self._idle.get(lease_id)
-        while idle:
-            side = idle.popleft()
-            if side.state is RelayState.WAITING:
+    async def _take_exporter(self, lease_id: str, exporter: str = "") -> _Side:
+        """An idle dial of the lease's exporter (of ``exporter`` when named), waiting for
+        one up to ``pair_timeout``."""
+        idle = self._idle.get(lease_id) or collections.deque()
+        for side in list(idle):
+            if side.state is not RelayState.WAITING:
+                idle.remove(side)
+            elif not exporter or (side.grant is not None and side.grant.exporter == exporter):
+                idle.remove(side)
                 return side
         future: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
-        self._wanted.setdefault(lease_id, collections.deque()).append(future)
+        entry = (future, exporter)
+        self._wanted.setdefault(lease_id, collections.deque()).append(entry)
         try:
             async with asyncio.timeout(self.pair_timeout):
                 return await future
@@ -485,8 +495,8 @@ class RelayRouter:
             raise
         finally:
             wanted = self._wanted.get(lease_id)
-            if wanted is not None and future in wanted:
-                wanted.remove(future)
+            if wanted is not None and entry in wanted:
+                wanted.remove(entry)
 
     def _splice(self, client: _Side, exporter: _Side) -> None:
         assert client.grant is not None and exporter.grant is not None
@@ -498,7 +508,9 @@ class RelayRouter:
         self._pairs.setdefault(lease_id, set()).update((client, exporter))
         # The exporter learns it was used first, so it can dial the next idle connection.
         exporter.start_splice(client, {"client": client.grant.identity})
-        info = {"exporter": client.grant.exporter or exporter.grant.identity, **client.grant.info}
+        # The exporter actually spliced (its own grant names it), not the one the client asked.
+        named = exporter.grant.exporter or client.grant.exporter or exporter.grant.identity
+        info = {"exporter": named, **client.grant.info}
         if exporter.hello is not None and exporter.hello.cert:
             info["cert_sha256"] = exporter.hello.cert
         client.start_splice(exporter, info)

@@ -29,7 +29,9 @@ _MIN_POLL = 0.5
 class LeaseAuthority(Protocol):
     """What the relay needs from the controller."""
 
-    async def authorize_relay(self, lease_id: str, token: str, role: str) -> bool: ...
+    async def authorize_relay(
+        self, lease_id: str, token: str, role: str, exporter: str = ""
+    ) -> str | None: ...
 
     async def wait_lease_change(
         self, lease_id: str, state: str, seconds: float, /
@@ -45,18 +47,23 @@ class _LeaseWatch:
         self._watchers: dict[str, asyncio.Task[None]] = {}
 
     async def authorize(self, hello: RelayHello) -> RelayGrant:
-        ok = await self.controller.authorize_relay(hello.lease, hello.token, hello.role)
-        if not ok:
+        name = await self.controller.authorize_relay(
+            hello.lease, hello.token, hello.role, hello.exporter
+        )
+        if name is None:
             raise RelayRefused(
                 f"this token may not use lease {hello.lease!r} as its {hello.role}: unknown "
                 f"token, not the lease's {'holder' if hello.role == 'client' else 'exporter'}, "
-                "or the lease is not ready",
+                + (f"{hello.exporter!r} not one of its exporters, " if hello.exporter else "")
+                + "or the lease is not ready",
                 code="forbidden",
             )
         if hello.lease not in self._watchers:
             task = asyncio.get_running_loop().create_task(self._watch(hello.lease))
             self._watchers[hello.lease] = task
-        return RelayGrant(hello.lease, identity=hello.role)
+        # An exporter's dial is tagged with its name, so a client naming one is paired with it.
+        exporter = name if hello.role == "exporter" else hello.exporter
+        return RelayGrant(hello.lease, identity=name, exporter=exporter)
 
     async def _watch(self, lease_id: str) -> None:
         loop = asyncio.get_running_loop()

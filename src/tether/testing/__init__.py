@@ -6,6 +6,8 @@
 - :class:`TestNode`, :class:`TestEnvironment` and :class:`DriverUnderTest` are the pieces of a
   driver test; :class:`ForegroundDriverTest` / :class:`BackgroundDriverTest` assemble them.
 - :func:`serve` runs a driver behind the real wire protocol, for end-to-end client tests.
+- :func:`record` / :class:`Recorder` note a client tree's session; :func:`replay` answers as
+  recorded, without the device (``pytest --tether-record DIR``).
 
 See docs/testing.md.
 """
@@ -27,6 +29,17 @@ from ._node import (
     OutgoingDirectoryClient,
     StartArgsResult,
     TestNode,
+)
+from ._record import (
+    Recorder,
+    RecordingTarget,
+    ReplayedTrees,
+    ReplayMismatch,
+    ReplayTarget,
+    load_recording,
+    record,
+    replay,
+    unrecorded,
 )
 from ._runtime import DriverRuntime
 from ._serve import serve
@@ -50,9 +63,18 @@ __all__ = [
     "IncomingDirectoryServer",
     "LogSink",
     "OutgoingDirectoryClient",
+    "Recorder",
+    "RecordingTarget",
+    "ReplayMismatch",
+    "ReplayTarget",
+    "ReplayedTrees",
     "StartArgsResult",
     "TestEnvironment",
     "TestNode",
     "current_dispatcher",
+    "load_recording",
+    "record",
+    "replay",
     "serve",
+    "unrecorded",
 ]

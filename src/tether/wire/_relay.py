@@ -60,12 +60,15 @@ class RelayHello:
 
     ``cert`` (exporters on a TLS relay): the SHA-256 of the certificate the exporter presents
     in the end-to-end TLS session, lower-case hex; the router tells it to the client.
+    ``exporter`` (clients of a lease with several exporters): the one to be spliced to;
+    empty: any of the lease's exporters.
     """
 
     lease: str
     role: Role
     token: str = field(repr=False)
     cert: str = ""
+    exporter: str = ""
 
     def __post_init__(self) -> None:
         if not self.lease:
@@ -114,6 +117,8 @@ def encode_relay_hello(hello: RelayHello) -> bytes:
     fields = {"lease": hello.lease, "role": hello.role, "token": hello.token}
     if hello.cert:
         fields["cert"] = hello.cert
+    if hello.exporter:
+        fields["exporter"] = hello.exporter
     return RELAY_MAGIC + msgspec.json.encode(fields) + b"\n"
 
 
@@ -140,8 +145,11 @@ def decode_relay_hello(line: bytes) -> RelayHello:
     cert = data.get("cert", "")
     if not isinstance(cert, str):
         raise RemoteProtocolError("relay preamble: 'cert' must be a string")
+    exporter = data.get("exporter", "")
+    if not isinstance(exporter, str):
+        raise RemoteProtocolError("relay preamble: 'exporter' must be a string")
     try:
-        return RelayHello(values["lease"], values["role"], values["token"], cert)  # type: ignore[arg-type]
+        return RelayHello(values["lease"], values["role"], values["token"], cert, exporter)  # type: ignore[arg-type]
     except ValueError as exc:
         raise RemoteProtocolError(f"relay preamble: {exc}") from None
 
