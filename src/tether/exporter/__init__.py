@@ -19,6 +19,7 @@ from ._agent import ControllerAgent, run_agent
 from ._config import (
     ControllerConfig,
     ExporterConfig,
+    HealthConfig,
     HooksConfig,
     NodeConfig,
     OnFailure,
@@ -44,6 +45,7 @@ __all__ = [
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
+    "HealthConfig",
     "HookResult",
     "HooksConfig",
     "LabCerts",

@@ -48,6 +48,7 @@ from tether.wire import (
 
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
+from ._health import HealthResult, run_health_check
 from ._lease_relay import LeaseRelay
 
 if TYPE_CHECKING:
@@ -147,6 +148,11 @@ class ControllerAgent:
         self.heartbeat_interval = 10.0
         #: lease id -> the session serving it
         self.sessions: dict[str, str] = {}
+        #: the last health check's outcome (``health:`` in the config), once one ran.
+        self.health: HealthResult | None = None
+        self._health_lock = asyncio.Lock()
+        self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
 
     @classmethod
     def from_config(
@@ -273,6 +279,8 @@ class ControllerAgent:
         # ExceptionGroup) so run() can tell "controller away" from "token rejected".
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._heartbeats()), loop.create_task(self._watch_leases())]
+        if self.config.health is not None:
+            tasks.append(loop.create_task(self._health_checks(self.config.health.interval)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -303,6 +311,49 @@ class ControllerAgent:
             answer = await self._request("GET", "/v1/exporter/leases", params=params)
             version = str(answer.get("version", ""))
             self._sync(answer.get("leases", []))
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _health_checks(self, interval: float) -> None:
+        """A check at once, then every ``interval`` seconds while no lease runs."""
+        while True:
+            if not self._leases:
+                await self.check_health()
+            await asyncio.sleep(interval)
+
+    async def check_health(self) -> HealthResult | None:
+        """Run the config's health check now and report it to the controller.
+
+        The exporter says ``hook`` meanwhile (nobody is granted it) and until the controller
+        has the outcome, so a failing board is never granted between the two.
+
+        Returns:
+            The outcome; ``None`` when the config has no ``health:`` section.
+
+        Raises:
+            ConnectFailed, ControllerError: the report did not reach the controller.
+        """
+        if self.config.health is None:
+            return None
+        async with self._health_lock, self._hook_status("health"):
+            result = await run_health_check(self.config)
+            self.health = result
+            body = {"ok": result.ok, "output": result.output}
+            await self._request("POST", "/v1/exporter/health", json=body)
+            # Logged once the controller has it (tests wait for these lines).
+            if result.ok:
+                log.info("health check passed")
+            else:
+                log.warning("health check failed: %s", result.output)
+        return result
+
+    async def _check_health_after_lease(self) -> None:
+        if self._stopping or self.config.health is None:
+            return
+        try:
+            await self.check_health()
+        except (ConnectFailed, ControllerError) as exc:  # the next periodic check reports
+            log.warning("health check after a lease not reported: %s", exc)
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -341,7 +392,7 @@ class ControllerAgent:
         lease_id = str(lease["id"])
         hooks = self.config.hooks
         try:
-            async with self._hook_status(hooks.before_lease):
+            async with self._health_lock, self._hook_status(hooks.before_lease):
                 session = await self.exporter.open_session(lease_id)
         except HookFailed as exc:
             log.error("lease %s: not served: %s", lease_id, exc)
@@ -373,8 +424,14 @@ class ControllerAgent:
             async with self._hook_status(hooks.after_lease):
                 await self.exporter.close_session(session.id)
             log.info("lease %s: session %s closed", lease_id, session.id)
+            # Shielded: another long-poll answer may cancel this task again meanwhile.
+            check = asyncio.ensure_future(self._check_health_after_lease())
+            self._background.add(check)
+            check.add_done_callback(self._background.discard)
+            await asyncio.shield(check)
 
     async def _stop_all(self) -> None:
+        self._stopping = True
         tasks = list(self._leases.values())
         for task in tasks:
             task.cancel()

@@ -1,0 +1,114 @@
+"""The exporter's ``health:`` check against a real controller: a real ``tether exporter serve``
+process whose failing check takes it out of the pool and whose passing one brings it back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.controller.testing import ControllerHandle, run_controller
+
+EXPORT = """
+export:
+  power: {type: tether.drivers.power.MockPower}
+"""
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[ControllerHandle]:
+    with run_controller(tmp_path, relay=True) as ctl:
+        yield ctl
+
+
+class Serving:
+    """``tether exporter serve CONFIG`` with its stderr read line by line."""
+
+    def __init__(self, config: Path) -> None:
+        argv = [sys.executable, "-c", "from tether.cli import main; main()", "exporter", "serve"]
+        self.process = subprocess.Popen(
+            [*argv, str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # A safety net: a test that waits for a line that never comes ends, not hangs.
+        self.guard = threading.Timer(60, self.process.kill)
+        self.guard.start()
+        self.lines: list[str] = []
+
+    def wait_for(self, text: str, after: int = 0) -> str:
+        """The next stderr line (from line ``after`` on) containing ``text``."""
+        assert self.process.stderr is not None
+        for line in self.lines[after:]:
+            if text in line:
+                return line
+        while line := self.process.stderr.readline():
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"the exporter exited without logging {text!r}:\n{self.lines}")
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, rest = self.process.communicate(timeout=30)
+        self.guard.cancel()
+        return "".join(self.lines) + rest
+
+
+def exporter(ctl: ControllerHandle, token: str) -> dict[str, Any]:
+    with ctl.http(token) as http:
+        found = http.get("/v1/exporters").json()["exporters"]
+    return dict(next(e for e in found if e["name"] == "bench-1"))
+
+
+def test_a_failing_health_check_takes_the_exporter_out_and_a_passing_one_brings_it_back(
+    ctl: ControllerHandle, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.write_text("the board does not answer\n")
+    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+    config = tmp_path / "bench.yaml"
+    health = (
+        f'health: {{command: "cat {broken} 2>/dev/null && exit 1; echo fine", '
+        "interval: 0.5, timeout: 20}\n"
+    )
+    config.write_text(issued.config + health + EXPORT)
+    alice = ctl.admin.create_client("alice")
+    serving = Serving(config)
+    try:
+        serving.wait_for("health check failed")
+        seen = exporter(ctl, alice.token)
+        assert seen["status"] == "unhealthy"
+        assert "the board does not answer" in seen["health"]
+        assert "exited with status 1" in seen["health"]
+        with ctl.http(alice.token) as http:
+            lease = http.post("/v1/leases", json={"selector": "board=rpi4", "duration": 60})
+            lease_id = lease.json()["id"]
+            # Never granted while unhealthy (the long-poll returns at its end, still pending).
+            still = http.get(f"/v1/leases/{lease_id}?wait=1&state=pending").json()
+            assert still["state"] == "pending"
+            failures = len(serving.lines)
+            broken.unlink()  # the board is fixed: the next check passes, the lease is granted
+            while still["state"] == "pending":
+                still = http.get(f"/v1/leases/{lease_id}?wait=30&state=pending").json()
+            assert still["state"] == "ready", still
+            serving.wait_for("health check passed", failures)
+            assert exporter(ctl, alice.token)["health"] is None
+            # It breaks during the lease: the check after the lease takes it out again.
+            broken.write_text("fell off the bench\n")
+            mark = len(serving.lines)
+            http.delete(f"/v1/leases/{lease_id}").raise_for_status()
+            serving.wait_for("health check failed", mark)
+            seen = exporter(ctl, alice.token)
+            assert seen["status"] == "unhealthy"
+            assert "fell off the bench" in seen["health"]
+    finally:
+        log = serving.stop()
+    assert serving.process.returncode == 0, log
