@@ -32,6 +32,7 @@ from types import FrameType
 
 import click
 
+from tether.client import ExpiryWatcher
 from tether.errors import TetherError
 
 __all__ = ["SHELL_ENV", "shell"]
@@ -45,6 +46,15 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 class _Target:
     name: str
     env: dict[str, str] = field(default_factory=dict)
+    #: the lease's watcher (--selector, --lease): why it ended, when it did
+    watcher: ExpiryWatcher | None = None
+
+    def expired(self) -> str | None:
+        """ "the lease ... expired at T" once the lease ended, else None."""
+        if self.watcher is None:
+            return None
+        self.watcher.gone.wait(2.0)  # a relay error usually comes just before the news
+        return self.watcher.ended
 
 
 @click.command(
@@ -63,7 +73,21 @@ class _Target:
     metavar="LABELS",
     help="Lease an exporter matching these labels through the controller (board=rpi4,...).",
 )
+@click.option(
+    "--lease",
+    "lease_id",
+    metavar="ID",
+    help="Use this lease of yours (from `tether lease acquire`); it is not released at exit.",
+)
 @click.option("--duration", default="30m", show_default=True, help="Lease duration (--selector).")
+@click.option(
+    "--expiry-warning",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="MINUTES",
+    help="Warn this many minutes before the lease expires (--selector, --lease; 0: never).",
+)
 @click.option(
     "--client-config",
     type=_FILE,
@@ -81,7 +105,9 @@ def shell(
     config: Path | None,
     url: str | None,
     selector: str | None,
+    lease_id: str | None,
     duration: str,
+    expiry_warning: float,
     client_config: Path | None,
     token: str | None,
     ca: Path | None,
@@ -101,10 +127,12 @@ def shell(
       tether shell --exporter-config lab.yaml -- dut power on
       tether shell --connect tls://bench-1:7443 --ca ca.pem --token tth_...
       tether shell --selector board=rpi4 --duration 1h -- pytest tests/
+      tether shell --lease 0b6f...
     """
-    if sum(given is not None for given in (config, url, selector)) != 1:
+    if sum(given is not None for given in (config, url, selector, lease_id)) != 1:
         raise click.UsageError(
-            "give exactly one of --exporter-config FILE, --connect URL or --selector LABELS"
+            "give exactly one of --exporter-config FILE, --connect URL, --selector LABELS "
+            "or --lease ID"
         )
     if config is not None and (token or ca or cert or key):
         raise click.UsageError("--token, --ca, --cert and --key go with --connect or --selector")
@@ -114,21 +142,26 @@ def shell(
             "use $TETHER_TOKEN or a config file",
             err=True,
         )
-    if selector is None and client_config is not None:
-        raise click.UsageError("--client-config goes with --selector")
-    if selector is not None and (cert or key):
+    leased = selector is not None or lease_id is not None
+    if not leased and client_config is not None:
+        raise click.UsageError("--client-config goes with --selector or --lease")
+    if leased and (cert or key):
         raise click.UsageError("--cert and --key go with --connect")
     if config is not None:
         opened = _local_session(config)
     elif url is not None:
         opened = _remote_session(url, token, ca, cert, key)
     else:
-        opened = _leased_session(str(selector), duration, token, ca, client_config)
+        opened = _leased_session(
+            selector, lease_id, duration, token, ca, client_config, expiry_warning * 60
+        )
+    target: _Target | None = None
     try:
         with opened as target:
             status = _run_child(command, target)
     except TetherError as exc:
-        raise click.ClickException(str(exc)) from None
+        expired = target.expired() if target is not None else None
+        raise click.ClickException(expired or str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror or exc}") from None
     sys.exit(status)
@@ -173,18 +206,35 @@ def _remote_session(
 
 @contextlib.contextmanager
 def _leased_session(
-    selector: str, duration: str, token: str | None, ca: Path | None, client_config: Path | None
+    selector: str | None,
+    lease_id: str | None,
+    duration: str,
+    token: str | None,
+    ca: Path | None,
+    client_config: Path | None,
+    warn_before: float,
 ) -> Iterator[_Target]:
     from tether.client import LeasedSession, open_leased_tree
 
     with open_leased_tree(
-        selector, duration=duration, token=token, ca=ca, config=client_config
+        selector, duration=duration, token=token, ca=ca, config=client_config, lease_id=lease_id
     ) as root:
         assert isinstance(root.session, LeasedSession)
-        lease = root.session.lease
+        session = root.session
+        lease = session.lease
         exporters = ", ".join(lease.exporters) or root.name
-        click.echo(f"tether shell: leased {exporters} (lease {lease.id})", err=True)
-        yield _Target(exporters, {"TETHER_HOST": root.session_url})
+        verb = "using" if lease_id else "leased"
+        click.echo(f"tether shell: {verb} {exporters} (lease {lease.id})", err=True)
+        watcher = ExpiryWatcher(
+            session._settings,
+            lease,
+            warn_before=warn_before,
+            say=lambda text: click.echo(f"tether shell: {text}", err=True),
+        )
+        try:
+            yield _Target(exporters, {"TETHER_HOST": root.session_url}, watcher)
+        finally:
+            watcher.stop()
 
 
 def _run_child(command: Sequence[str], target: _Target) -> int:

@@ -15,10 +15,13 @@ from ._lease import (
     load_client_settings,
     open_leased_tree,
 )
+from ._watch import ExpiryWatcher, HookWatcher, hook_printer
 
 __all__ = [
     "ALLOW_VAR",
     "ClientSettings",
+    "ExpiryWatcher",
+    "HookWatcher",
     "Lease",
     "LeaseClient",
     "LeasedSession",
@@ -31,6 +34,7 @@ __all__ = [
     "connect",
     "controller_error",
     "dial_relay",
+    "hook_printer",
     "lease",
     "load_client_settings",
     "map_http_errors",

@@ -33,6 +33,7 @@ from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
 from ._lease_relay import LeaseRelay
 from ._main import run_exporter, serve_exporter
+from ._observe import ExporterObserver, Observers
 from ._problems import ConfigFileError, ConfigProblem
 from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
 from ._thread import RunningExporter, run_exporter_in_thread
@@ -45,12 +46,14 @@ __all__ = [
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
+    "ExporterObserver",
     "HealthConfig",
     "HookResult",
     "HooksConfig",
     "LabCerts",
     "LeaseRelay",
     "NodeConfig",
+    "Observers",
     "OnFailure",
     "RunningExporter",
     "Session",

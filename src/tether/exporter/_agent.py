@@ -49,6 +49,7 @@ from tether.wire import (
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
 from ._health import HealthResult, run_health_check
+from ._hook_reports import HookReports
 from ._lease_relay import LeaseRelay
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ class ControllerAgent:
         self._health_lock = asyncio.Lock()
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
+        self._hook_reports = HookReports()
+        exporter.observers.append(self._hook_reports)
 
     @classmethod
     def from_config(
@@ -253,6 +256,9 @@ class ControllerAgent:
         except (TimeoutError, ConnectFailed, ControllerError) as exc:
             log.info("could not tell %s we go offline: %s", self.endpoint, exc)
 
+    async def _send_json(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(method, path, json=body)
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         assert self._http is not None
         what = f"{method} {self.endpoint}{path}"
@@ -279,6 +285,7 @@ class ControllerAgent:
         # ExceptionGroup) so run() can tell "controller away" from "token rejected".
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._heartbeats()), loop.create_task(self._watch_leases())]
+        tasks.append(loop.create_task(self._hook_reports.send_forever(self._send_json)))
         if self.config.health is not None:
             tasks.append(loop.create_task(self._health_checks(self.config.health.interval)))
         try:
@@ -338,6 +345,7 @@ class ControllerAgent:
         async with self._health_lock, self._hook_status("health"):
             result = await run_health_check(self.config)
             self.health = result
+            self.exporter.observers.emit("health_checked", result)
             body = {"ok": result.ok, "output": result.output}
             await self._request("POST", "/v1/exporter/health", json=body)
             # Logged once the controller has it (tests wait for these lines).
