@@ -198,6 +198,16 @@ ROWS: tuple[Row, ...] = (
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
     Row("hostile_call_ratio_max", "controller: worst flood / idle call p50", "x", True),
     Row("hostile_rss_over_idle_mb_max", "controller: worst flood RSS over idle", "MB", True),
+    Row("snmp_serve_on_p50_us", "SNMP on p50, tether serve() -> snmpd", "us", True),
+    Row("snmp_on_p50_us", "SNMP on p50, tether TLS exporter -> snmpd", "us", True),
+    Row("snmp_direct_on_p50_us", "SNMP on p50, pysnmp set_cmd -> snmpd", "us", True),
+    Row("snmp_on_ratio", "SNMP on: tether serve() / pysnmp", "x", lower_is_better=True),
+    Row("snmp_tls_on_ratio", "SNMP on: tether TLS exporter / pysnmp", "x", True),
+    Row("modbus_serve_on_p50_us", "Modbus on p50, tether serve() -> pymodbus server", "us", True),
+    Row("modbus_on_p50_us", "Modbus on p50, tether TLS exporter -> server", "us", True),
+    Row("modbus_direct_on_p50_us", "Modbus on p50, pymodbus client -> server", "us", True),
+    Row("modbus_on_ratio", "Modbus on: tether serve() / pymodbus", "x", lower_is_better=True),
+    Row("modbus_tls_on_ratio", "Modbus on: tether TLS exporter / pymodbus", "x", True),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -222,6 +232,8 @@ TARGETS: tuple[Target, ...] = (
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
     Target("hostile_call_ratio_max", "absolute", 3.0, "under each flood, call p50 <= 3x idle"),
     Target("hostile_rss_over_idle_mb_max", "absolute", 200.0, "under each flood, RSS +200 MB"),
+    Target("snmp_on_ratio", "absolute", 2.0, "SNMP on p50 (serve) within 2x of pysnmp direct"),
+    Target("modbus_on_ratio", "absolute", 2.0, "Modbus on p50 (serve) within 2x of pymodbus"),
 )
 
 

@@ -29,7 +29,6 @@ from tether.drivers.storage import (
     MockStorageMux,
     StorageError,
     StorageModeError,
-    StorageMux,
     StorageMuxClient,
     detect_compression,
 )
@@ -115,7 +114,7 @@ def test_a_file_mux_never_shrinks_its_file(tmp_path: Path) -> None:
     disk.write_bytes(b"\xaa" * 4096)
     small = tmp_path / "small.img"
     small.write_bytes(b"boot" * 10)
-    with serve(StorageMux(path=str(disk), initial="host")) as client:
+    with serve(MockStorageMux(path=str(disk), initial="host")) as client:
         client.write(small, progress=False)
     assert disk.read_bytes() == b"boot" * 10 + b"\xaa" * (4096 - 40)
 
@@ -254,7 +253,15 @@ def test_flasher_uses_power_and_mux_through_a_tls_exporter(image: Path, tmp_path
                 "  power: {type: tether.drivers.power.MockPower}",
                 "  mux:",
                 "    type: tether.drivers.storage.StorageMux",
-                f"    config: {{path: {disk}, sync: true}}",
+                "    config:",
+                f"      path: {disk}",
+                "      sync: true",
+                f"      host_command: echo host > {tmp_path / 'mux-state'}",
+                f"      dut_command: echo dut > {tmp_path / 'mux-state'}",
+                f"      off_command: echo off > {tmp_path / 'mux-state'}",
+                f"      status_command: cat {tmp_path / 'mux-state'}",
+                "      initial: 'off'",
+                "      wait_for_path: false",  # an image file, created by the write
                 "  flasher:",
                 "    type: tether.drivers.storage.Flasher",
                 "    config: {power_on_after: true}",
@@ -272,6 +279,7 @@ def test_flasher_uses_power_and_mux_through_a_tls_exporter(image: Path, tmp_path
         result = dut.flasher.write(image, verify=True, progress=False)
         assert result.verified and result.bytes == image.stat().st_size
         assert dut.mux.status() == "dut"
+        assert (tmp_path / "mux-state").read_text() == "dut\n"  # the mux's command ran
         assert dut.power.status() is True  # off for the write, on again after it
         out = tmp_path / "dump.img"
         assert dut.flasher.read(out, progress=False) == image.stat().st_size
@@ -304,8 +312,12 @@ def test_public_names() -> None:
         "StorageError",
         "StorageModeError",
         "StorageMux",
+        "StorageMuxBase",
         "StorageMuxClient",
         "StorageMuxInterface",
+        "StorageSwitchError",
+        "StorageSwitchTimeout",
+        "UsbSdMux",
         "WriteResult",
         "detect_compression",
     ]

@@ -62,6 +62,17 @@ def _url(database: str | None) -> str:
 @click.group()
 def controller() -> None:
     """Run the lab controller (leases, exporters, access)."""
+    _need_controller_extra()
+
+
+def _need_controller_extra() -> None:
+    """Name the ``pip install`` line at once when the controller's libraries are absent."""
+    from tether.extras import MissingExtra, check_extra
+
+    try:
+        check_extra("controller", "the tether controller")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @controller.command()
@@ -136,6 +147,7 @@ def serve(
 @click.pass_context
 def admin(ctx: click.Context, database: str | None) -> None:
     """Manage identities and access policies, directly on the controller database."""
+    _need_controller_extra()
     ctx.obj = _url(database)
 
 

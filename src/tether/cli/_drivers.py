@@ -22,6 +22,7 @@ def list_drivers(as_json: bool) -> None:
     A driver that cannot be loaded (missing module, import error) is listed with the error.
     """
     from tether.drivers import discover_drivers
+    from tether.extras import install_line, missing_extra
 
     entries = discover_drivers()
     if as_json:
@@ -43,6 +44,9 @@ def list_drivers(as_json: bool) -> None:
             continue
         interfaces = ", ".join(f"{i['name']} v{i['version']}" for i in entry.interfaces) or "-"
         methods = ", ".join(sorted(entry.driver.exported())) or "-"
+        missing = missing_extra(entry.driver)
+        if missing is not None:
+            methods += f" [yellow](needs {escape(install_line(missing.extra))})[/yellow]"
         table.add_row(entry.name, interfaces, methods, entry.distribution or "")
     Console().print(table)
     broken = sum(1 for entry in entries if entry.driver is None)

@@ -4,6 +4,7 @@ Run it with ``tether controller serve``; manage it with ``tether admin``. The AP
 ``docs/controller-api.md``; :mod:`tether.controller.testing` runs one for tests.
 """
 
+from . import _require  # noqa: F401  (first: a missing extra is named before anything fails)
 from ._admin import Admin, NewIdentity, load_policy_file, make_policy
 from ._app import create_app
 from ._audit import AuditEntry, acting

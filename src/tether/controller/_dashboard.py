@@ -47,7 +47,7 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    templates.filters["iso"] = iso
+    templates.filters["iso"] = _when
 
     async def who(request: Request) -> tuple[Identity, str] | None:
         token = request.cookies.get(COOKIE, "")
@@ -202,6 +202,12 @@ async def _form(request: Request) -> dict[str, str]:
             raise ControllerError("form too large", code="too_large", status=413)
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
     return {key: values[0] for key, values in fields.items()}
+
+
+def _when(timestamp: float | None) -> str:
+    """A time as people read it on a lab page: to the second, UTC."""
+    text = iso(timestamp)
+    return "" if text is None else text[:19].replace("T", " ") + "Z"
 
 
 def csrf_for(token: str) -> str:

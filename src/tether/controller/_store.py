@@ -448,6 +448,9 @@ class Store:
             conn.execute(insert(leases).values(**values))
             changes = Changes() if reason else self._grant_pass(conn, now, lab)
             changes.leases.add(lease_id)  # the queue changed: watchers of the lab look again
+            audit_log.record(
+                conn, now, "request", lease_id, actor=client, priority=decision.priority
+            )
             record = self._load(conn, lease_id)
         assert record is not None
         return record, changes

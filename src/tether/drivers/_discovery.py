@@ -14,6 +14,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from tether.driver import Driver
+from tether.extras import missing_extra
 
 __all__ = ["ENTRY_POINT_GROUP", "DriverEntry", "discover_drivers"]
 
@@ -60,6 +61,8 @@ class DriverEntry:
             }
             data["config"] = _config_fields(cls)
             data["doc"] = (inspect.getdoc(cls) or "").split("\n\n")[0]
+            missing = missing_extra(cls)
+            data["missing_extra"] = str(missing) if missing is not None else None
         return data
 
 

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from tether.driver import Composite, Driver
+from tether.extras import missing_extra
 from tether.security import describe_bad_hash, is_token_hash, read_token_hashes
 from tether.wire import Address, parse_address
 
@@ -388,6 +389,9 @@ def _analyze(config: ExporterConfig, rep: Reporter) -> _Analysis:
         except _Unresolved as exc:
             rep.add((*_node_key(path), "type"), str(exc))
             continue
+        missing = missing_extra(classes[path])
+        if missing is not None:
+            rep.add((*_node_key(path), "type"), str(missing))
         _check_driver_config(classes[path], node, _node_key(path), rep)
 
     uses: dict[str, dict[str, str]] = {}

@@ -1,12 +1,27 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from tether.driver import DriverClient
+from tether.errors import DriverError
 
+from ._errors import POWER_ERRORS
 from ._interface import PowerInterface, PowerReading
 
 __all__ = ["PowerClient"]
+
+
+@contextlib.contextmanager
+def _power_errors() -> Iterator[None]:
+    """Raise the exporter's power device errors as the same classes here."""
+    try:
+        yield
+    except DriverError as exc:
+        cls = POWER_ERRORS.get(exc.remote_type)
+        if cls is None or isinstance(exc, cls):
+            raise
+        raise cls(exc.message, **exc.details) from exc
 
 
 class PowerClient(DriverClient):
@@ -16,19 +31,23 @@ class PowerClient(DriverClient):
 
     def on(self) -> None:
         """Switch power on."""
-        self.call("on")
+        with _power_errors():
+            self.call("on")
 
     def off(self) -> None:
         """Switch power off."""
-        self.call("off")
+        with _power_errors():
+            self.call("off")
 
     def cycle(self, wait: float = 2.0) -> None:
         """Power off, wait ``wait`` seconds, power on (the exporter times the wait)."""
-        self.call("cycle", wait)
+        with _power_errors():
+            self.call("cycle", wait)
 
     def status(self) -> bool:
         """True when power is on."""
-        return bool(self.call("status"))
+        with _power_errors():
+            return bool(self.call("status"))
 
     def read(self) -> Iterator[PowerReading]:
         """Yield power samples as the driver produces them.

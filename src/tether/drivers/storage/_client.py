@@ -32,7 +32,13 @@ from rich.progress import (
 from tether.driver import DriverClient
 from tether.errors import CallCancelled, DriverError
 
-from ._errors import ImageVerifyError, StorageError, StorageModeError
+from ._errors import (
+    ImageVerifyError,
+    StorageError,
+    StorageModeError,
+    StorageSwitchError,
+    StorageSwitchTimeout,
+)
 from ._interface import FlasherInterface, StorageMuxInterface, WriteResult
 from ._source import open_image
 
@@ -42,6 +48,8 @@ _REMOTE_ERRORS: dict[str, type[StorageError]] = {
     "ImageVerifyError": ImageVerifyError,
     "StorageModeError": StorageModeError,
     "StorageError": StorageError,
+    "StorageSwitchError": StorageSwitchError,
+    "StorageSwitchTimeout": StorageSwitchTimeout,
 }
 
 
@@ -53,8 +61,10 @@ def _storage_errors() -> Iterator[None]:
     except DriverError as exc:
         module, _, name = exc.remote_type.rpartition(".")
         cls = _REMOTE_ERRORS.get(name) if module.startswith("tether.drivers.storage") else None
-        if cls is None:
+        if cls is None or isinstance(exc, cls):
             raise
+        if issubclass(cls, StorageSwitchError):
+            raise cls(exc.message, **exc.details) from exc
         raise cls(exc.message) from exc
 
 
@@ -274,7 +284,8 @@ class StorageMuxClient(_ImageClient):
 
     def status(self) -> str:
         """``"host"``, ``"dut"`` or ``"off"``."""
-        return str(self.call("status"))
+        with _storage_errors():
+            return str(self.call("status"))
 
 
 class FlasherClient(_ImageClient):

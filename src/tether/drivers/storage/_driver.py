@@ -16,17 +16,18 @@ from ._errors import StorageModeError
 from ._interface import Compression, FlasherInterface, StorageMuxInterface
 from ._sink import ImageSink, ImageSource
 
-__all__ = ["Flasher", "MockFlasher", "MockStorageMux", "StorageMux"]
+__all__ = ["MODES", "Flasher", "MockFlasher", "MockStorageMux", "StorageMuxBase"]
 
-_MODES = ("host", "dut", "off")
+MODES = ("host", "dut", "off")
 
 
-class StorageMux(StorageMuxInterface, Driver):
-    """A storage mux over a file or block device on the exporter host.
+class StorageMuxBase(StorageMuxInterface, Driver):
+    """A storage mux over a file or block device on the exporter host; how it switches is
+    the subclass's (:class:`StorageMux`: commands, :class:`UsbSdMux`: the USB-SD-Mux,
+    :class:`MockStorageMux`: nothing, a mode in memory).
 
-    The switch itself is modelled as a mode (``host``/``dut``/``off``); subclasses for real
-    mux hardware override :meth:`switch`. Writes and reads need ``host``; a switch is refused
-    while a write or read is running.
+    Subclasses override :meth:`switch` (and :meth:`query` when the hardware can say where it
+    is). Writes and reads need ``host``; a switch is refused while a write or read is running.
 
     Config:
         path: the file or block device (e.g. ``/dev/sda``) the mux exposes to the host.
@@ -42,9 +43,9 @@ class StorageMux(StorageMuxInterface, Driver):
 
     async def start(self) -> None:
         self._active: set[ImageSink | ImageSource] = set()
-        if self.initial not in _MODES:
+        if self.initial not in MODES:
             raise StorageModeError(
-                f"{type(self).__name__}.initial must be one of {', '.join(_MODES)} "
+                f"{type(self).__name__}.initial must be one of {', '.join(MODES)} "
                 f"(got {self.initial!r})"
             )
         self._mode = self.initial
@@ -52,6 +53,10 @@ class StorageMux(StorageMuxInterface, Driver):
     async def switch(self, mode: str) -> None:
         """Move the mux to ``mode``; hardware drivers override this and call super()."""
         self._mode = mode
+
+    async def query(self) -> str:
+        """Where the mux is; hardware drivers that can ask the device override this."""
+        return self._mode
 
     async def _set(self, mode: str) -> None:
         if mode != self._mode and any(not stream.finished for stream in self._active):
@@ -79,6 +84,7 @@ class StorageMux(StorageMuxInterface, Driver):
     @export
     async def status(self) -> str:
         """``"host"``, ``"dut"`` or ``"off"``."""
+        self._mode = await self.query()
         return self._mode
 
     def _need_host(self, what: str) -> None:
@@ -136,7 +142,7 @@ class StorageMux(StorageMuxInterface, Driver):
             await source.aclose()
 
 
-class MockStorageMux(StorageMux):
+class MockStorageMux(StorageMuxBase):
     """A storage mux backed by a temporary file, removed when the driver stops.
 
     Config:
