@@ -112,3 +112,69 @@ def test_a_failing_health_check_takes_the_exporter_out_and_a_passing_one_brings_
     finally:
         log = serving.stop()
     assert serving.process.returncode == 0, log
+
+
+def test_metrics_listen_serves_sessions_hooks_and_health_checks(
+    ctl: ControllerHandle, tmp_path: Path
+) -> None:
+    import httpx
+
+    import tether
+
+    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+    config = tmp_path / "bench.yaml"
+    extra = (
+        "metrics_listen: 127.0.0.1:0\n"
+        "hooks: {before_lease: 'echo up', after_lease: 'exit 4'}\n"
+        "health: {command: 'true', interval: 3600}\n"
+    )
+    config.write_text(issued.config + extra + EXPORT)
+    alice = ctl.admin.create_client("alice")
+    serving = Serving(config)
+    try:
+        url = serving.wait_for("metrics at ").split("metrics at ")[1].strip()
+        serving.wait_for("health check passed")
+        account = {"controller": ctl.url, "token": alice.token, "ca": ctl.ca}
+        with tether.lease("board=rpi4", "1m", **account) as dut:  # type: ignore[arg-type]
+            dut.power.on()
+            during = httpx.get(url).text
+        mark = len(serving.lines)
+        serving.wait_for("closed", mark)
+        serving.wait_for("health check passed", mark)  # the check after the lease
+        after = httpx.get(url).text
+    finally:
+        log = serving.stop()
+    assert serving.process.returncode == 0, log
+    assert 'tether_exporter_sessions_open{exporter="bench-1"} 1.0' in during
+    assert 'tether_exporter_sessions_open{exporter="bench-1"} 0.0' in after
+    assert 'tether_exporter_sessions_total{exporter="bench-1"} 1.0' in after
+    ok = 'tether_exporter_hook_runs_total{exporter="bench-1",hook="before_lease",outcome="ok"} 1.0'
+    failed = 'hook_runs_total{exporter="bench-1",hook="after_lease",outcome="failed"} 1.0'
+    assert ok in after and failed in after
+    assert 'tether_exporter_health_checks_total{exporter="bench-1",outcome="ok"} 2.0' in after
+    assert 'tether_exporter_healthy{exporter="bench-1"} 1.0' in after
+    assert "tether_exporter_hook_duration_seconds_count" in after
+
+
+def test_a_metrics_port_in_use_is_a_clear_error_at_start(
+    ctl: ControllerHandle, tmp_path: Path
+) -> None:
+    import socket
+
+    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "bench.yaml"
+        config.write_text(issued.config + f"metrics_listen: 127.0.0.1:{port}\n" + EXPORT)
+        argv = [sys.executable, "-c", "from tether.cli import main; main()", "exporter", "serve"]
+        done = subprocess.run(
+            [*argv, str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"metrics_listen 127.0.0.1:{port}: cannot listen there" in done.stderr
+    assert "in use" in done.stderr

@@ -33,6 +33,7 @@ from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
 from ._lease_relay import LeaseRelay
 from ._main import run_exporter, serve_exporter
+from ._metrics import ExporterMetrics
 from ._observe import ExporterObserver, Observers
 from ._problems import ConfigFileError, ConfigProblem
 from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
@@ -46,6 +47,7 @@ __all__ = [
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
+    "ExporterMetrics",
     "ExporterObserver",
     "HealthConfig",
     "HookResult",

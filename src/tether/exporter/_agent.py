@@ -355,8 +355,11 @@ class ControllerAgent:
                 log.warning("health check failed: %s", result.output)
         return result
 
-    async def _check_health_after_lease(self) -> None:
+    async def _check_health_after_lease(self, session_id: str) -> None:
         if self._stopping or self.config.health is None:
+            return
+        await self.exporter.close_session(session_id)  # (waits for after_lease to finish)
+        if self._stopping:
             return
         try:
             await self.check_health()
@@ -429,14 +432,16 @@ class ControllerAgent:
                 await asyncio.Future()
         finally:
             self.sessions.pop(lease_id, None)
-            async with self._hook_status(hooks.after_lease):
-                await self.exporter.close_session(session.id)
-            log.info("lease %s: session %s closed", lease_id, session.id)
-            # Shielded: another long-poll answer may cancel this task again meanwhile.
-            check = asyncio.ensure_future(self._check_health_after_lease())
-            self._background.add(check)
-            check.add_done_callback(self._background.discard)
-            await asyncio.shield(check)
+            try:
+                async with self._hook_status(hooks.after_lease):
+                    await self.exporter.close_session(session.id)
+                log.info("lease %s: session %s closed", lease_id, session.id)
+            finally:
+                # On its own task: this one is cancelled again by each long-poll answer
+                # that no longer lists the lease (close_session is shielded, this is not).
+                check = asyncio.ensure_future(self._check_health_after_lease(session.id))
+                self._background.add(check)
+                check.add_done_callback(self._background.discard)
 
     async def _stop_all(self) -> None:
         self._stopping = True
@@ -444,6 +449,10 @@ class ControllerAgent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        checks = list(self._background)  # health checks after leases: not reported now
+        for check in checks:
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
 
 
 async def run_agent(exporter: Exporter, config: ExporterConfig) -> None:
