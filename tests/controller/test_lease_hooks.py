@@ -73,8 +73,7 @@ def test_before_lease_output_is_shown_while_it_runs_and_kept_with_the_lease(
                 state, text = seen.get(timeout=30)
             assert state == "running"
         finally:
-            with open(gate, "w") as fifo:  # let the hook finish
-                fifo.write("ok\n")
+            release(gate, "ok\n")
             user.join(60)
         assert "error" not in outcome, outcome
         assert outcome["status"] is False
@@ -129,3 +128,14 @@ def test_a_lease_ended_by_a_failing_hook_says_why_everywhere(
     assert page.status_code == 200
     assert 'data-hook-state="failed"' in page.text
     assert "the sd card is gone" in page.text and "exited with status 3" in page.text
+
+
+def release(fifo: Path, text: str) -> None:
+    """Write to ``fifo`` once someone opens it to read, from a daemon thread: the test never
+    blocks on it (nobody may ever read, when what should have started did not)."""
+
+    def write() -> None:
+        with open(fifo, "w") as sink:
+            sink.write(text)
+
+    threading.Thread(target=write, daemon=True).start()
