@@ -146,7 +146,14 @@ class LeaseRecord:
             "ended_at": iso(self.ended_at),
             "reason": self.reason,
             "relay": relay if self.state is LeaseState.READY else None,
-            "hooks": self.hooks,
+            "hooks": [
+                {
+                    **run,
+                    "started_at": iso(run.get("started_at")),
+                    "updated_at": iso(run.get("updated_at")),
+                }
+                for run in self.hooks
+            ],
             "hooks_version": self.hooks_version,
         }
 
