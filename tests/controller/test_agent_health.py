@@ -178,3 +178,48 @@ def test_a_metrics_port_in_use_is_a_clear_error_at_start(
     assert done.returncode != 0
     assert f"metrics_listen 127.0.0.1:{port}: cannot listen there" in done.stderr
     assert "in use" in done.stderr
+
+
+def test_a_transition_health_check_calls_the_strategy_and_reports_it(
+    ctl: ControllerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from relaylab import run_agent_exporter
+    from tether import Driver, export
+
+    asked: list[str] = []
+
+    class Strategy(Driver):
+        """A stand-in BootStrategy: ``transition("shell")`` fails while the board is broken."""
+
+        broken = True
+
+        @export
+        def transition(self, state: str) -> None:
+            asked.append(state)
+            if Strategy.broken:
+                raise RuntimeError("no shell prompt on the console")
+
+    module = types.ModuleType("tether_health_agent_lab")
+    module.Strategy = Strategy  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tether_health_agent_lab", module)
+    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+    alice = ctl.admin.create_client("alice")
+    config = (
+        issued.config
+        + "health: {transition: shell, node: strategy, interval: 3600}\n"
+        + "export:\n  strategy: {type: tether_health_agent_lab.Strategy}\n"
+    )
+    with run_agent_exporter(config) as running:
+        result = running.run(running.agent.check_health())
+        assert result is not None and not result.ok
+        seen = exporter(ctl, alice.token)
+        assert seen["status"] == "unhealthy"
+        assert "strategy.transition('shell') failed" in seen["health"]
+        assert "no shell prompt on the console" in seen["health"]
+        Strategy.broken = False
+        result = running.run(running.agent.check_health())
+        assert result is not None and result.ok
+        assert exporter(ctl, alice.token)["status"] == "available"
+    assert asked[-2:] == ["shell", "shell"]
