@@ -355,11 +355,12 @@ class ControllerAgent:
                 log.warning("health check failed: %s", result.output)
         return result
 
-    async def _check_health_after_lease(self, session_id: str) -> None:
+    async def _after_lease(self, session_id: str) -> None:
+        """Once the session closed (its task may have been cancelled meanwhile): still
+        ``hook`` until ``after_lease`` is done, then the health check."""
+        async with self._hook_status(self.config.hooks.after_lease):
+            await self.exporter.close_session(session_id)  # (waits for the first call)
         if self._stopping or self.config.health is None:
-            return
-        await self.exporter.close_session(session_id)  # (waits for after_lease to finish)
-        if self._stopping:
             return
         try:
             await self.check_health()
@@ -439,7 +440,7 @@ class ControllerAgent:
             finally:
                 # On its own task: this one is cancelled again by each long-poll answer
                 # that no longer lists the lease (close_session is shielded, this is not).
-                check = asyncio.ensure_future(self._check_health_after_lease(session.id))
+                check = asyncio.ensure_future(self._after_lease(session.id))
                 self._background.add(check)
                 check.add_done_callback(self._background.discard)
 
