@@ -28,6 +28,11 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# kill -9 of clients, exporters and the controller over 1,000 leases (long; not in CI)
+.PHONY: soak
+soak: setup
+	$(BIN)/python -m bench.soak
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
 	rm -rf .venv312 .venv313

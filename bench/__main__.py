@@ -4,7 +4,8 @@ Each part runs in its own subprocess with a time limit and prints one JSON objec
 ``PARTS``): ``bench.raw_bench``, ``bench.tether_bench`` (in-process ``serve()``, the test kit),
 ``bench.remote_bench`` (an exporter process over TLS, the router relay, remote flashing) and
 ``bench.controller`` (5,000 exporters, 500 queued clients), ``bench.power_bench`` (SNMP and
-Modbus ``on`` through tether vs pysnmp's and pymodbus's own clients) in this venv, and
+Modbus ``on`` through tether vs pysnmp's and pymodbus's own clients), ``bench.ssh_bench`` (the
+SSH driver against OpenSSH's ssh and scp on one sshd) in this venv, and
 ``bench.jumpstarter_bench`` in ``bench/.venv-jumpstarter`` (created on first run). Then the
 table of figures, ratios and targets is printed and the results are written to
 ``bench/results/latest.json``.
@@ -50,10 +51,13 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "controller": ("bench.controller", "tether", 240.0),
     "hostile": ("bench.hostile", "tether", 300.0),
     "power": ("bench.power_bench", "tether", 240.0),
+    "ssh": ("bench.ssh_bench", "tether", 300.0),
+    "boot": ("bench.boot_bench", "tether", 600.0),
+    "netboot": ("bench.netboot_bench", "tether", 240.0),
 }
 TIMEOUTS = {name: timeout for name, (_, _, timeout) in PARTS.items()}
 #: Parts run once, however many rounds: their targets are absolute, not ratios to a peer.
-ONCE = {"controller", "hostile"}
+ONCE = {"controller", "hostile", "boot"}
 
 
 def _merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ __all__ = [
     "DeadlockError",
     "DriverError",
     "DriverNotImplemented",
+    "DriverNotRunning",
     "DriverTimeout",
     "HookFailed",
     "InterfaceVersionMismatch",
@@ -216,6 +217,12 @@ class CallCancelled(CallError):
     code = "cancelled"
 
 
+class DriverNotRunning(CallError, LifecycleError):
+    """The call reached a driver that is not running (not started yet, failed, or stopping)."""
+
+    code = "not_running"
+
+
 _BY_CODE: dict[str, type[CallError]] = {
     cls.code: cls
     for cls in (
@@ -227,6 +234,7 @@ _BY_CODE: dict[str, type[CallError]] = {
         DriverNotImplemented,
         DriverTimeout,
         CallCancelled,
+        DriverNotRunning,
     )
 }
 

@@ -115,7 +115,7 @@ def test_dut_without_a_selector_says_what_to_pass(
     pytester.makepyfile(test_board=TESTS)
     result = pytester.runpytest_subprocess(*options(ctl, alice))
     assert result.ret != 0
-    result.stdout.fnmatch_lines(
+    result.stderr.fnmatch_lines(  # one usage error for the run (not one per test)
         ["*the dut fixture needs a device: run pytest with --tether-selector*"]
     )
     assert all_leases(ctl, alice) == []

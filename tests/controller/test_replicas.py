@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from tether.controller import Database, migrations
+import tether.controller
+from tether.controller import Database
 from tether.controller.testing import ControllerHandle, run_controller
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -179,9 +180,15 @@ def test_migrations_run_once_when_replicas_start_together(fresh_pg_url: str) -> 
         state = conn.execute(text("SELECT count(*) FROM lab_state")).scalar()
     for db in databases:
         db.dispose()
-    versions = Path(migrations.__file__).parent / "versions"
-    newest = max(p.name.split("_")[0] for p in versions.glob("[0-9]*_*.py"))
-    assert (version, state) == (newest, 1)
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(tether.controller.__file__).parent / "migrations")
+    )
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert (version, state) == (head, 1)
 
 
 def test_waiters_recover_when_the_change_feed_drops(

@@ -124,7 +124,7 @@ def test_tether_driver_list_json() -> None:
     assert set(entries) >= BUILT_IN
     serial = entries["tether.drivers.serial.PySerial"]
     assert serial["interfaces"][0]["name"] == "tether.serial"
-    assert set(serial["methods"]) == {"connect", "settings"}
+    assert set(serial["methods"]) == {"connect", "settings", "log", "log_size"}
     assert serial["config"]["url"] == {"type": "str", "required": True}
     assert serial["config"]["baudrate"] == {"type": "int", "default": 115200}
     assert entries["acme_relay.Gone"]["error"].startswith("cannot load")

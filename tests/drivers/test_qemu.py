@@ -82,7 +82,7 @@ def test_runs_a_command_on_the_console(board: Board) -> None:
 
 
 def test_a_second_console_sees_the_same_output(board: Board) -> None:
-    with board.client.console.open() as second:
+    with board.client.console.open(read_only=True) as second:
         board.console.sendline("echo both-$((2 + 2))")
         second.expect("both-4", timeout=20)
         board.console.expect("both-4", timeout=20)

@@ -214,12 +214,12 @@ def test_shared_console_shortcuts(device: Device, tmp_path: Path) -> None:
         assert (tmp_path / "shared.log").read_bytes() == b"usage: ...\n"
 
 
-def test_settings_and_one_stream_at_a_time(device: Device) -> None:
+def test_settings_and_one_writer_at_a_time(device: Device) -> None:
     with serve(PySerial(url=str(device.link), baudrate=57600)) as serial:
         settings = serial.settings()
         assert isinstance(settings, SerialSettings)
         assert (settings.baudrate, settings.parity, settings.url) == (57600, "N", str(device.link))
-        with serial.open(), pytest.raises(DriverError, match=r"is in use by another stream"):
+        with serial.open(), pytest.raises(DriverError, match=r"another client is writing"):
             serial.open()
         with serial.open():  # free again once the first one closed
             pass

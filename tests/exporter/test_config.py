@@ -81,8 +81,8 @@ BAD: list[tuple[str, int | None, str, str]] = [
         "unknown_top_level_key.yaml",
         2,
         "lables",
-        "unknown key (expected one of: name, labels, controller, hooks, health, metrics_listen, listen, tls, tokens, "
-        "keepalive, session_grace, export); did you mean 'labels'?",
+        "unknown key (expected one of: name, labels, controller, hooks, health, metrics_listen, "
+        "listen, tls, tokens, keepalive, session_grace, limits, export); did you mean 'labels'?",
     ),
     (
         "unknown_node_key.yaml",
@@ -643,14 +643,10 @@ def test_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
 
 
 def test_a_yaml_alias_bomb_is_refused_quickly() -> None:
-    import time
-
     lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     for i in range(1, 10):
         lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
     text = "name: bomb\n" + "\n".join(lines) + "\nexport: {}\n"
-    started = time.monotonic()
     with pytest.raises(ConfigFileError) as info:
-        parse_config(text)
+        parse_config(text)  # 10**10 values, were they expanded
     assert "expands to more than" in str(info.value)
-    assert time.monotonic() - started < 20  # 10**10 values otherwise

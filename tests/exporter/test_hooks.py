@@ -64,11 +64,9 @@ def test_a_hook_whose_child_holds_its_output_succeeds_and_the_child_is_killed(
     import select
 
     pid_file = tmp_path / "child.pid"
-    started = time.monotonic()
     result = run(f"sleep 1000 & echo $! > {pid_file}; echo started", time_limit=20)
-    assert result.ok, result.describe()
+    assert result.ok, result.describe()  # not a time-out
     assert "started" in result.output
-    assert time.monotonic() - started < 15  # not the time limit
     child = int(pid_file.read_text())
     try:
         fd = os.pidfd_open(child)

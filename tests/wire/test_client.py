@@ -165,7 +165,8 @@ def over_tls(driver: Driver, ca: Path, cert: Path, key: Path) -> Iterator[Served
 def over_serve(driver: Driver) -> Iterator[Served]:
     with serve(driver) as client:
         connection = client._target  # type: ignore[attr-defined]
-        yield Served(client, lambda: connection._sock.shutdown(socket.SHUT_RDWR))
+        transport: Any = connection._transport
+        yield Served(client, lambda: transport.sock.shutdown(socket.SHUT_RDWR))
 
 
 @pytest.fixture(params=["serve", "tls"])

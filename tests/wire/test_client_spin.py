@@ -25,7 +25,7 @@ from tether.wire import (
     connect_socket,
     parse_address,
 )
-from tether.wire._spinning import NATIVE, SPIN_SKIP
+from tether.wire._spinning import NATIVE, SPIN_SKIP, SpinningTransport
 
 
 class Answer(Driver):
@@ -77,9 +77,11 @@ def connected(kind: str, tmp_path: Path, spin: float) -> Iterator[ClientConnecti
         # keepalive=None leaves the socket blocking; a keepalive gives it a time-out.
         keepalive = None if kind == "unix-blocking" else 10.0
         connection = ClientConnection(sock, keepalive=keepalive, spin=spin)
-        assert connection._native_spin is (NATIVE and kind.startswith("unix"))
+        transport = connection._transport
+        assert isinstance(transport, SpinningTransport)
+        assert transport._native is (NATIVE and kind.startswith("unix"))
         if kind == "unix-python":
-            connection._native_spin = False
+            transport._native = False
         try:
             yield connection
         finally:
@@ -103,13 +105,15 @@ KINDS = ["unix-timeout", "unix-blocking", "unix-python", "tls"]
 def test_a_reply_that_comes_while_spinning_is_read(kind: str, tmp_path: Path) -> None:
     with connected(kind, tmp_path, spin=30.0) as connection:
         assert value(connection) == 42
+        transport = connection._transport
+        assert isinstance(transport, SpinningTransport)
         with connection._read_lock:
             connection._send(Ping(b"spinning"))
-            data = connection._spin_read()  # spins (up to 30 s) until the Pong is there
+            data = transport._poll()  # spins (up to 30 s) until the Pong is there
             assert data  # the Pong's bytes, read without blocking
             connection.conn.receive_data(data)
             assert type(connection.conn.next_event()).__name__ == "Pong"
-        assert connection._spin_skip == 0
+        assert transport._skip == 0
         assert value(connection) == 42
 
 
@@ -118,23 +122,31 @@ def test_a_spin_that_finds_nothing_makes_the_next_reads_block_at_once(
     kind: str, tmp_path: Path
 ) -> None:
     with connected(kind, tmp_path, spin=0.001) as connection:
+        transport = connection._transport
+        assert isinstance(transport, SpinningTransport)
         with connection._read_lock:
-            assert connection._spin_read() is None  # nothing is coming
-            assert connection._spin_skip == SPIN_SKIP
-            assert connection._spin_read() is None  # skipped: no spinning at all
-            assert connection._spin_skip == SPIN_SKIP - 1
+            transport._skip = 0  # (the handshake's read may have spun in vain already)
+            with pytest.raises(TimeoutError):
+                transport.receive(0.01)  # nothing is coming: spins, then blocks 10 ms
+            assert transport._skip == SPIN_SKIP
+            with pytest.raises(TimeoutError):
+                transport.receive(0.01)  # skipped: no spinning at all
+            assert transport._skip == SPIN_SKIP - 1
         assert value(connection) == 42  # reading still works
 
 
 @pytest.mark.skipif(not NATIVE, reason="tether.wire._native is not built")
 @pytest.mark.parametrize("kind", ["unix-timeout", "unix-blocking"])
-def test_a_call_sends_and_polls_in_one_step(kind: str, tmp_path: Path) -> None:
+def test_a_call_polls_for_its_reply_after_sending(kind: str, tmp_path: Path) -> None:
     with connected(kind, tmp_path, spin=30.0) as connection:
+        transport = connection._transport
+        assert isinstance(transport, SpinningTransport)
         tree = build_client_tree(connection.server_meta["report"], connection, ClientPolicy())
-        assert tree.call("value") == 42  # answered while the sending step polled
-        assert connection._spin_skip == 0
-        connection._spin = 0.001
+        transport._skip = 0
+        assert tree.call("value") == 42  # answered while the reader polled
+        assert transport._skip == 0
+        transport.spin = 0.001
         assert tree.call("slowly") == 7  # not within 1 ms: the next reads block at once
-        assert connection._spin_skip == SPIN_SKIP - 1  # one skipped by this call's read
+        assert transport._skip == SPIN_SKIP
         assert tree.call("value") == 42
-        assert connection._spin_skip == SPIN_SKIP - 2  # no send-and-poll while skipping
+        assert transport._skip == SPIN_SKIP - 1

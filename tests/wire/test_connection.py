@@ -584,12 +584,14 @@ def test_call_streams_get_a_share_of_the_window() -> None:
 
 
 def test_items_count_against_the_window() -> None:
-    pair = ConnectionPair(client_window=1000 * CALL_WINDOW_SHARE).handshake()
+    pair = ConnectionPair(client_window=400 * CALL_WINDOW_SHARE).handshake()
     pair.to_server(Call(1, "n", "m"))
     item = Item(1, b"x" * 100)
     pair.to_client(item)
-    assert pair.server.send_window(1) == 1000 - cost(item)
-    assert pair.client.last_frame_size == cost(item)
+    assert pair.server.send_window(1) == 400 - cost(item)
+    update = pair.client.ack_item(1)  # the connection remembers each item's size
+    assert pair.client.ack_item(1) == b""  # one item, acknowledged once
+    assert deliver(update, pair.server) == [WindowUpdate(1, cost(item))]
 
 
 def test_the_receiver_tolerates_one_overdrawing_frame() -> None:
@@ -649,7 +651,7 @@ def test_ack_data_credit_lets_the_peer_send_on_forever() -> None:
     pair.to_server(OpenStream(1, "n", "m"))
     for _ in range(200):
         pair.to_server(Data(1, b"x" * 300))
-        deliver(pair.server.ack_data(1, pair.server.last_frame_size), pair.client)
+        deliver(pair.server.ack_data(1, 300, frames=1), pair.client)
     assert pair.server.state is pair.client.state is ConnState.OPEN
     assert pair.client.send_window(1) > 0
 
@@ -675,12 +677,13 @@ def test_a_streaming_call_can_be_acknowledged() -> None:
     pair.to_server(Call(1, "n", "count"))
     consumed = 0
     for _ in range(4):
-        pair.to_client(Item(1, b"x" * 90))
-        consumed += pair.client.last_frame_size
+        item = Item(1, b"x" * 90)
+        pair.to_client(item)
+        consumed += cost(item)
     assert pair.server.send_window(1) == 400 - consumed
-    update = pair.client.ack_data(1, consumed)
-    assert update
-    assert deliver(update, pair.server) == [WindowUpdate(1, consumed)]
+    update = b"".join(pair.client.ack_item(1) for _ in range(4))
+    assert pair.client.ack_item(1) == b""  # nothing left to acknowledge
+    assert sum(e.increment for e in deliver(update, pair.server)) == consumed
     assert pair.server.send_window(1) == 400
 
 

@@ -21,7 +21,16 @@ SANS_IO = ["_events", "_frames", "_state", "_connection"]
 FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "selectors"}
 #: What the sans-IO modules may import: stdlib pure-data modules, msgspec, the error classes and
 #: each other.
-ALLOWED = {"__future__", "dataclasses", "enum", "struct", "typing", "msgspec", "tether.errors"}
+ALLOWED = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "enum",
+    "struct",
+    "typing",
+    "msgspec",
+    "tether.errors",
+}
 
 
 def imports_of(module: str) -> set[str]:

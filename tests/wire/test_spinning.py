@@ -27,6 +27,7 @@ from tether.wire._spinning import (
     SPIN_SKIP,
     DeferredTransport,
     SpinningSelector,
+    SpinningTransport,
     send_then_poll,
 )
 
@@ -299,7 +300,8 @@ class Answer(Driver):
 def test_serve_spins_on_both_ends_when_the_helper_is_built() -> None:
     with serve(Answer()) as client:
         connection = client._target  # type: ignore[attr-defined]
-        assert connection._native_spin
+        assert isinstance(connection._transport, SpinningTransport)
+        assert connection._transport._native
         assert [client.call("value") for _ in range(100)] == [42] * 100
 
 
@@ -321,6 +323,5 @@ def test_without_the_helper_serve_neither_spins_nor_defers(
     loop_thread.close()
     with serve(Answer()) as client:
         connection = client._target  # type: ignore[attr-defined]
-        assert connection._spin == 0.0
-        assert not connection._native_spin
+        assert not isinstance(connection._transport, SpinningTransport)
         assert client.call("value") == 42

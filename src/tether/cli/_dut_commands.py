@@ -202,12 +202,12 @@ def method_command(client: DriverClient, method: str, entry: dict[str, Any]) -> 
             click.Option(["--json", "as_json"], is_flag=True, help="Print results as JSON.")
         )
 
-    def callback(**values: Any) -> None:
+    def callback(**values: Any) -> int | None:
         ctx = click.get_current_context()
         as_json = bool(values.pop("as_json", False)) or bool(ctx.meta.get("tether.json"))
         args, kwargs = _arguments(ctx, plan, values)
         with _call_errors(ctx, client, method):
-            _run(client, method, kind, args, kwargs, as_json=as_json)
+            return _run(client, method, kind, args, kwargs, as_json=as_json)
 
     doc = entry.get("doc") or ""
     signature = str(entry.get("signature") or method).replace("NoneType", "None")
@@ -422,7 +422,8 @@ def _run(
     kwargs: dict[str, Any],
     *,
     as_json: bool,
-) -> None:
+) -> int | None:
+    """Run the call and print its result; a command's result gives the exit status."""
     out = _binary_stdout()
     if kind == "streaming":
         for item in client.streaming_call(method, *args, **kwargs):
@@ -431,7 +432,31 @@ def _run(
         with client.stream(method, *args, **kwargs) as stream:
             attach(stream, _binary_stdin(), out)
     else:
-        write_value(out, client.call(method, *args, **kwargs), as_json=as_json)
+        value = client.call(method, *args, **kwargs)
+        result = _command_result(value)
+        if result is None or as_json:
+            write_value(out, value, as_json=as_json)
+        else:
+            write_value(out, result[0] or None, as_json=False)
+        return None if result is None else result[1]
+    return None
+
+
+def _command_result(value: Any) -> tuple[str, int] | None:
+    """``(output, status)`` of a command's result (a ``CommandResult``, or its plain form
+    from an untyped client), so ``dut NODE run CMD`` exits with the command's status."""
+    from tether.drivers.console import CommandResult
+
+    if isinstance(value, CommandResult):
+        return value.output, value.status
+    if (
+        isinstance(value, dict)
+        and set(value) == {"output", "status"}
+        and isinstance(value["output"], str)
+        and isinstance(value["status"], int)
+    ):
+        return value["output"], value["status"]
+    return None
 
 
 def _binary_stdout() -> BinaryIO:

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from tether.driver import ByteStream
 from tether.errors import TetherError
+from tether.wire import copy_bytes
 
 __all__ = ["ESCAPE", "attach", "raw_terminal"]
 
@@ -40,13 +41,15 @@ def attach(stream: ByteStream, stdin: BinaryIO, stdout: BinaryIO, *, escape: boo
     failure: list[BaseException] = []
     escaped = threading.Event()
 
+    def write(data: bytes | bytearray | memoryview) -> None:
+        stdout.write(data)
+        stdout.flush()
+
     def pump_down() -> None:
         try:
-            while data := stream.receive():
-                stdout.write(data)
-                stdout.flush()
-        except (TetherError, OSError, ValueError) as exc:
-            failure.append(exc)
+            error = copy_bytes(stream.receive, write)
+            if error is not None:
+                failure.append(error)
         finally:
             done.set()
 

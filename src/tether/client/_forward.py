@@ -18,8 +18,9 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from tether.driver import ByteStream, DriverClient
+from tether.driver import DriverClient
 from tether.errors import ConfigError, TetherError
+from tether.wire import copy_both_ways, copy_bytes
 
 __all__ = ["PortForward", "byte_stream_methods"]
 
@@ -167,21 +168,28 @@ class PortForward:
     def _serve(self, sock: socket.socket, peer: Any) -> None:
         try:
             with self.client.stream(self.method) as stream:
-                upstream = threading.Thread(
-                    target=self._pump_up, args=(sock, stream, peer), daemon=True
-                )
-                upstream.start()
-                try:
-                    while data := stream.receive():
-                        sock.sendall(data)
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_WR)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-                    raise
-                finally:
-                    upstream.join()
+
+                def down() -> BaseException | None:
+                    error = copy_bytes(
+                        stream.receive, sock.sendall, lambda: _shut(sock, socket.SHUT_WR)
+                    )
+                    if error is not None:
+                        _shut(sock, socket.SHUT_RDWR)  # the upstream copy's recv ends too
+                    return error
+
+                def up() -> BaseException | None:
+                    error = copy_bytes(lambda: sock.recv(_CHUNK), stream.send)
+                    if isinstance(error, TetherError):
+                        log.debug("forward %s: upstream ended: %s", _peer(peer), error)
+                        return None
+                    # EOF or the local side is gone: end our input, the remote side finishes.
+                    with contextlib.suppress(TetherError):
+                        stream.send_eof()
+                    return None
+
+                error, _ = copy_both_ways(down, up, name=f"tether-forward-up-{_peer(peer)}")
+                if error is not None:
+                    raise error
         except (TetherError, OSError) as exc:
             if not self._closing.is_set():
                 log.warning(
@@ -193,17 +201,10 @@ class PortForward:
                 self._sockets.discard(sock)
                 self._threads.discard(threading.current_thread())
 
-    def _pump_up(self, sock: socket.socket, stream: ByteStream, peer: Any) -> None:
-        try:
-            while data := sock.recv(_CHUNK):
-                stream.send(data)
-        except OSError:
-            pass  # the local side is gone: end our input, the remote side finishes
-        except TetherError as exc:
-            log.debug("forward %s: upstream ended: %s", _peer(peer), exc)
-            return
-        with contextlib.suppress(TetherError):
-            stream.send_eof()
+
+def _shut(sock: socket.socket, how: int) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(how)
 
 
 def _pick_method(client: DriverClient, method: str | None) -> str:

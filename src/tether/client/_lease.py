@@ -46,6 +46,7 @@ from tether.wire import (
     RelayReply,
     TLSChannel,
     connect_socket,
+    copy_bytes,
     map_connect_errors,
     parse_address,
     relay_url_for,
@@ -681,14 +682,8 @@ class RelayProxy:
 
 def _copy(source: Any, sink: Any) -> None:
     """Copy until EOF or an error on either side, then shut the other side down."""
-    try:
-        while chunk := source.recv(1 << 16):
-            if isinstance(sink, TLSChannel):
-                sink.send(chunk)
-            else:
-                sink.sendall(chunk)
-    except OSError:
-        pass
+    write = sink.send if isinstance(sink, TLSChannel) else sink.sendall
+    copy_bytes(lambda: source.recv(1 << 16), write)
     for each in (source, sink):
         with contextlib.suppress(OSError):
             each.shutdown(socket.SHUT_RDWR)

@@ -11,21 +11,34 @@ The controller, token and CA come from ``--tether-controller``/``--tether-token`
 ``--tether-ca``/``--tether-config``, else ``TETHER_CONTROLLER``/``TETHER_TOKEN``/``TETHER_CA``,
 else the client config file (see :func:`tether.client.load_client_settings`).
 
+Without a controller: ``--tether-connect URL`` (with ``--tether-token``/``--tether-ca``)
+reaches an exporter directly, ``--tether-exporter-config FILE`` runs the exporter in this
+process (as ``tether shell --exporter-config`` does), and inside ``tether shell`` the
+``TETHER_HOST`` it exports is used. The first of these that is given wins, in that order;
+a run whose tests use ``dut`` with none of them (nor a selector) is one usage error.
+
 Importing this module has no side effects and imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from tether.client import Lease, RemoteClient
 
-__all__ = ["LeaseHolder", "dut", "pytest_addoption", "pytest_unconfigure"]
+__all__ = [
+    "LeaseHolder",
+    "dut",
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_unconfigure",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,11 +50,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tether-token", help="client token (else $TETHER_TOKEN)")
     group.addoption("--tether-ca", help="the controller's CA certificate (else $TETHER_CA)")
     group.addoption("--tether-config", help="client config file (else $TETHER_CONFIG)")
+    group.addoption("--tether-connect", metavar="URL", help="use this exporter directly")
+    group.addoption(
+        "--tether-exporter-config",
+        metavar="FILE",
+        help="run this exporter config in-process and use it (no controller)",
+    )
     group.addoption(
         "--tether-allow",
         action="append",
         default=[],
         help="client classes that may be imported (glob, repeatable)",
+    )
+    group.addoption(
+        "--tether-console-dir",
+        default="tether-logs",
+        help="where each console's session log is saved (default ./tether-logs; '' for none)",
     )
 
 
@@ -54,18 +78,64 @@ class LeaseHolder:
         self.tree: RemoteClient | None = None
         self._stack: contextlib.ExitStack | None = None
 
-    def acquire(self) -> RemoteClient:
-        from tether.client import lease
+    def source(self) -> str | None:
+        """Where the device comes from (``connect``, ``exporter-config``, ``lease``,
+        ``shell``), or None when nothing says."""
+        option = self.config.getoption
+        if option("tether_connect"):
+            return "connect"
+        if option("tether_exporter_config"):
+            return "exporter-config"
+        if option("tether_selector") or option("tether_exporter"):
+            return "lease"
+        if os.environ.get("TETHER_HOST"):
+            return "shell"
+        return None
 
+    def acquire(self) -> RemoteClient:
         if self.tree is not None:
             return self.tree
+        source = self.source()
+        if source is None:
+            raise pytest.UsageError(NO_DEVICE)
+        if source == "lease":
+            return self._lease()
+        return self._direct(source)
+
+    def _direct(self, source: str) -> RemoteClient:
+        from tether.client import connect
+
+        option = self.config.getoption
+        stack = contextlib.ExitStack()
+        try:
+            if source == "exporter-config":
+                from tether.exporter import run_exporter_in_thread
+
+                running = stack.enter_context(
+                    run_exporter_in_thread(option("tether_exporter_config"))
+                )
+                url, token, ca = running.url, running.token, None
+            elif source == "connect":
+                url, token, ca = (
+                    option("tether_connect"),
+                    option("tether_token"),
+                    option("tether_ca"),
+                )
+            else:
+                url, token, ca = os.environ["TETHER_HOST"], None, None
+            tree = stack.enter_context(connect(url, token, ca=ca, allow=option("tether_allow")))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self.tree = stack, tree
+        self.say(f"tether: {url} ({source})")
+        return tree
+
+    def _lease(self) -> RemoteClient:
+        from tether.client import lease
+
         option = self.config.getoption
         selector, exporter = option("tether_selector"), option("tether_exporter")
-        if not selector and not exporter:
-            raise pytest.UsageError(
-                "the dut fixture needs a device: run pytest with --tether-selector LABELS "
-                "(e.g. --tether-selector board=rpi4) or --tether-exporter NAME"
-            )
 
         def waiting(pending: Lease) -> None:
             place = pending.position or "?"
@@ -111,6 +181,12 @@ class LeaseHolder:
 
 _HOLDER = pytest.StashKey[LeaseHolder]()
 
+NO_DEVICE = (
+    "the dut fixture needs a device: run pytest with --tether-selector LABELS (e.g. "
+    "--tether-selector board=rpi4), --tether-exporter NAME, --tether-connect URL or "
+    "--tether-exporter-config FILE, or inside `tether shell`"
+)
+
 
 def _holder(config: pytest.Config) -> LeaseHolder:
     holder = config.stash.get(_HOLDER, None)
@@ -124,12 +200,11 @@ def dut(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Iterator
     """The leased device's client tree (one lease for the whole test session)."""
     holder = _holder(pytestconfig)
     tree = holder.acquire()
-    assert holder.lease is not None
     try:  # absent with -p no:junitxml
         record = request.getfixturevalue("record_testsuite_property")
     except pytest.FixtureLookupError:
         record = None
-    if record is not None:
+    if record is not None and holder.lease is not None:
         record("tether_lease", holder.lease.id)
         record("tether_exporter", ",".join(holder.lease.exporters))
     try:
@@ -138,7 +213,93 @@ def dut(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Iterator
         holder.release()
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """A run whose tests need ``dut`` but names no device: one usage error, not one per test."""
+    needs_dut = any(_uses_our_dut(item) for item in items)
+    if needs_dut and _holder(config).source() is None:
+        raise pytest.UsageError(NO_DEVICE)
+
+
+def _uses_our_dut(item: pytest.Item) -> bool:
+    """Whether ``item`` uses this plugin's ``dut`` (not a ``dut`` fixture of its own)."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = list(info.name2fixturedefs.get("dut", ())) if info is not None else []
+    return bool(definitions) and getattr(definitions[-1].func, "__module__", "") == __name__
+
+
+def _our_tree(item: pytest.Item) -> Any:
+    """The client tree of this plugin's ``dut`` in ``item`` (None: a ``dut`` of its own)."""
+    return getattr(item, "funcargs", {}).get("dut") if _uses_our_dut(item) else None
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     holder = config.stash.get(_HOLDER, None)
     if holder is not None:
         holder.release()
+
+
+# -- console output in reports (see tether.client._console_report) ---------------------------
+
+_MARKS = pytest.StashKey[dict[str, int]]()
+_RECORDER = pytest.StashKey[object]()
+
+
+def _recorder(config: pytest.Config) -> Any:
+    from tether.client._console_report import ConsoleRecorder
+
+    recorder = config.stash.get(_RECORDER, None)
+    if recorder is None:
+        recorder = config.stash[_RECORDER] = ConsoleRecorder(
+            config.getoption("tether_console_dir", None) or None
+        )
+    return recorder
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    tree = _our_tree(item)
+    if tree is not None:
+        item.stash[_MARKS] = _recorder(item.config).mark(tree)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    tree = _our_tree(item)
+    if tree is None:
+        return report
+    if report.when == "call" and report.failed and _MARKS in item.stash:
+        output = _recorder(item.config).since(tree, item.stash[_MARKS])
+        for path, text in output.items():
+            report.sections.append((f"Captured stdout tether console {path}", text))
+        report._tether_console = sorted(output.items())  # type: ignore[attr-defined]
+        report._tether_config = item.config  # type: ignore[attr-defined]
+    if report.when in ("call", "teardown"):  # the session's last teardown closes the tree
+        _recorder(item.config).save(tree)
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Put a failing test's console output in its JUnit ``system-out`` as well."""
+    output = getattr(report, "_tether_console", None)
+    if not output:
+        return
+    try:
+        from xml.etree import ElementTree
+
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return
+    config = getattr(report, "_tether_config", None)
+    xml = config.stash.get(xml_key, None) if config is not None else None
+    if xml is None:
+        return
+    element = ElementTree.Element("system-out")
+    element.text = "".join(f"--- tether console {path} ---\n{text}\n" for path, text in output)
+    xml.node_reporter(report).append(element)

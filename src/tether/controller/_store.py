@@ -8,12 +8,13 @@ cached per process (labels keyed by ``lab_state.exporters_version``), so a pass 
 thousands of exporters reads only names that are busy or down.
 
 Heartbeats do not write one by one: the server collects them and calls
-:meth:`Store.flush_heartbeats` about once a second.
+:meth:`Store.flush_heartbeats` about once a second (client polls and claims likewise,
+:meth:`Store.flush_polls`). Long read-only listings are in :mod:`._views`; the grant pass
+itself and its caches in :mod:`._granting` (a base class of :class:`Store`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -26,6 +27,7 @@ from tether.security import hash_token
 
 from . import _audit as audit_log
 from ._database import Database
+from ._granting import GrantPass, slot_json
 from ._records import (
     LIVE_STATES,
     Changes,
@@ -33,20 +35,16 @@ from ._records import (
     Identity,
     LeaseRecord,
     LeaseState,
-    iso,
 )
 from ._scheduler import (
-    LabIndex,
-    Policy,
     RequestView,
     Slot,
     decide_policy,
-    schedule,
     unsatisfiable_reason,
 )
-from ._selector import Selector, parse_selector
-from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases, policies
-from ._views import LabViews
+from ._selector import Selector
+from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases
+from ._views import LabViews, list_leases
 
 __all__ = ["Store", "agent_conflict"]
 
@@ -55,7 +53,7 @@ __all__ = ["Store", "agent_conflict"]
 TOKEN_CACHE_SECONDS = 300.0
 
 
-class Store:
+class Store(GrantPass):
     """Lease and exporter operations on one database.
 
     Args:
@@ -77,15 +75,9 @@ class Store:
         self.max_pending_per_client = max_pending_per_client
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
-        self._labels_version = -1
-        self._index = LabIndex({})
-        self._requests: dict[str, RequestView] = {}
+        super().__init__()
         self._tokens: dict[str, tuple[Identity | None, float]] = {}
         self._good: set[str] = set()
-        self._checked_version: int | None = None
-        self._views_version: int | None = None
-        self._durations: dict[str, float] = {}
-        self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
         self.views = LabViews(database, heartbeat_timeout, clock)
 
     # -- identities ---------------------------------------------------------------------------
@@ -293,7 +285,7 @@ class Store:
         return [LeaseRecord.from_row(row, [name]) for row in rows]
 
     def list_exporters(self, selector: Selector | None = None) -> list[ExporterRecord]:
-        """Every exporter (matching ``selector``) with its status."""
+        """Every exporter (matching ``selector``) with its status (a read-only transaction)."""
         return self.views.exporters(selector)
 
     def set_maintenance(
@@ -435,7 +427,7 @@ class Store:
                 "id": lease_id,
                 "client": client,
                 "state": LeaseState.UNSATISFIABLE if reason else LeaseState.PENDING,
-                "requests": [_slot_json(s) for s in slots],
+                "requests": [slot_json(s) for s in slots],
                 "allowed": None if decision.allowed is None else [str(s) for s in decision.allowed],
                 "duration": duration,
                 "max_duration": decision.max_duration,
@@ -462,36 +454,7 @@ class Store:
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        with self.database.read("listing leases") as conn:
-            query = select(leases).where(leases.c.client == client)
-            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
-            if include_ended:
-                ended = query.where(leases.c.state.not_in(LIVE_STATES))
-                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
-            seqs = [row["seq"] for row in rows]
-            granted: dict[int, list[str]] = {}
-            for start in range(0, len(seqs), 500):
-                for link in conn.execute(
-                    select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
-                    .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
-                    .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
-                ):
-                    granted.setdefault(link.lease_seq, []).append(link.exporter)
-            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
-            if any(r.state is LeaseState.PENDING for r in records):
-                positions = self._positions(conn)
-                for record in records:
-                    record.position = positions.get(record.seq)
-        return sorted(records, key=lambda r: r.seq)
-
-    def _positions(self, conn: Connection) -> dict[int, int]:
-        """Queue position (1-based) of every pending request, by ``seq``: one query."""
-        order = (
-            select(leases.c.seq)
-            .where(leases.c.state == LeaseState.PENDING)
-            .order_by(leases.c.priority.desc(), leases.c.seq)
-        )
-        return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}
+        return list_leases(self.database, client, include_ended=include_ended)
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.
@@ -725,172 +688,6 @@ class Store:
             record.position = int(ahead) + 1
         return record
 
-    def _finish(
-        self, conn: Connection, seqs: list[int], state: LeaseState, now: float, why: str
-    ) -> Changes:
-        changes = Changes()
-        rows = conn.execute(select(leases.c.id).where(leases.c.seq.in_(seqs))).scalars()
-        changes.leases.update(rows)
-        conn.execute(
-            update(leases)
-            .where(leases.c.seq.in_(seqs))
-            .values(state=state, ended_at=now, reason=f"{why} ({iso(now)})")
-        )
-        holders = conn.execute(
-            select(lease_exporters.c.exporter).where(
-                lease_exporters.c.lease_seq.in_(seqs), lease_exporters.c.active
-            )
-        ).scalars()
-        changes.exporters.update(holders)
-        conn.execute(
-            update(lease_exporters)
-            .where(lease_exporters.c.lease_seq.in_(seqs))
-            .values(active=False)
-        )
-        return changes
-
-    def _policies(self, conn: Connection) -> list[Policy]:
-        rows = conn.execute(select(policies)).mappings().all()
-        return [
-            Policy(
-                row["name"],
-                tuple(row["clients"]),
-                parse_selector(row["selector"]),
-                row["priority"],
-                row["max_duration"],
-            )
-            for row in rows
-        ]
-
-    def _lab(self, conn: Connection, now: float) -> tuple[LabIndex, set[str]]:
-        """The label index (rebuilt when labels changed) and who is unavailable right now."""
-        version = conn.execute(
-            select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
-        ).scalar_one()
-        if version != self._labels_version:
-            rows = conn.execute(
-                select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels)
-            ).all()
-            self._index = LabIndex(
-                {row.name: row.labels for row in rows},
-                {row.name: row.admin_labels for row in rows},
-            )
-            self._labels_version = version
-        leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
-        down = select(exporters.c.name).where(
-            or_(
-                exporters.c.hook,
-                exporters.c.maintenance.is_not(None),
-                exporters.c.unhealthy.is_not(None),
-                exporters.c.last_seen.is_(None),
-                exporters.c.last_seen < now - self.heartbeat_timeout,
-            )
-        )
-        return self._index, set(conn.execute(leased.union_all(down)).scalars())
-
-    def _request_views(self, conn: Connection) -> list[RequestView]:
-        # Only the cheap columns each pass; a request's JSON is read and parsed once (until
-        # the lab version moves: a policy change rewrites the requests' limits).
-        version = conn.execute(
-            select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
-        ).scalar_one()
-        if version != self._views_version:
-            self._requests = {}
-            self._views_version = version
-        rows = conn.execute(
-            select(leases.c.id, leases.c.duration).where(leases.c.state == LeaseState.PENDING)
-        ).all()
-        self._durations = {row.id: row.duration for row in rows}
-        missing = [row.id for row in rows if row.id not in self._requests]
-        for start in range(0, len(missing), 500):
-            for new in conn.execute(
-                select(
-                    leases.c.id,
-                    leases.c.seq,
-                    leases.c.priority,
-                    leases.c.requests,
-                    leases.c.allowed,
-                ).where(leases.c.id.in_(missing[start : start + 500]))
-            ):
-                slots, allowed = self._intern(new.requests, new.allowed)
-                self._requests[new.id] = RequestView(new.id, new.priority, new.seq, slots, allowed)
-        views = []
-        fresh: dict[str, RequestView] = {}
-        for row in rows:
-            view = self._requests[row.id]
-            fresh[row.id] = view
-            views.append(view)
-        self._requests = fresh
-        return views
-
-    def _intern(
-        self, requests: list[dict[str, Any]], allowed: list[str] | None
-    ) -> tuple[tuple[Slot, ...], tuple[Selector, ...] | None]:
-        # Identical requests share one parsed object, so the scheduler compares them by identity.
-        key = json.dumps([requests, allowed], sort_keys=True)
-        hit = self._shapes.get(key)
-        if hit is None:
-            slots = tuple(_slot_from_json(r) for r in requests)
-            limits = None if allowed is None else tuple(map(parse_selector, allowed))
-            hit = (slots, limits)
-            if len(self._shapes) > 10_000:
-                self._shapes.clear()
-            self._shapes[key] = hit
-        return hit
-
-    def _grant_pass(
-        self, conn: Connection, now: float, lab: tuple[LabIndex, set[str]] | None = None
-    ) -> Changes:
-        changes = Changes()
-        requests = self._request_views(conn)
-        if not requests:
-            self._checked_version = conn.execute(
-                select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
-            ).scalar_one()
-            return changes
-        index, unavailable = lab or self._lab(conn, now)
-        if self._labels_version != self._checked_version:
-            # Exporters were added, relabelled or deleted: some waiters may now be hopeless.
-            self._checked_version = self._labels_version
-            hopeless = [(r, unsatisfiable_reason(r, index)) for r in requests]
-            for request, reason in hopeless:
-                if reason:
-                    conn.execute(
-                        update(leases)
-                        .where(leases.c.id == request.id)
-                        .values(state=LeaseState.UNSATISFIABLE, ended_at=now, reason=reason)
-                    )
-                    changes.leases.add(request.id)
-            requests = [r for r, reason in hopeless if not reason]
-        grants, _positions = schedule(requests, index, unavailable)
-        by_id = {r.id: r for r in requests}
-        for grant in grants:
-            request = by_id[grant.request_id]
-            duration = self._durations[request.id]
-            conn.execute(
-                update(leases)
-                .where(leases.c.seq == request.seq)
-                .values(state=LeaseState.READY, granted_at=now, ends_at=now + duration)
-            )
-            conn.execute(
-                insert(lease_exporters),
-                [
-                    {"lease_seq": request.seq, "slot": i, "exporter": name, "active": True}
-                    for i, name in enumerate(grant.exporters)
-                ],
-            )
-            changes.leases.add(grant.request_id)
-            changes.exporters.update(grant.exporters)
-            audit_log.record(
-                conn,
-                now,
-                "grant",
-                grant.request_id,
-                actor="controller",
-                exporters=list(grant.exporters),
-            )
-        return changes
-
 
 def agent_conflict(name: str, age: float, timeout: float) -> ControllerError:
     """The refusal a second agent for one exporter gets."""
@@ -901,19 +698,6 @@ def agent_conflict(name: str, age: float, timeout: float) -> ControllerError:
         status=409,
         exporter=name,
     )
-
-
-def _slot_json(slot: Slot) -> dict[str, str | None]:
-    return {
-        "selector": None if slot.selector is None else str(slot.selector),
-        "exporter": slot.exporter,
-    }
-
-
-def _slot_from_json(data: Mapping[str, Any]) -> Slot:
-    if data.get("exporter"):
-        return Slot(exporter=str(data["exporter"]))
-    return Slot(selector=parse_selector(str(data.get("selector") or "")))
 
 
 def _too_long(seconds: float, maximum: float) -> ControllerError:

@@ -1,7 +1,7 @@
-"""Lab-wide read views: every exporter with its holder, the whole queue, recent leases.
+"""The read side: every exporter with its holder, the whole queue, a client's leases, counts.
 
-The API's per-client routes read through :class:`~._store.Store`; the dashboard, ``tether
-queue``, ``tether exporters`` and ``/metrics`` read the whole lab through these functions. Each
+The API's listings, the dashboard, ``tether queue``, ``tether exporters`` and ``/metrics``
+read through these functions. Each
 is a handful of queries whatever the lab's size (queue positions come from one ordered read,
 not a count per request), in a read-only transaction that never waits for the write lock;
 the controller runs them on its reader threads (``Controller.run_read``), off the event loop.
@@ -20,7 +20,7 @@ from ._records import LIVE_STATES, ExporterRecord, ExporterStatus, LeaseRecord, 
 from ._selector import Selector
 from ._tables import exporters, lease_exporters, leases
 
-__all__ = ["LabCounts", "LabViews"]
+__all__ = ["LabCounts", "LabViews", "list_leases", "queue_positions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +208,40 @@ def _granted(conn: Connection, seqs: list[int]) -> dict[int, list[str]]:
         for row in rows:
             found.setdefault(row.lease_seq, []).append(row.exporter)
     return found
+
+
+def list_leases(
+    database: Database, client: str, *, include_ended: bool = False
+) -> list[LeaseRecord]:
+    """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
+    with database.read("listing leases") as conn:
+        query = select(leases).where(leases.c.client == client)
+        rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
+        if include_ended:
+            ended = query.where(leases.c.state.not_in(LIVE_STATES))
+            rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
+        seqs = [row["seq"] for row in rows]
+        granted: dict[int, list[str]] = {}
+        for start in range(0, len(seqs), 500):
+            for link in conn.execute(
+                select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
+                .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
+                .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
+            ):
+                granted.setdefault(link.lease_seq, []).append(link.exporter)
+        records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
+        if any(r.state is LeaseState.PENDING for r in records):
+            positions = queue_positions(conn)
+            for record in records:
+                record.position = positions.get(record.seq)
+    return sorted(records, key=lambda r: r.seq)
+
+
+def queue_positions(conn: Connection) -> dict[int, int]:
+    """Queue position (1-based) of every pending request, by ``seq``: one query."""
+    order = (
+        select(leases.c.seq)
+        .where(leases.c.state == LeaseState.PENDING)
+        .order_by(leases.c.priority.desc(), leases.c.seq)
+    )
+    return {seq: i for i, seq in enumerate(conn.execute(order).scalars(), start=1)}

@@ -5,6 +5,7 @@ A driver author needs only this package (and ``tether.testing`` for tests).
 
 from ._client import ByteStream, CallTarget, DriverClient
 from ._composite import Composite
+from ._dispatch import ERROR_TABLE, CallDispatcher
 from ._driver import Driver, DriverState
 from ._export import ExportedMethod, MethodKind, export, export_stream, exported_methods
 from ._host import DriverHost
@@ -23,9 +24,11 @@ from ._streams import AsyncioStream
 
 __all__ = [
     "DEFAULT_ALLOW",
+    "ERROR_TABLE",
     "AddChildError",
     "AsyncioStream",
     "ByteStream",
+    "CallDispatcher",
     "CallTarget",
     "ClientPolicy",
     "Composite",

@@ -179,6 +179,15 @@ class TokensConfig(_Model):
         return [*self.hashes, *from_file]
 
 
+class LimitsConfig(_Model):
+    """Bounds on what one client may cost the exporter (``limits:``; docs/protocol.md)."""
+
+    handshake_timeout: float = Field(default=10.0, gt=0, strict=True)
+    max_connections: int | None = Field(default=None, gt=0, strict=True)
+    max_connections_per_peer: int = Field(default=64, gt=0, strict=True)
+    max_backlog: int = Field(default=32 << 20, gt=0, strict=True)
+
+
 class NodeConfig(_Model):
     """One exported node: a driver (``type``) or another node under a second name (``ref``)."""
 
@@ -205,6 +214,7 @@ class ExporterConfig(_Model):
     tokens: TokensConfig | None = None
     keepalive: float = Field(default=10.0, gt=0, strict=True)
     session_grace: float = Field(default=30.0, ge=0, strict=True)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: dict[str, NodeConfig] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<config>")
@@ -270,6 +280,51 @@ def _resolve(target: str, nodes: Mapping[str, NodeConfig], chain: tuple[str, ...
             candidate = _resolve(node.ref, nodes, (*chain, candidate))
         current = candidate
     return current
+
+
+def _resolve_use(
+    target: str, nodes: Mapping[str, NodeConfig], classes: Mapping[str, type[Driver]]
+) -> tuple[str, type[Driver] | None]:
+    """A ``uses:`` target: a node of the config, or a child its driver makes itself
+    (``board.console`` of a QEMU board); its canonical path and driver class."""
+    try:
+        path = _resolve(target, nodes, ())
+        return path, classes.get(path)
+    except _Unresolved as unresolved:
+        error = unresolved
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = _resolve(".".join(parts[:cut]), nodes, ())
+        except _Unresolved:
+            continue
+        cls = classes.get(owner)
+        if cls is None:
+            break
+        driver = _probe(cls, nodes[owner], ".".join(parts[:cut]))
+        for depth, name in enumerate(parts[cut:]):
+            children: Mapping[str, Driver] = getattr(driver, "children", None) or {}
+            if name not in children:
+                here = ".".join(parts[: cut + depth])
+                made = ", ".join(sorted(children)) or "none"
+                raise _Unresolved(
+                    f"there is no node {target!r}: {here!r} ({type(driver).__qualname__}) "
+                    f"has no child {name!r} (its children: {made})"
+                )
+            driver = children[name]
+        return f"{owner}.{'.'.join(parts[cut:])}", type(driver)
+    raise error
+
+
+def _probe(cls: type[Driver], node: NodeConfig, path: str) -> Driver:
+    """A throw-away instance of a node's driver, to see the children it makes."""
+    try:
+        return cls(**node.config)
+    except Exception as exc:
+        raise _Unresolved(
+            f"cannot tell the children of {path!r}: creating {cls.__qualname__} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _import_driver(path: str) -> type[Driver]:
@@ -405,11 +460,10 @@ def _analyze(config: ExporterConfig, rep: Reporter) -> _Analysis:
                 rep.add(key, f"invalid instance name {instance!r}: use {_NAME_RULE}")
                 continue
             try:
-                provider = _resolve(target, nodes, ())
+                provider, provider_cls = _resolve_use(target, nodes, classes)
             except _Unresolved as exc:
                 rep.add(key, str(exc))
                 continue
-            provider_cls = classes.get(provider)
             if provider == path:
                 rep.add(key, "a node cannot use itself")
             elif provider_cls is not None and not provider_cls.interfaces():

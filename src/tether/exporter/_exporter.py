@@ -32,7 +32,16 @@ from typing import Any
 from tether.driver import DriverHost
 from tether.errors import AuthenticationFailed, ConfigError, HookFailed
 from tether.security import server_ssl_context, verify_token
-from tether.wire import Address, ServerProtocol, parse_address
+from tether.wire import (
+    Address,
+    ConnectionLimits,
+    Listener,
+    ServerProtocol,
+    bind_tcp,
+    bind_unix,
+    parse_address,
+    serve_listener,
+)
 
 from ._config import ExporterConfig, OnFailure, build_tree
 from ._hooks import HookResult, run_hook
@@ -72,6 +81,11 @@ class Exporter:
             calls cancelled (default: the config's ``keepalive``).
         session_grace: seconds a direct client's session outlives its last connection
             (default: the config's ``session_grace``).
+        limits: caps on connections overall and per peer address (default: from the
+            config's ``limits:``).
+
+    The config's ``limits:`` also give the handshake deadline (from the accept to the
+    client's Hello, TLS included) and the unread backlog a client may leave.
 
     Attributes:
         sessions: open sessions by id.
@@ -87,8 +101,14 @@ class Exporter:
         extra_token_hashes: Iterable[str] = (),
         keepalive: float | None = None,
         session_grace: float | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.config = config
+        bounds = config.limits
+        self.handshake_timeout = bounds.handshake_timeout
+        self.limits = limits or ConnectionLimits(
+            bounds.max_connections, bounds.max_connections_per_peer
+        )
         self.keepalive = config.keepalive if keepalive is None else keepalive
         self.session_grace = config.session_grace if session_grace is None else session_grace
         self._extra_hashes = list(extra_token_hashes)
@@ -100,7 +120,7 @@ class Exporter:
         self.urls: list[str] = []
         self.exit_requested = asyncio.Event()
         self.exit_status = 0
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.AbstractServer | Listener] = []
         self._unix_paths: list[Path] = []
         self._hook_dir: Path | None = None
         self._hook_url: str | None = None
@@ -142,22 +162,27 @@ class Exporter:
         """
         if isinstance(address, str):
             address = parse_address(address)
-        loop = asyncio.get_running_loop()
         factory = self.protocol_factory()
+        context = None
         if address.scheme == "unix":
             path = Path(address.path)
             _remove_stale_socket(path)
-            server = await loop.create_unix_server(factory, str(path))
+            sock = bind_unix(str(path))
             self._unix_paths.append(path)
             url = f"unix://{path}"
         else:
             context = self._ssl_context() if address.scheme == "tls" else None
-            server = await loop.create_server(
-                factory, address.host, address.port, ssl=context, reuse_address=True
-            )
-            port = server.sockets[0].getsockname()[1]
+            sock = bind_tcp(address.host, address.port)
+            port = sock.getsockname()[1]
             host = f"[{address.host}]" if ":" in address.host else address.host
             url = f"{address.scheme}://{host}:{port}"
+        server = await serve_listener(
+            sock,
+            factory,
+            self.limits,
+            ssl_context=context,
+            handshake_timeout=self.handshake_timeout,
+        )
         self._servers.append(server)
         self.urls.append(url)
         log.info("exporter %s listening on %s", self.config.name, url)
@@ -204,7 +229,13 @@ class Exporter:
                 meta, authenticate=authenticate, bound=session_id, existing_only=existing_only
             )
 
-        return lambda: ServerProtocol(resolve, keepalive=ping_after, keepalive_timeout=ping_wait)
+        return lambda: ServerProtocol(
+            resolve,
+            keepalive=ping_after,
+            keepalive_timeout=ping_wait,
+            handshake_timeout=self.handshake_timeout,
+            max_backlog=self.config.limits.max_backlog,
+        )
 
     async def serve_connection(
         self,

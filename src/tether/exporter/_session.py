@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tether.driver import DriverHost
+from tether.driver import CallDispatcher, DriverHost
 from tether.errors import LifecycleError
 from tether.wire import ServerProtocol
 
@@ -97,6 +97,7 @@ class Session:
         self.host = host
         self.kind = SessionKind.DIRECT if grace is not None else SessionKind.LEASE
         self.state = SessionState.OPENING
+        self.handler = CallDispatcher(host)
         self.protocols: set[ServerProtocol] = set()
         self.ending: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()

@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tether.driver import ClientPolicy, Driver, DriverClient, DriverHost, build_client_tree
+from tether.driver import (
+    CallDispatcher,
+    ClientPolicy,
+    Driver,
+    DriverClient,
+    DriverHost,
+    build_client_tree,
+)
 from tether.wire import (
     DEFAULT_SPIN,
     ClientConnection,
@@ -31,6 +38,7 @@ class LocalSession:
 
     def __init__(self, host: DriverHost) -> None:
         self.host = host
+        self.handler = CallDispatcher(host)
         self.protocols: set[ServerProtocol] = set()
 
     def attach(self, protocol: ServerProtocol) -> None:

@@ -2,7 +2,9 @@
 
 The codec and state machine (``Connection``, the events) are sans-IO: they import no
 asyncio, socket or ssl. ``ServerProtocol`` (asyncio) and ``ClientConnection`` (blocking
-threads) are the thin I/O loops around them. The spec is ``docs/protocol.md``.
+threads, over a ``ClientTransport``) are the thin I/O loops around them; what a call does is
+the session's ``CallHandler``'s business (``tether.driver.CallDispatcher``). The spec is
+``docs/protocol.md``.
 """
 
 from ._client import DEFAULT_SPIN, ClientConnection, ClientStream
@@ -13,6 +15,7 @@ from ._connection import (
     PROTOCOL_VERSION,
     Connection,
 )
+from ._copy import copy_both_ways, copy_bytes
 from ._events import (
     Call,
     Cancel,
@@ -27,9 +30,20 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
+from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
+from ._listener import (
+    DEFAULT_MAX_PER_PEER,
+    ConnectionLimits,
+    Listener,
+    bind_tcp,
+    bind_unix,
+    serve_listener,
+)
 from ._loop import LoopThread, new_event_loop
+from ._mock import MockTransport
 from ._relay import RelayHello, RelayReply, relay_url_for, tcp_keepalive_options
 from ._relay_state import (
     RELAY_TRANSITIONS,
@@ -41,28 +55,43 @@ from ._relay_state import (
     RelayState,
     RelayWaiting,
 )
-from ._server import AsyncByteStream, ServerProtocol, ServerSession, SessionResolver
+from ._server import (
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_STREAMS,
+    ServerProtocol,
+    ServerSession,
+    SessionResolver,
+)
 from ._spinning import DeferringServerProtocol
-from ._state import ConnState, Role
+from ._state import ClientState, ConnState, Role
 from ._tls import TLSBuffer, TLSChannel
 from ._transport import Address, connect_socket, map_connect_errors, parse_address
+from ._transports import ClientTransport, SocketTransport
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_PER_PEER",
+    "DEFAULT_MAX_STREAMS",
     "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
+    "MAX_ERROR_TEXT",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "RELAY_TRANSITIONS",
     "Address",
     "AsyncByteStream",
     "Call",
+    "CallHandler",
     "Cancel",
     "ClientConnection",
+    "ClientState",
     "ClientStream",
+    "ClientTransport",
     "ConnState",
     "Connection",
     "ConnectionClosed",
+    "ConnectionLimits",
     "Data",
     "DeferringServerProtocol",
     "Error",
@@ -70,7 +99,9 @@ __all__ = [
     "GoAway",
     "Hello",
     "Item",
+    "Listener",
     "LoopThread",
+    "MockTransport",
     "OpenStream",
     "Ping",
     "Pong",
@@ -88,13 +119,20 @@ __all__ = [
     "ServerProtocol",
     "ServerSession",
     "SessionResolver",
+    "SocketTransport",
+    "StreamOpening",
     "TLSBuffer",
     "TLSChannel",
     "WindowUpdate",
+    "bind_tcp",
+    "bind_unix",
     "connect_socket",
+    "copy_both_ways",
+    "copy_bytes",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",
     "relay_url_for",
+    "serve_listener",
     "tcp_keepalive_options",
 ]

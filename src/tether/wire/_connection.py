@@ -19,7 +19,8 @@ application consumes (:meth:`ack_data`). A receiver therefore never buffers more
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Final
 
 from tether.errors import LocalProtocolError, RemoteProtocolError
@@ -30,6 +31,7 @@ from ._events import (
     Data,
     Event,
     Hello,
+    Item,
     OpenStream,
     Result,
     WindowUpdate,
@@ -78,6 +80,8 @@ NEED_DATA: Final = _NeedData()
 
 @dataclass(slots=True)
 class _Stream:
+    """Everything the connection knows about one live stream (one record per stream id)."""
+
     kind: StreamKind
     sends: frozenset[type[Event]]
     receives: frozenset[type[Event]]
@@ -87,6 +91,8 @@ class _Stream:
     recv_window: int
     window: int
     unacked: int = 0
+    #: Flow-control size of each ITEM received and not yet acknowledged (see ``ack_item``).
+    items: deque[int] = field(default_factory=deque)
 
 
 class Connection:
@@ -142,8 +148,6 @@ class Connection:
         self._streams: dict[int, _Stream] = {}
         self._highest_stream_id = 0
         self._closed_by_peer = False
-        #: Payload size of the event ``next_event`` returned last (what ``ack_data`` credits).
-        self.last_frame_size = 0
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -199,7 +203,6 @@ class Connection:
                     return NEED_DATA
                 event, length = frame
                 counted = length + HEADER_SIZE
-                self.last_frame_size = counted
                 if type(event) in receives:
                     processed = self._stream_event(Direction.RECEIVE, event, counted)
                 else:
@@ -295,13 +298,25 @@ class Connection:
             raise
         return [encode_data_header(event), event.data]
 
-    def ack_data(self, stream_id: int, consumed: int) -> bytes:
-        """Tell the connection the application consumed ``consumed`` bytes of ``stream_id``.
+    def ack_data(self, stream_id: int, consumed: int, frames: int = 0) -> bytes:
+        """Tell the connection the application consumed ``consumed`` payload bytes of
+        ``stream_id``, received in ``frames`` frames (the connection adds their headers).
 
         Returns the bytes of a WINDOW frame once enough credit has piled up (a quarter of the
         window), else ``b""``. Batching keeps WINDOW frames rare on fast streams.
         """
         stream = self._streams.get(stream_id)
+        return self._credit(stream, stream_id, consumed + HEADER_SIZE * frames)
+
+    def ack_item(self, stream_id: int) -> bytes:
+        """Tell the connection the application consumed the oldest ITEM of a streaming call;
+        returns a WINDOW frame's bytes or ``b""`` (as :meth:`ack_data`)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.items:
+            return b""
+        return self._credit(stream, stream_id, stream.items.popleft())
+
+    def _credit(self, stream: _Stream | None, stream_id: int, consumed: int) -> bytes:
         if stream is None or not stream.remote_open or consumed <= 0:
             return b""
         stream.unacked += consumed
@@ -372,6 +387,8 @@ class Connection:
             stream.recv_window -= counted
             if stream.recv_window < -(self.max_frame + HEADER_SIZE):
                 raise RemoteProtocolError(f"stream {stream_id}: peer overran its window")
+            if cls is Item:
+                stream.items.append(counted)
         if cls is Data and event.end:  # type: ignore[attr-defined]
             if sending:
                 stream.local_open = False
@@ -389,7 +406,7 @@ class Connection:
             if direction is Direction.RECEIVE:
                 return NEED_DATA  # crossed our GoAway: ignore, the connection is closing
             self._illegal(direction, event, f"in connection state {self.state.name}")
-        kind, sends, receives, local_open, remote_open, share = self._shapes[type(event)]
+        kind, sends, receives, local_open, remote_open, share = self._shapes[type(event)]  # type: ignore[index]
         window = self.window // share
         send_window = self.peer_window // share
         self._streams[stream_id] = _Stream(

@@ -26,6 +26,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Result",
+    "StreamOpening",
     "WindowUpdate",
 ]
 
@@ -58,8 +59,9 @@ class Hello(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Event):
-    """Client → server: call ``method`` of node ``node``; the reply is a Result, Items or Error."""
+class StreamOpening(Event):
+    """What opens a stream (the base of :class:`Call` and :class:`OpenStream`): the node,
+    the method and its arguments, on a fresh stream id."""
 
     stream_id: int
     node: str
@@ -73,18 +75,13 @@ class Call(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class OpenStream(Event):
+class Call(StreamOpening):
+    """Client → server: call ``method`` of node ``node``; the reply is a Result, Items or Error."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream(StreamOpening):
     """Client → server: open a bidirectional byte stream on an ``export_stream`` method."""
-
-    stream_id: int
-    node: str
-    method: str
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check_stream_id(self.stream_id)
-        _check_target(self.node, self.method, self.args, self.kwargs)
 
 
 def _check_target(node: object, method: object, args: object, kwargs: object) -> None:

@@ -1,41 +1,47 @@
-"""Serving a driver tree over one connection, on asyncio.
+"""Serving a session over one connection, on asyncio.
 
 ``ServerProtocol`` is the thin I/O loop around a server-role :class:`Connection`: bytes from
 the transport go in, events come out and are dispatched; each call or byte stream runs as its
-own task, owned by the protocol and cancelled when the connection ends. Errors from drivers
-become ERROR frames on that call only; a protocol violation closes this connection only.
+own task, owned by the protocol and cancelled when the connection ends. What a call does is
+the session's :class:`~tether.wire.CallHandler`'s business (``tether.driver.CallDispatcher``
+for a driver tree): the wire only carries its answer, or the error the handler maps a
+failure to. A protocol violation closes this connection only.
 
 Sessions are resolved at the handshake by a ``SessionResolver`` (the exporter checks the token
-there and picks or creates the session); nothing driver-related runs before it accepts.
+there and picks or creates the session); nothing driver-related runs before it accepts. Until
+then the connection reads into a small buffer, and a client that has not sent its Hello
+``handshake_timeout`` seconds after the accept is dropped (however it trickles bytes).
 
-Keepalive is one timer per connection (``loop.call_at``), never touched on the per-frame path:
-``_feed`` only stamps ``last_received``, and the timer, when it fires, works out from that
-stamp whether to re-arm, PING, or give up on the client.
+Back-pressure: whatever the peer does not read waits here, bounded. Stream data and items
+wait for the transport (and the stream's window); the other frames (results, errors, pongs)
+queue behind a paused transport, a pong only once however many pings came; when the queue
+and the transport's buffer together pass ``max_backlog`` bytes, the peer is sent
+``GOAWAY backlog`` and dropped. At most ``max_streams`` calls run per connection; the ones
+past that get an error at once.
+
+Keepalive is one timer per connection, never touched on the per-frame path: ``_feed`` only
+stamps ``last_received``; the timer works out from it whether to re-arm, PING, or give up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tether.driver import Driver, DriverHost, MethodKind
 from tether.errors import (
     AuthenticationFailed,
     CallError,
     ConfigError,
     DriverError,
-    DriverNotImplemented,
-    DriverTimeout,
     LocalProtocolError,
-    MethodNotFound,
     ProtocolError,
 )
 
-from ._connection import HEADER_SIZE, NEED_DATA, Connection
+from ._bytestreams import ByteStreamServing, ServedStream, _Inbox
+from ._connection import NEED_DATA, Connection
 from ._events import (
     Call,
     Cancel,
@@ -53,25 +59,25 @@ from ._events import (
     WindowUpdate,
 )
 from ._frames import encode_event
+from ._handler import CallHandler, short_error, shorten
 from ._state import ConnState, Role
 
-__all__ = ["AsyncByteStream", "ServerProtocol", "ServerSession", "SessionResolver"]
+__all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "DEFAULT_MAX_STREAMS",
+    "ServerProtocol",
+    "ServerSession",
+    "SessionResolver",
+]
 
 log = logging.getLogger("tether.wire.server")
 
 
-class AsyncByteStream(Protocol):
-    """What an ``export_stream`` method yields: ``receive()`` returns ``b""`` at EOF."""
-
-    async def send(self, data: bytes) -> None: ...
-
-    async def receive(self) -> bytes: ...
-
-
 class ServerSession(Protocol):
-    """A session a connection serves: a started driver host plus bookkeeping."""
+    """A session a connection serves: its call handler plus bookkeeping."""
 
-    host: DriverHost
+    @property
+    def handler(self) -> CallHandler: ...
 
     def attach(self, protocol: ServerProtocol) -> None: ...
 
@@ -82,14 +88,20 @@ class ServerSession(Protocol):
 #: or raises AuthenticationFailed.
 SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict[str, Any]]]]
 
-
 _READ_CHUNK = 1 << 18
-#: Payloads at least this large go to a byte-stream driver as they are, not joined.
-_JOIN_BELOW = 64 << 10
+#: The receive buffer until the Hello is accepted (a Hello is small; larger frames of an
+#: unauthenticated peer are assembled by the decoder, up to its 64 KiB handshake limit).
+_HANDSHAKE_READ = 4 << 10
 _PING_PAYLOAD = b"tether\0\0"
+#: Bytes a peer may leave unread (queued frames plus the transport's buffer) before it goes.
+DEFAULT_MAX_BACKLOG = 32 << 20
+#: Calls and byte streams that may run at once on one connection.
+DEFAULT_MAX_STREAMS = 1024
+#: What a queued frame costs beyond its bytes (the task and the objects around it).
+_QUEUED_OVERHEAD = 64
 
 
-class ServerProtocol(asyncio.BufferedProtocol):
+class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     """One server connection. Create one per accepted transport.
 
     Args:
@@ -99,12 +111,14 @@ class ServerProtocol(asyncio.BufferedProtocol):
             ``None`` (the default) disables keepalive.
         keepalive_timeout: seconds to wait for any frame after that PING before the client
             is declared dead: the server sends ``GOAWAY keepalive_timeout``, closes the
-            transport and cancels the connection's tasks. Defaults to ``keepalive``. A dead
-            or silent client is therefore dropped within ``keepalive + keepalive_timeout``;
-            one that never sends its Hello is dropped after the same silence.
+            transport and cancels the connection's tasks. Defaults to ``keepalive``.
+        handshake_timeout: seconds from the accept by which the client's Hello must have
+            arrived, else ``GOAWAY handshake_timeout`` and close (``None``: no deadline).
+        max_backlog: bytes the client may leave unread before ``GOAWAY backlog`` and close.
+        max_streams: calls and byte streams that may run at once; more get an error.
 
     Raises:
-        ConfigError: ``keepalive`` or ``keepalive_timeout`` is not a positive number.
+        ConfigError: a time-out or limit is not a positive number.
     """
 
     def __init__(
@@ -114,27 +128,41 @@ class ServerProtocol(asyncio.BufferedProtocol):
         window: int | None = None,
         keepalive: float | None = None,
         keepalive_timeout: float | None = None,
+        handshake_timeout: float | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
-        for name, value in (("keepalive", keepalive), ("keepalive_timeout", keepalive_timeout)):
+        for name, value, unit in (
+            ("keepalive", keepalive, "seconds or None"),
+            ("keepalive_timeout", keepalive_timeout, "seconds or None"),
+            ("handshake_timeout", handshake_timeout, "seconds or None"),
+            ("max_backlog", max_backlog, "bytes"),
+            ("max_streams", max_streams, "count"),
+        ):
             if value is not None and not value > 0:
-                raise ConfigError(
-                    f"ServerProtocol: {name} must be positive seconds or None, got {value!r}"
-                )
+                raise ConfigError(f"ServerProtocol: {name} must be positive {unit}, got {value!r}")
         kwargs = {"window": window} if window else {}
         self.conn = Connection(Role.SERVER, **kwargs)
-        self._view = memoryview(bytearray(_READ_CHUNK))
+        self._view = memoryview(bytearray(_HANDSHAKE_READ))
         self._resolve = resolve
         self._transport: asyncio.Transport | None = None
         self._session: ServerSession | None = None
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._inbound: dict[int, _Inbox] = {}
+        self._handler: CallHandler | None = None
+        #: One record per live call or byte stream: its task, inbox and credit waiter.
+        self._streams: dict[int, ServedStream] = {}
         #: Inboxes holding views of the receive buffer, until the end of this _feed.
         self._lent: list[_Inbox] = []
         #: Inboxes with payloads for their driver's ``send_now``, until the end of this _feed.
         self._direct: list[_Inbox] = []
-        self._window_waiters: dict[int, asyncio.Event] = {}
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._paused = False
+        #: Frames waiting for a paused transport (results, errors), and their cost in bytes.
+        self._queued: deque[bytes] = deque()
+        self._queued_size = 0
+        self._pong_owed: bytes | None = None
+        self._max_backlog = max_backlog
+        self._max_streams = max_streams
         self._handshake: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = asyncio.Event()
@@ -143,6 +171,8 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self._keepalive = keepalive
         self._keepalive_timeout = keepalive_timeout if keepalive_timeout else keepalive
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._handshake_timeout = handshake_timeout
+        self._handshake_timer: asyncio.TimerHandle | None = None
         #: Loop time of the PING (or the missed Hello) we are waiting on an answer to.
         self._probe_at: float | None = None
 
@@ -152,10 +182,12 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         # Kept: asyncio.get_running_loop() costs a getpid() system call on every use.
         self._loop = loop = asyncio.get_running_loop()
-        self.last_received = loop.time()
+        self.last_received = now = loop.time()
         if self._keepalive is not None:
-            self._keepalive_timer = loop.call_at(
-                self.last_received + self._keepalive, self._keepalive_check
+            self._keepalive_timer = loop.call_at(now + self._keepalive, self._keepalive_check)
+        if self._handshake_timeout is not None:
+            self._handshake_timer = loop.call_at(
+                now + self._handshake_timeout, self._handshake_expired
             )
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -174,12 +206,32 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self._teardown()
 
     def pause_writing(self) -> None:
+        self._paused = True
         self._can_write.clear()
 
     def resume_writing(self) -> None:
-        self._can_write.set()
+        # Queued frames first, in order; a write may pause the transport again at once.
+        self._paused = False
+        if self.closed.is_set():  # a closing transport draining its buffer
+            self._can_write.set()
+            return
+        while self._queued and not self._paused:
+            data = self._queued.popleft()
+            self._queued_size -= len(data) + _QUEUED_OVERHEAD
+            self._write_raw(data)
+        if self._pong_owed is not None and not self._paused:
+            payload, self._pong_owed = self._pong_owed, None
+            self._write(Pong(payload))
+        if not self._paused:
+            self._can_write.set()
 
-    # -- keepalive ----------------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------------
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.conn.state is ConnState.START:
+            log.warning("no hello from %s within %g s: closing", self.peer, self._handshake_timeout)
+            self._abort("handshake_timeout", "no hello in time")
 
     def _keepalive_check(self) -> None:
         """Timer callback: re-arm while the client talks, PING when it is silent, then give up."""
@@ -226,91 +278,56 @@ class ServerProtocol(asyncio.BufferedProtocol):
             dispatch = self._dispatch
             while (event := conn.next_event()) is not NEED_DATA:
                 dispatch(event)  # type: ignore[arg-type]
-            if self._direct:
-                for inbox in self._direct:
-                    self._flush_direct(inbox)
-                self._direct.clear()
-            if self._lent:
-                for inbox in self._lent:
-                    inbox.keep()
-                self._lent.clear()
+            if self._direct or self._lent:
+                self._end_of_read()
         except ProtocolError as exc:
             for inbox in self._direct:
                 inbox.direct_items.clear()
             self._direct.clear()
-            log.warning("protocol error from %s: %s", self.peer, exc)
-            self._abort("protocol_error", str(exc))
+            log.warning("protocol error from %s: %s", self.peer, shorten(str(exc), 200))
+            self._abort("protocol_error", shorten(str(exc), 200))
 
     def _dispatch(self, event: Event) -> None:
         cls = type(event)
         if cls is Call or cls is OpenStream:
             assert isinstance(event, Call | OpenStream)
-            if self._session is None:
+            if self._handler is None:
                 return
-            runner = self._run_call if cls is Call else self._run_stream
-            self._spawn(event.stream_id, runner(event))  # type: ignore[arg-type]
+            sid = event.stream_id
+            if len(self._streams) >= self._max_streams:
+                count = len(self._streams)
+                error = CallError(f"too many calls at once on this connection ({count})")
+                self._write_answer(Error(sid, error.to_wire()))
+                return
+            assert self._loop is not None
+            record = self._streams[sid] = ServedStream()
+            if cls is Call:
+                runner = self._run_call(event)  # type: ignore[arg-type]
+            else:
+                record.inbox = _Inbox(self._loop, sid)
+                runner = self._run_stream(event, record.inbox)  # type: ignore[arg-type]
+            # A real task even for calls that finish at once (driver code may use TaskGroup or
+            # asyncio.timeout); the runners forget their record themselves (``finally``).
+            record.task = self._loop.create_task(runner)
         elif cls is Data:
-            assert isinstance(event, Data)
-            inbox = self._inbound.get(event.stream_id)
-            data = event.data
-            if inbox is None:
-                return
-            # The pump is idle and the driver can write without waiting: the payloads of this
-            # read go to it at the end of _feed, in one write, without a copy or a task switch.
-            if inbox.direct is not None and (inbox.direct_items or inbox.waiting):
-                if not inbox.direct_items:
-                    self._direct.append(inbox)
-                inbox.direct_items.append(data)
-                inbox.direct_end = event.end
-                return
-            # A view of the receive buffer is lent; one of a frame the decoder assembled in a
-            # buffer of its own (a large frame) is ours to keep without a copy.
-            lent = type(data) is memoryview and data.obj is self._view.obj
-            if inbox.put(data, event.end, lent=lent):
-                self._lent.append(inbox)
-        elif cls is WindowUpdate:
-            assert isinstance(event, WindowUpdate)
-            waiter = self._window_waiters.get(event.stream_id)
-            if waiter is not None:
-                waiter.set()
-        elif cls is Cancel:
-            assert isinstance(event, Cancel)
-            task = self._tasks.get(event.stream_id)
-            if task is not None:
-                task.cancel()
+            self._on_data(event)  # type: ignore[arg-type]
+        elif cls is WindowUpdate or cls is Cancel:
+            found = self._streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if found is not None and cls is Cancel and found.task is not None:
+                found.task.cancel()
+            elif found is not None and found.credit is not None:
+                found.credit.set()
         elif cls is Ping:
             assert isinstance(event, Ping)
-            self._write(Pong(event.payload))
+            if self._can_write.is_set():
+                self._write(Pong(event.payload))
+            else:
+                self._pong_owed = event.payload  # one answer for all pings while paused
         elif cls is Hello:
-            assert isinstance(event, Hello)
-            assert self._loop is not None
+            assert isinstance(event, Hello) and self._loop is not None
             self._handshake = self._loop.create_task(self._accept(event))
         elif cls is GoAway or cls is ConnectionClosed:
             self._close()
-
-    def _flush_direct(self, inbox: _Inbox) -> None:
-        """Hand the payloads gathered for an idle pump straight to the driver (see _dispatch)."""
-        items, end = inbox.direct_items, inbox.direct_end
-        inbox.direct_items, inbox.direct_end = [], False
-        chunks = [item for item in items if item]
-        assert inbox.direct is not None
-        try:
-            done = bool(chunks) and inbox.direct(chunks)
-        except Exception:  # a driver's bug: its ``send`` (in the pump) reports it to the client
-            log.exception("send_now of a byte stream failed")
-            done = False
-        if done:
-            size = sum(len(chunk) for chunk in chunks) + HEADER_SIZE * len(chunks)
-            ack = self.conn.ack_data(inbox.sid, size)
-            if ack and self._transport is not None:
-                self._transport.write(ack)
-            chunks = []
-        for chunk in chunks:
-            lent = type(chunk) is memoryview and chunk.obj is self._view.obj
-            if inbox.put(chunk, False, lent=lent):
-                self._lent.append(inbox)
-        if end:
-            inbox.put(b"", True)
 
     async def _accept(self, hello: Hello) -> None:
         try:
@@ -321,72 +338,44 @@ class ServerProtocol(asyncio.BufferedProtocol):
             return
         except Exception as exc:
             log.exception("could not open a session for %s", self.peer)
-            self._abort("session_failed", f"{type(exc).__name__}: {exc}")
+            self._abort("session_failed", shorten(f"{type(exc).__name__}: {exc}", 500))
             return
         if self.conn.state is not ConnState.HELLO_RECEIVED:
             return
         self._session = session
+        self._handler = session.handler
+        # Not during a read (this is a task): no view of the small buffer is lent now.
+        self._view = memoryview(bytearray(_READ_CHUNK))
         session.attach(self)
         self._write(self.conn.hello(**meta))
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _spawn(self, stream_id: int, coro: Coroutine[Any, Any, None]) -> None:
-        # A real task even for calls that finish at once: driver code may use TaskGroup or
-        # asyncio.timeout, which need a current task (so no hand-rolled eager start here).
-        # The runners forget their task themselves (``finally``): a done callback would cost
-        # the loop one more iteration per call.
-        assert self._loop is not None
-        self._tasks[stream_id] = self._loop.create_task(coro)
-
-    def _method(self, event: Call | OpenStream) -> tuple[Driver, Any, Any]:
-        assert self._session is not None
-        driver = self._session.host.lookup(event.node)
-        method = type(driver).exported().get(event.method)
-        if method is None:
-            raise MethodNotFound(
-                f"{type(driver).__name__} has no exported method {event.method!r}",
-                method=event.method,
-            )
-        bound = method.bind(event.args, event.kwargs)
-        return driver, method, bound
-
     async def _run_call(self, event: Call) -> None:
         sid = event.stream_id
+        handler = self._handler
+        assert handler is not None
         try:
-            driver, method, bound = self._method(event)
-            if method.kind is MethodKind.BYTE_STREAM:
-                raise MethodNotFound(f"{event.method!r} is a byte stream; open it with stream()")
-            fn = getattr(driver, method.name)
-            if method.kind is MethodKind.UNARY:
-                if method.is_async:
-                    value = await fn(*bound[0], **bound[1])
-                else:
-                    call = functools.partial(fn, *bound[0], **bound[1])
-                    value = await self._loop.run_in_executor(None, call)  # type: ignore[union-attr]
-                self._send_result(sid, value)
-                return
-            if method.is_async:
-                async for item in fn(*bound[0], **bound[1]):
+            answer = handler.call(event.node, event.method, event.args, event.kwargs)
+            if hasattr(answer, "__anext__"):
+                async for item in answer:  # type: ignore[union-attr]
                     await self._send_item(sid, item)
+                self._write_answer(Result(sid, None))
             else:
-                async for item in _iterate_in_thread(fn(*bound[0], **bound[1])):
-                    await self._send_item(sid, item)
-            self._write(Result(sid, None))
+                value = await answer
+                try:
+                    self._write_answer(Result(sid, value))
+                except LocalProtocolError as exc:
+                    raise DriverError(f"result cannot be sent: {exc}") from None
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail_call(sid, event.method, exc)
         finally:
-            self._tasks.pop(sid, None)
-            if self._window_waiters:
-                self._window_waiters.pop(sid, None)
+            self._finish_stream(sid)
 
-    def _send_result(self, sid: int, value: Any) -> None:
-        try:
-            self._write(Result(sid, value))
-        except LocalProtocolError as exc:
-            self._write(Error(sid, DriverError(f"result cannot be sent: {exc}").to_wire()))
+    def _finish_stream(self, sid: int) -> None:
+        self._streams.pop(sid, None)
 
     async def _send_item(self, sid: int, item: Any) -> None:
         await self._wait_writable(sid)
@@ -395,116 +384,52 @@ class ServerProtocol(asyncio.BufferedProtocol):
         except LocalProtocolError as exc:
             raise DriverError(f"item cannot be sent: {exc}", remote_type="TypeError") from exc
 
-    async def _wait_writable(self, sid: int) -> None:
-        while self.conn.send_window(sid) <= 0:
-            if not self.conn.is_live(sid):
-                raise asyncio.CancelledError
-            waiter = self._window_waiters.setdefault(sid, asyncio.Event())
-            waiter.clear()
-            await waiter.wait()
-        if not self._can_write.is_set():
-            await self._can_write.wait()
-
     def _fail_call(self, sid: int, method: str, exc: BaseException) -> None:
-        if isinstance(exc, CallError):
-            error = exc
-        elif isinstance(exc, NotImplementedError):
-            error = DriverNotImplemented(
-                str(exc) or f"{method} is not implemented", remote_type="NotImplementedError"
-            )
-        elif isinstance(exc, TimeoutError):
-            error = DriverTimeout(str(exc) or f"{method} timed out", remote_type="TimeoutError")
-        elif isinstance(exc, Exception):
-            log.info("driver method %s raised", method, exc_info=exc)
-            kind = type(exc)
-            error = DriverError(str(exc), remote_type=f"{kind.__module__}.{kind.__qualname__}")
-        else:
+        """Answer a failed call with the handler's error, or a short one if that cannot go."""
+        if not isinstance(exc, Exception):
             raise exc
-        if self.conn.is_live(sid):
-            self._write(Error(sid, error.to_wire()))
-
-    async def _run_stream(self, event: OpenStream) -> None:
-        sid = event.stream_id
-        assert self._loop is not None
-        inbox = self._inbound[sid] = _Inbox(self._loop, sid)
+        if self.closed.is_set() or self.conn.state is ConnState.ERROR or not self.conn.is_live(sid):
+            return
         try:
-            driver, method, bound = self._method(event)
-            if method.kind is not MethodKind.BYTE_STREAM:
-                raise MethodNotFound(f"{event.method!r} is not a byte stream; call it instead")
-            opener: AbstractAsyncContextManager[AsyncByteStream] = getattr(driver, method.name)(
-                *bound[0], **bound[1]
-            )
-            async with opener as stream:
-                self._write(Result(sid, None))
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._pump_in(sid, inbox, stream))
-                    group.create_task(self._pump_out(sid, stream))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-                exc = exc.exceptions[0]
-            self._fail_call(sid, event.method, exc)
-        finally:
-            self._tasks.pop(sid, None)
-            self._inbound.pop(sid, None)
-            self._window_waiters.pop(sid, None)
-
-    async def _pump_in(self, sid: int, inbox: _Inbox, stream: Any) -> None:
-        # Everything that arrived since the last turn goes to the driver in one send: one
-        # system call for the driver's socket instead of one per DATA frame. A lone payload
-        # is a zero-copy view of a received chunk; streams that do not say they take buffers
-        # (``accepts_buffers = True``) get plain bytes.
-        as_bytes = not getattr(stream, "accepts_buffers", False)
-        if not as_bytes:
-            # ``send_now(data) -> bool``: write without waiting when the driver can, from
-            # the receive path itself (see ``AsyncioStream.send_now``).
-            inbox.direct = getattr(stream, "send_now", None)
+            assert self._handler is not None
+            error = self._handler.wire_error(method, exc)
+        except Exception:
+            log.exception("the call handler could not map an error of %s", shorten(method, 100))
+            error = DriverError("internal error", remote_type=type(exc).__name__)
         try:
-            await self._pump(sid, inbox, stream, as_bytes)
-        finally:
-            inbox.direct = None
-
-    async def _pump(self, sid: int, inbox: _Inbox, stream: Any, as_bytes: bool) -> None:
-        while True:
-            chunks, counted, eof = await inbox.take()
-            if chunks:
-                for data in _batches(chunks):
-                    await stream.send(bytes(data) if as_bytes and type(data) is not bytes else data)
-                ack = self.conn.ack_data(sid, counted)
-                if ack and self._transport is not None:
-                    self._transport.write(ack)
-            if eof:
-                send_eof = getattr(stream, "send_eof", None)
-                if send_eof is not None:
-                    await send_eof()
-                return
-
-    async def _pump_out(self, sid: int, stream: Any) -> None:
-        limit = self.conn.peer_max_frame
-        while True:
-            chunk = await stream.receive()
-            if not chunk:
-                if self.conn.is_live(sid):
-                    self._write(Data(sid, b"", end=True))
-                return
-            # A view of the chunk may wait in the transport's buffer: never of one the driver
-            # could write again.
-            view = memoryview(chunk if type(chunk) is bytes else bytes(chunk))
-            for start in range(0, len(chunk), limit):
-                await self._wait_writable(sid)
-                # Header and payload go out unjoined: no copy of the payload.
-                parts = self.conn.send_parts(Data(sid, view[start : start + limit]))
-                transport = self._transport
-                if parts and transport is not None and not transport.is_closing():
-                    transport.writelines(parts)
+            self._write_answer(Error(sid, short_error(error)))
+        except LocalProtocolError:
+            # Unencodable details, or a peer with a tiny frame limit: the code alone goes.
+            short = {"code": error.code, "message": shorten(error.message, 100)}
+            self._write_answer(Error(sid, short))
 
     # -- output and teardown ------------------------------------------------------------------
 
     def _write(self, event: Event) -> None:
+        self._write_raw(self.conn.send(event))
+
+    def _write_raw(self, data: bytes) -> None:
+        transport = self._transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _write_answer(self, event: Event) -> None:
+        """Write a result or an error, or queue it behind a paused transport (bounded)."""
         data = self.conn.send(event)
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        if not data:
+            return
+        if self._can_write.is_set():
+            self._write_raw(data)
+            return
+        self._queued.append(data)
+        self._queued_size += len(data) + _QUEUED_OVERHEAD
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        if self._queued_size + buffered > self._max_backlog:
+            log.warning(
+                "%s leaves %d bytes unread: dropping it", self.peer, self._queued_size + buffered
+            )
+            self._abort("backlog", f"more than {self._max_backlog} bytes left unread")
 
     @property
     def peer(self) -> str:
@@ -521,9 +446,13 @@ class ServerProtocol(asyncio.BufferedProtocol):
     def _say_goodbye(self, code: str, message: str) -> None:
         # GOAWAY is written raw: it is the last frame, and it must go out even in states where
         # the table would refuse it (START, or after a protocol error).
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(encode_event(GoAway(code, message)))
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if transport.get_write_buffer_size() > self._max_backlog:
+                transport.abort()  # the peer reads nothing: a goodbye would only queue
+                return
+            transport.write(encode_event(GoAway(code, message)))
+            transport.close()
 
     def _close(self) -> None:
         """The client said goodbye or went away: close without a word."""
@@ -540,130 +469,19 @@ class ServerProtocol(asyncio.BufferedProtocol):
         if self.closed.is_set():
             return
         self.closed.set()
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+        for timer in (self._keepalive_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._keepalive_timer = self._handshake_timer = None
+        self._queued.clear()
+        self._queued_size = 0
         if self._handshake is not None:
             self._handshake.cancel()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for waiter in self._window_waiters.values():
-            waiter.set()
+        for record in list(self._streams.values()):
+            if record.task is not None:
+                record.task.cancel()
+            if record.credit is not None:
+                record.credit.set()
+        self._can_write.set()  # writers wake, see the closed transport and end
         if self._session is not None:
             self._session.detach(self)
-
-
-_Buffer = bytes | bytearray | memoryview
-
-
-class _Inbox:
-    """The DATA payloads received on one byte stream, taken by its pump in batches.
-
-    Payloads arrive as views of the protocol's receive buffer; :meth:`keep` (called before
-    the buffer is reused) replaces the views that arrived since the last call with one
-    ``bytes`` of them all: a single copy of the data, however many frames it came in. Large
-    frames the decoder assembled in a buffer of their own are kept as they are.
-    """
-
-    __slots__ = (
-        "_counted",
-        "_end",
-        "_items",
-        "_kept",
-        "_loop",
-        "_waiter",
-        "direct",
-        "direct_end",
-        "direct_items",
-        "sid",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sid: int) -> None:
-        self._items: list[_Buffer] = []
-        self._kept = 0  # _items[:_kept] are our own bytes; the rest are lent views
-        self._counted = 0  # flow-control size of the payloads not yet taken
-        self._end = False
-        self._loop = loop
-        self._waiter: asyncio.Future[None] | None = None
-        #: The driver's ``send_now``, while the pump runs and the driver has one.
-        self.direct: Callable[[list[_Buffer]], bool] | None = None
-        #: Payloads (and whether the last ended the stream) for ``direct``, in this read.
-        self.direct_items: list[_Buffer] = []
-        self.direct_end = False
-        self.sid = sid
-
-    @property
-    def waiting(self) -> bool:
-        """The pump waits for payloads: nothing is held, nothing is being sent."""
-        return self._waiter is not None
-
-    def put(self, data: _Buffer, end: bool, *, lent: bool = True) -> bool:
-        """Add a payload; True when the inbox starts holding lent views (call :meth:`keep`).
-
-        A payload that is not ``lent`` stays as it is, unless lent views precede it (order).
-        """
-        starts_lending = False
-        if data:
-            items = self._items
-            if not lent and self._kept == len(items):
-                items.append(data)
-                self._kept += 1
-            else:
-                starts_lending = self._kept == len(items)
-                items.append(data)
-            self._counted += len(data) + HEADER_SIZE
-        self._end = self._end or end
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        return starts_lending
-
-    def keep(self) -> None:
-        """Copy the lent views into one ``bytes`` of our own."""
-        items = self._items
-        lent = items[self._kept :]
-        if lent:
-            items[self._kept :] = [bytes(lent[0]) if len(lent) == 1 else b"".join(lent)]
-            self._kept = len(items)
-
-    async def take(self) -> tuple[list[_Buffer], int, bool]:
-        """Wait until something arrived; return the payloads, their flow-control size (for
-        the WINDOW credit) and whether the peer ended its side."""
-        while not self._items and not self._end:
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        items, counted = self._items, self._counted
-        self._items, self._kept, self._counted = [], 0, 0
-        return items, counted, self._end
-
-
-def _batches(chunks: list[_Buffer]) -> list[_Buffer]:
-    """Payloads for a driver's ``send``: small ones joined (one write for many frames),
-    large ones as they are (joining megabytes would only copy them)."""
-    if len(chunks) == 1:
-        return chunks
-    batches: list[_Buffer] = []
-    small: list[_Buffer] = []
-    for chunk in chunks:
-        if len(chunk) < _JOIN_BELOW:
-            small.append(chunk)
-            continue
-        if small:
-            batches.append(small[0] if len(small) == 1 else b"".join(small))
-            small = []
-        batches.append(chunk)
-    if small:
-        batches.append(small[0] if len(small) == 1 else b"".join(small))
-    return batches
-
-
-async def _iterate_in_thread(iterator: Any) -> AsyncIterator[Any]:
-    loop = asyncio.get_running_loop()
-    sentinel = object()
-    while True:
-        item = await loop.run_in_executor(None, next, iterator, sentinel)
-        if item is sentinel:
-            return
-        yield item

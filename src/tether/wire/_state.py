@@ -35,12 +35,15 @@ from ._events import (
 )
 
 __all__ = [
+    "CLIENT_TRANSITIONS",
     "CLOSING_EVENTS",
     "CONNECTION_TRANSITIONS",
     "KIND_EVENTS",
     "OPENING_STATES",
     "STREAM_EVENTS",
     "STREAM_STATES",
+    "ClientEvent",
+    "ClientState",
     "ConnState",
     "Direction",
     "Role",
@@ -129,3 +132,33 @@ CLOSING_EVENTS = frozenset({Error, Cancel})
 
 def may_send(role: Role, event_type: type[Event]) -> bool:
     return event_type in STREAM_EVENTS[role]
+
+
+# -- the blocking client's lifecycle (above the protocol: the I/O loop's own state) ----------
+
+
+class ClientState(_Enum):
+    HANDSHAKE = "HANDSHAKE"  # our Hello is out, the server's not yet in
+    OPEN = "OPEN"
+    BROKEN = "BROKEN"  # lost, refused, a protocol error: calls fail at once
+    CLOSED = "CLOSED"  # close() was called
+
+
+class ClientEvent(_Enum):
+    ACCEPTED = "accepted"  # the server's Hello arrived
+    FAILED = "failed"  # the transport or the protocol broke, or the server refused us
+    CLOSE = "close"  # the user closed the connection
+
+
+#: (state, event) -> next state of ``ClientConnection``; anything else is a bug.
+CLIENT_TRANSITIONS: dict[tuple[ClientState, ClientEvent], ClientState] = {
+    (ClientState.HANDSHAKE, ClientEvent.ACCEPTED): ClientState.OPEN,
+    (ClientState.HANDSHAKE, ClientEvent.FAILED): ClientState.BROKEN,
+    (ClientState.HANDSHAKE, ClientEvent.CLOSE): ClientState.CLOSED,
+    (ClientState.OPEN, ClientEvent.FAILED): ClientState.BROKEN,
+    (ClientState.OPEN, ClientEvent.CLOSE): ClientState.CLOSED,
+    (ClientState.BROKEN, ClientEvent.FAILED): ClientState.BROKEN,
+    (ClientState.BROKEN, ClientEvent.CLOSE): ClientState.CLOSED,
+    (ClientState.CLOSED, ClientEvent.FAILED): ClientState.CLOSED,
+    (ClientState.CLOSED, ClientEvent.CLOSE): ClientState.CLOSED,
+}

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from tether.driver import Driver, export
-from tether.drivers.shell import CommandResult, run_command
+from tether.drivers.shell import ProcessResult, run_command
 
 from ._http import check_regex
 from ._interface import PowerInterface, PowerReading
@@ -48,7 +48,7 @@ class CommandPower(PowerInterface, Driver):
 
     _powered: bool = False
 
-    async def _run(self, what: str, command: str) -> CommandResult:
+    async def _run(self, what: str, command: str) -> ProcessResult:
         result = await run_command(command, timeout=self.timeout, env=self.env)
         self.logger.debug("%s: %r exited %s", what, command, result.status)
         return result

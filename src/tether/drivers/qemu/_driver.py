@@ -11,10 +11,12 @@ from typing import Any
 from tether.driver import AsyncioStream, Driver, export, export_stream
 from tether.drivers.network import NetworkInterface
 from tether.drivers.power import BoardPower, PowerReading
-from tether.drivers.serial import SerialInterface, SerialSettings
+from tether.drivers.serial import ConsoleReader, SerialInterface, SerialSettings
 from tether.drivers.storage import BoardDisk
 from tether.errors import ConfigError
 
+from ._firmware import Firmware, firmware_args
+from ._nic import DutNic, attach_dut_nic, close_fd
 from ._vm import ConsoleHub, QemuError, VirtualMachine, VmSpec
 
 __all__ = [
@@ -60,6 +62,15 @@ class Qemu(Driver):
         qemu: the QEMU binary.
         extra_args: appended to the QEMU command line.
         boot_timeout: seconds QEMU gets to connect its console at power-on.
+        firmware: ``direct`` (QEMU boots the kernel) or ``u-boot`` (real U-Boot boots
+            first and stops at its prompt or autoboot; it can ``tftpboot`` or ``qfw load``
+            the kernel, then ``zboot`` it).
+        firmware_rom: the U-Boot ROM: ``qemu-x86`` (default, Debian's 32-bit build),
+            ``qemu-x86_64``, or a file path.
+        nic: ``user`` (QEMU's user network, with ``hostfwd``) or ``dut``: a tap on the
+            :class:`~tether.drivers.netboot.DutNetwork` routed as ``uses: {network: NODE}``
+            (no ``hostfwd`` children then; the board talks to the exporter's servers there).
+        nic_model: the QEMU NIC device on a DUT network (``e1000``, ``virtio-net-pci``).
     """
 
     kernel: str = ""
@@ -74,6 +85,10 @@ class Qemu(Driver):
     qemu: str = "qemu-system-x86_64"
     extra_args: list[str] = []
     boot_timeout: float = 30.0
+    firmware: Firmware = "direct"
+    firmware_rom: str = ""
+    nic: str = "user"
+    nic_model: str = "e1000"
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.pop("children", None):
@@ -85,7 +100,10 @@ class Qemu(Driver):
         self.console = QemuConsole()
         self.storage = QemuDisk(path=self.disk, disk_mib=self.disk_mib)
         self.children = {"power": self.power, "console": self.console, "disk": self.storage}
-        for name, port in self.hostfwd.items():
+        if self.nic not in ("user", "dut"):
+            raise ConfigError(f"Qemu.nic: expected user or dut (got {self.nic!r})")
+        self._dut_nic: DutNic | None = None
+        for name, port in (self.hostfwd if self.nic == "user" else {}).items():
             if name in self.children:
                 raise ConfigError(f"Qemu.hostfwd: {name!r} is taken by a built-in child")
             if not 0 < port < 65536:
@@ -99,6 +117,10 @@ class Qemu(Driver):
 
     async def start(self) -> None:
         self._find_boot_files()
+        firmware_args(self.firmware, self.firmware_rom)  # a missing ROM fails here, not at on
+        self.hub.name = f"console {self.node.path}.console" if self.node.path else "console"
+        if self.nic == "dut":
+            self._dut_nic = await attach_dut_nic(self.incoming, self.nic_model, self.node.path)
 
     def _find_boot_files(self) -> None:
         assets = default_assets_dir()
@@ -117,6 +139,7 @@ class Qemu(Driver):
 
     def stop(self) -> None:
         self.vm.kill_now()
+        self.hub.close()
 
     def spec(self) -> VmSpec:
         """What :meth:`power_on` starts (the disk only when the mux gives it to the DUT)."""
@@ -134,7 +157,7 @@ class Qemu(Driver):
                 for name, child in self.children.items()
                 if isinstance(child, QemuNetwork)
             },
-            extra_args=list(self.extra_args),
+            extra_args=[*firmware_args(self.firmware, self.firmware_rom), *self.extra_args],
         )
 
     async def power_on(self) -> None:
@@ -142,14 +165,25 @@ class Qemu(Driver):
             return
         if self.storage.mode == "host":
             await self.storage.dut()  # the VM takes its disk, as a real mux would on boot
+        spec, tap_fd = self._with_nic(self.spec())
         try:
-            await self.vm.start(self.spec(), self.boot_timeout)
+            await self.vm.start(spec, self.boot_timeout)
         except QemuError as exc:
             if "host forwarding" not in str(exc):
                 raise
             # A port picked for hostfwd was taken in between: once more, with fresh ports.
             await self.vm.start(self.spec(), self.boot_timeout)
+        finally:
+            close_fd(tap_fd)
         self.logger.info("qemu started (pid %s)", self.vm.process and self.vm.process.pid)
+
+    def _with_nic(self, spec: VmSpec) -> tuple[VmSpec, int | None]:
+        """``spec`` with the DUT network's tap as the NIC (``nic: dut``), and its descriptor."""
+        if self._dut_nic is None:
+            return spec, None
+        spec.netdev, fd = self._dut_nic.open()
+        spec.pass_fds = [fd]
+        return spec, fd
 
     async def power_off(self) -> None:
         await self.vm.stop()
@@ -177,40 +211,6 @@ class QemuPower(BoardPower):
     """Starts (``on``) and stops (``off``: SIGTERM, then SIGKILL) the board's QEMU process."""
 
 
-class _ConsoleStream:
-    """One client's view of the console: what the guest prints from now on."""
-
-    def __init__(self, hub: ConsoleHub) -> None:
-        self._hub = hub
-        self._queue = hub.subscribe()
-
-    async def receive(self) -> bytes:
-        first = await self._queue.get()
-        if first is None:
-            return b""
-        parts = [first]
-        while not self._queue.empty():  # coalesce what is already there into one frame
-            more = self._queue.get_nowait()
-            if more is None:
-                self._queue.put_nowait(None)
-                break
-            parts.append(more)
-        return b"".join(parts)
-
-    async def send(self, data: bytes) -> None:
-        await self._hub.write(data)
-
-    async def send_eof(self) -> None:
-        """The client is done: end our side too, so its close does not wait."""
-        self._hub.unsubscribe(self._queue)
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
-    async def aclose(self) -> None:
-        self._hub.unsubscribe(self._queue)
-
-
 class QemuConsole(SerialInterface, _Child):
     """The board's serial console (ttyS0) as a byte stream; any number of streams at once.
 
@@ -221,13 +221,23 @@ class QemuConsole(SerialInterface, _Child):
 
     @export_stream
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[_ConsoleStream]:
-        """Open the console."""
-        stream = _ConsoleStream(self.board.hub)
+    async def connect(self, read_only: bool = False) -> AsyncIterator[ConsoleReader]:
+        """Open the console: one writer at a time, any number of ``read_only`` readers."""
+        stream = self.board.hub.join(read_only)
         try:
             yield stream
         finally:
             await stream.aclose()
+
+    @export
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        """What the board printed this session, from byte offset ``since``."""
+        return self.board.hub.log.read(since, limit)
+
+    @export
+    async def log_size(self) -> int:
+        """Bytes the board printed this session."""
+        return self.board.hub.log.size
 
     @export
     async def settings(self) -> SerialSettings:

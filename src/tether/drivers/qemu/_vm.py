@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.drivers.serial import ConsoleFanout
 from tether.errors import TetherError
 
 __all__ = ["ConsoleHub", "QemuError", "VirtualMachine", "VmSpec"]
 
 _READ = 1 << 16
 _STDERR_LINES = 40
-_QUEUE_CHUNKS = 4096
 _PR_SET_PDEATHSIG = 1
 
 
@@ -56,32 +56,20 @@ class VmSpec:
     disk: str | None
     forwards: dict[str, int] = field(default_factory=dict)
     extra_args: Sequence[str] = ()
+    #: NIC arguments replacing the user network (``nic: dut``), and descriptors they name.
+    netdev: Sequence[str] = ()
+    pass_fds: Sequence[int] = ()
 
 
-class ConsoleHub:
-    """Fans the guest's console out to every open stream; input goes to the guest."""
+class ConsoleHub(ConsoleFanout):
+    """The guest's console shared by every open stream (a :class:`ConsoleFanout`); input
+    goes to the guest."""
 
     def __init__(self) -> None:
-        self.queues: set[asyncio.Queue[bytes | None]] = set()
+        super().__init__("qemu console", self._to_guest)
         self.writer: asyncio.StreamWriter | None = None
-        self.dropped = 0
 
-    def subscribe(self) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_CHUNKS)
-        self.queues.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self.queues.discard(queue)
-
-    def publish(self, data: bytes) -> None:
-        for queue in self.queues:
-            try:
-                queue.put_nowait(data)
-            except asyncio.QueueFull:  # a stalled reader loses output, never the others
-                self.dropped += len(data)
-
-    async def write(self, data: bytes) -> None:
+    async def _to_guest(self, data: bytes) -> None:
         """Send bytes to the guest; dropped while the board is off (as on a real UART)."""
         writer = self.writer
         if writer is None or writer.is_closing():
@@ -145,7 +133,10 @@ class VirtualMachine:
             f",hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{guest}"
             for name, guest in spec.forwards.items()
         )
-        args += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+        if spec.netdev:
+            args += spec.netdev
+        else:
+            args += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
         return [*args, *spec.extra_args]
 
     async def start(self, spec: VmSpec, connect_within: float = 30.0) -> None:
@@ -181,6 +172,7 @@ class VirtualMachine:
                     stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,
                     preexec_fn=_die_with_parent,
+                    pass_fds=tuple(spec.pass_fds),
                 )
                 self._spawn(self._collect_stderr(self.process))
                 exited: asyncio.Future[Any] = asyncio.ensure_future(self.process.wait())
@@ -265,7 +257,7 @@ class VirtualMachine:
 
     async def _pump_console(self, reader: asyncio.StreamReader) -> None:
         while data := await reader.read(_READ):
-            self.hub.publish(data)
+            await self.hub.publish(data)
 
     async def _collect_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None

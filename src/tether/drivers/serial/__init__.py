@@ -7,13 +7,19 @@ The driver :class:`PySerial` runs on the exporter; :class:`SerialClient` adds ``
 from ._client import SerialClient
 from ._console import Console
 from ._driver import PySerial
-from ._errors import ConsoleClosed, DeviceDisconnected, ExpectTimeout
+from ._errors import ConsoleBusy, ConsoleClosed, ConsoleReadOnly, DeviceDisconnected, ExpectTimeout
+from ._fanout import ConsoleFanout, ConsoleLog, ConsoleReader
 from ._interface import SerialInterface, SerialSettings
 from ._terminal import interactive
 
 __all__ = [
     "Console",
+    "ConsoleBusy",
     "ConsoleClosed",
+    "ConsoleFanout",
+    "ConsoleLog",
+    "ConsoleReadOnly",
+    "ConsoleReader",
     "DeviceDisconnected",
     "ExpectTimeout",
     "PySerial",

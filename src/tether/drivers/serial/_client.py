@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tether.driver import DriverClient
+from tether.errors import DriverError
 
 from ._console import Console, Pattern
 from ._errors import ConsoleClosed, ExpectTimeout
@@ -41,12 +42,31 @@ class SerialClient(DriverClient):
         return result
 
     def open(
-        self, *, log_file: str | Path | None = None, encoding: str = "utf-8", linesep: str = "\n"
+        self,
+        *,
+        log_file: str | Path | None = None,
+        encoding: str = "utf-8",
+        linesep: str = "\n",
+        read_only: bool = False,
     ) -> Console:
-        """Open the port: a :class:`Console` (close it, or use it as a context manager)."""
-        return Console(
-            self.stream("connect"), log_file=log_file, encoding=encoding, linesep=linesep
-        )
+        """Open the port: a :class:`Console` (close it, or use it as a context manager).
+
+        Several consoles may be open at once; only one may write: open the others with
+        ``read_only=True`` (a second writer gets a ``ConsoleBusy`` error).
+        """
+        stream = self.stream("connect", read_only) if read_only else self.stream("connect")
+        return Console(stream, log_file=log_file, encoding=encoding, linesep=linesep)
+
+    def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        """What the console printed this session (kept on the exporter, bounded and
+        rotated), from byte offset ``since``; see :meth:`log_size`."""
+        data: bytes = self.call("log", since, limit)
+        return data
+
+    def log_size(self) -> int:
+        """Bytes the console printed this session: pass it to :meth:`log` later to get what
+        came after."""
+        return int(self.call("log_size"))
 
     @property
     def shared_console(self) -> Console:
@@ -85,6 +105,7 @@ class SerialClient(DriverClient):
         *,
         stdin_fd: int | None = None,
         stdout_fd: int | None = None,
+        read_only: bool = False,
     ) -> str:
         """Interactive console on the local terminal (raw mode); ``escape`` (Ctrl-]) leaves.
 
@@ -97,10 +118,17 @@ class SerialClient(DriverClient):
         """
         stdin = sys.stdin.fileno() if stdin_fd is None else stdin_fd
         stdout = sys.stdout.fileno() if stdout_fd is None else stdout_fd
-        banner = f"Connected to {self.name}; {escape_name(escape)} leaves."
-        with self.stream("connect") as stream:
+        mode = " (read-only)" if read_only else ""
+        banner = f"Connected to {self.name}{mode}; {escape_name(escape)} leaves."
+        args = (True,) if read_only else ()
+        with self.stream("connect", *args) as stream:
             return interactive(
-                stream, stdin_fd=stdin, stdout_fd=stdout, escape=escape, banner=banner
+                stream,
+                stdin_fd=stdin,
+                stdout_fd=stdout,
+                escape=escape,
+                banner=banner,
+                read_only=read_only,
             )
 
     def cli(self) -> click.Group:
@@ -118,9 +146,13 @@ def _serial_cli(client: SerialClient) -> click.Group:
         show_default=True,
         help="The key that leaves: ^X for Ctrl-X, or one character.",
     )
-    def console(escape: str) -> None:
+    @click.option("--read-only", is_flag=True, help="Watch only (beside another writer).")
+    def console(escape: str, read_only: bool) -> None:
         """Interactive serial console (raw terminal); the escape key leaves."""
-        reason = client.console(_parse_escape(escape))
+        try:
+            reason = client.console(_parse_escape(escape), read_only=read_only)
+        except DriverError as exc:  # e.g. ConsoleBusy: another client writes
+            raise click.ClickException(exc.message) from exc
         if reason != "escape":
             click.echo(f"\r\nconsole ended: {reason}", err=True)
 
@@ -142,6 +174,13 @@ def _serial_cli(client: SerialClient) -> click.Group:
         except (ExpectTimeout, ConsoleClosed) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(match.string[: match.end()].decode(errors="replace"), nl=False)
+
+    @group.command()
+    @click.option("--since", type=int, default=0, show_default=True, help="Byte offset.")
+    def log(since: int) -> None:
+        """Print what the console printed this session (kept on the exporter)."""
+        sys.stdout.buffer.write(client.log(since))
+        sys.stdout.buffer.flush()
 
     return group
 

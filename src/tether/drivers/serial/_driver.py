@@ -27,6 +27,7 @@ import serial
 from tether.driver import Driver, export, export_stream
 
 from ._errors import DeviceDisconnected
+from ._fanout import ConsoleFanout, ConsoleReader
 from ._interface import SerialInterface, SerialSettings, StopBits
 
 __all__ = ["PySerial"]
@@ -213,7 +214,18 @@ class PySerial(SerialInterface, Driver):
     rtscts: bool = False
     dsrdtr: bool = False
 
-    _current: FdStream | ThreadStream | None = None
+    _device: FdStream | ThreadStream | None = None
+
+    async def start(self) -> None:
+        self.fanout = ConsoleFanout(self.node.path or self.url, self._write_device)
+        self.fanout.on_empty = self._last_reader_left
+        self._pump: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        fanout = getattr(self, "fanout", None)
+        if fanout is not None:
+            fanout.close()
 
     def _open(self) -> serial.SerialBase:
         try:
@@ -229,38 +241,88 @@ class PySerial(SerialInterface, Driver):
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceDisconnected(f"serial port {self.url}: cannot open: {exc}") from exc
 
-    @export_stream
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[FdStream | ThreadStream]:
-        """Open the port; a byte stream of what the device sends and receives.
-
-        One stream at a time: a second ``connect`` while one is open is refused.
-        """
-        while (current := self._current) is not None:
-            if not current.ending:
-                raise RuntimeError(
-                    f"serial port {self.url} is in use by another stream; close it first"
-                )
-            # The previous stream is ending (its client sent EOF and may already have seen
-            # ours): let it finish closing the port instead of refusing a quick reconnect.
-            await current.closed.wait()
+    async def _open_device(self) -> None:
+        if self._closing is not None:
+            # The last stream just left: let it finish closing the port, then open it anew.
+            await asyncio.shield(self._closing)
+        if self._device is not None:
+            return
         # rfc2217:// negotiates over the network while opening: keep that off the loop.
         port = await asyncio.get_running_loop().run_in_executor(None, self._open)
         self.logger.info("opened %s at %d baud", self.url, self.baudrate)
         fileno = _fileno(port)
-        stream: FdStream | ThreadStream = (
+        self._device = (
             FdStream(port, fileno, self.url) if fileno is not None else ThreadStream(port, self.url)
         )
-        self._current = stream
+        self._pump = asyncio.ensure_future(self._read_device(self._device))
+
+    async def _read_device(self, device: FdStream | ThreadStream) -> None:
         try:
-            yield stream
+            while data := await device.receive():
+                await self.fanout.publish(data)
+        except DeviceDisconnected as exc:
+            self.fanout.end(exc)
+            self._device = None
+            with contextlib.suppress(Exception):
+                await device.aclose()
+            device.closed.set()
+
+    def _last_reader_left(self) -> None:
+        if self._device is not None and self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_device())
+
+    async def _close_device(self) -> None:
+        device, self._device = self._device, None
+        try:
+            if self._pump is not None:
+                self._pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._pump
+            if device is not None:
+                await device.aclose()
+                device.closed.set()
+                self.logger.info("closed %s", self.url)
         finally:
-            try:
-                await stream.aclose()
-            finally:
-                self._current = None
-                stream.closed.set()
-            self.logger.info("closed %s", self.url)
+            self._closing = None
+
+    async def _write_device(self, data: bytes) -> None:
+        device = self._device
+        if device is None:
+            raise DeviceDisconnected(f"serial port {self.url} is not open")
+        await device.send(data)
+
+    @export_stream
+    @asynccontextmanager
+    async def connect(self, read_only: bool = False) -> AsyncIterator[ConsoleReader]:
+        """Open the port; a byte stream of what the device sends and receives.
+
+        Any number of streams at once, each getting every byte from the moment it opens;
+        one of them may write (a second writer is refused): open the others ``read_only``.
+        The port opens with the first stream and closes when the last one ends.
+        """
+        reader = self.fanout.join(read_only)
+        try:
+            await self._open_device()
+        except BaseException:
+            self.fanout.leave(reader)
+            raise
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
+            if self._closing is not None:
+                await asyncio.shield(self._closing)
+
+    @export
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        """What the console printed this session, from byte offset ``since`` (the oldest kept
+        byte if that is gone), at most ``limit`` bytes."""
+        return self.fanout.log.read(since, limit)
+
+    @export
+    async def log_size(self) -> int:
+        """Bytes the console printed this session (the offset the next byte will have)."""
+        return self.fanout.log.size
 
     @export
     async def settings(self) -> SerialSettings:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from tether.errors import TetherError
 
-__all__ = ["ConsoleClosed", "DeviceDisconnected", "ExpectTimeout"]
+__all__ = ["ConsoleBusy", "ConsoleClosed", "ConsoleReadOnly", "DeviceDisconnected", "ExpectTimeout"]
 
 
 class DeviceDisconnected(TetherError, ConnectionError):
@@ -36,3 +36,11 @@ class ConsoleClosed(TetherError, ConnectionError):
     def __init__(self, message: str, *, tail: bytes) -> None:
         super().__init__(message)
         self.tail = tail
+
+
+class ConsoleBusy(TetherError, RuntimeError):
+    """A second client tried to write to a console that has a writer (open it read-only)."""
+
+
+class ConsoleReadOnly(TetherError, PermissionError):
+    """A read-only console stream was written to."""

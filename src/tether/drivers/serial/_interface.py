@@ -42,8 +42,20 @@ class SerialInterface(Interface):
     client = "tether.drivers.serial.SerialClient"
 
     @abstractmethod
-    def connect(self) -> AbstractAsyncContextManager[Any]:
-        """Open the port; a byte stream of what the device sends and receives."""
+    def connect(self, read_only: bool = False) -> AbstractAsyncContextManager[Any]:
+        """Open the port; a byte stream of what the device sends and receives.
+
+        Shared: any number of streams, one writer (``read_only`` streams never write).
+        """
+
+    @abstractmethod
+    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
+        """What the console printed this session from byte offset ``since`` (bounded,
+        rotated: the oldest bytes may be gone)."""
+
+    @abstractmethod
+    async def log_size(self) -> int:
+        """Bytes the console printed this session."""
 
     @abstractmethod
     async def settings(self) -> SerialSettings:

@@ -37,6 +37,7 @@ def interactive(
     stdout_fd: int,
     escape: bytes = b"\x1d",
     banner: str | None = None,
+    read_only: bool = False,
 ) -> str:
     """Run an interactive console until the escape key or the end of the stream.
 
@@ -46,6 +47,7 @@ def interactive(
         stdout_fd: where the device's output goes.
         escape: the byte that leaves the console.
         banner: printed first (a line).
+        read_only: watch only: keys other than the escape are not sent.
 
     Returns:
         ``"escape"`` when the user left, else why the stream ended.
@@ -85,7 +87,7 @@ def interactive(
             if not data:
                 return "end of input"
             head, found, _ = data.partition(escape)
-            if head:
+            if head and not read_only:
                 stream.send(head)
             if found:
                 return "escape"

@@ -7,15 +7,15 @@ type-checked and shell-quoted.
 from ._client import ShellClient, ShellResult
 from ._driver import CommandSpec, ParamSpec, Shell
 from ._interface import CommandInfo, ParamInfo, ShellInterface, ShellOutput
-from ._process import CommandFailed, CommandResult, run_command
+from ._process import CommandFailed, ProcessResult, run_command
 
 __all__ = [
     "CommandFailed",
     "CommandInfo",
-    "CommandResult",
     "CommandSpec",
     "ParamInfo",
     "ParamSpec",
+    "ProcessResult",
     "Shell",
     "ShellClient",
     "ShellInterface",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tether.errors import TetherError
 
-__all__ = ["CommandFailed", "CommandResult", "Exit", "OutputChunk", "run_command", "stream_command"]
+__all__ = ["CommandFailed", "Exit", "OutputChunk", "ProcessResult", "run_command", "stream_command"]
 
 _CHUNK = 1 << 16
 
@@ -44,7 +44,7 @@ class Exit:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandResult:
+class ProcessResult:
     """A finished command's status and collected output."""
 
     command: str
@@ -53,7 +53,7 @@ class CommandResult:
     stderr: bytes
     timed_out: bool
 
-    def check(self, what: str) -> CommandResult:
+    def check(self, what: str) -> ProcessResult:
         """Return self when the command succeeded; raise otherwise.
 
         Raises:
@@ -160,7 +160,7 @@ async def run_command(
     timeout: float | None = None,  # noqa: ASYNC109 - as above
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
-) -> CommandResult:
+) -> ProcessResult:
     """Run ``command`` to the end and collect its output (see :func:`stream_command`)."""
     out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
     end = Exit(-1, False)
@@ -169,6 +169,6 @@ async def run_command(
             out[item.stream] += item.data
         else:
             end = item
-    return CommandResult(
+    return ProcessResult(
         command, end.status, bytes(out["stdout"]), bytes(out["stderr"]), end.timed_out
     )

@@ -12,8 +12,7 @@ import pytest
 
 from tether.driver import AsyncioStream
 from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
-from tether.wire._connection import HEADER_SIZE
-from tether.wire._server import _batches, _Inbox
+from tether.wire._bytestreams import _batches, _Inbox
 
 BIG = bytes(100_000)
 
@@ -42,12 +41,12 @@ def test_the_inbox_copies_lent_views_but_keeps_owned_payloads() -> None:
         assert inbox.put(memoryview(bytearray(b"late")), False, lent=False) is False
         inbox.keep()
         buffer[:] = b"XXXXXXXX"  # the receive buffer is reused
-        items, counted, end = loop.run_until_complete(inbox.take())
+        items, size, frames, end = loop.run_until_complete(inbox.take())
     finally:
         loop.close()
     assert items[0] is owned
     assert [bytes(item) for item in items] == [b"own", b"lentlate"]
-    assert counted == 3 * HEADER_SIZE + 11 and end is False
+    assert (size, frames, end) == (11, 3, False)
 
 
 def _read_all(sock: socket.socket, into: bytearray) -> None:

@@ -1,0 +1,76 @@
+"""REAL SOCKETS, both loops: the server's own bounds, in-process (the exporter-level floods
+are in ``tests/hostile``): the handshake deadline, calls at once, pings while paused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from tether.wire import Call, Connection, Error, GoAway, Ping, Pong, Role
+from tether.wire._frames import FrameDecoder, encode_event
+
+from ._server_kit import SAFETY, handshake, in_thread, read_until_eof, serving
+
+
+def test_no_hello_within_the_deadline_gets_goaway_handshake_timeout(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir, handshake_timeout=0.2) as server:
+            with await server.connect_raw() as sock:
+                hello = Connection(Role.CLIENT)
+                data = hello.send(hello.hello())
+                await asyncio.get_running_loop().sock_sendall(sock, data[:5])  # half a Hello
+                events = await read_until_eof(sock)
+            assert [type(e) for e in events] == [GoAway]
+            assert isinstance(events[0], GoAway) and events[0].code == "handshake_timeout"
+            assert await in_thread(server.good_call, "served") == "served"
+
+    run(main())
+
+
+def test_calls_past_max_streams_get_an_error_at_once(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir, max_streams=2) as server:
+            with await server.connect_raw() as sock:
+                await handshake(sock, Connection(Role.CLIENT))
+                uuid = server.driver.uuid
+                calls = b"".join(encode_event(Call(sid, uuid, "hang")) for sid in (1, 3, 5))
+                await asyncio.get_running_loop().sock_sendall(sock, calls)
+                decoder = FrameDecoder(1 << 20)
+                while (frame := decoder.next_frame()) is None:
+                    chunk = await asyncio.wait_for(
+                        asyncio.get_running_loop().sock_recv(sock, 1 << 16), SAFETY
+                    )
+                    assert chunk
+                    decoder.feed(chunk)
+                event = frame[0]
+                assert isinstance(event, Error) and event.stream_id == 5
+                assert "too many calls at once" in event.error["message"]
+                assert server.driver.hanging.is_set()  # the first two run
+
+    run(main())
+
+
+def test_pings_while_the_transport_is_paused_get_one_pong(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir) as server:
+            with await server.connect_raw() as sock:
+                await handshake(sock, Connection(Role.CLIENT))
+                protocol = server.protocols[-1]
+                protocol.pause_writing()  # as asyncio does when the peer stops reading
+                pings = b"".join(encode_event(Ping(b"%08d" % i)) for i in range(1000))
+                # A call after the pings: once it runs, every ping before it was read.
+                then = encode_event(Call(1, server.driver.uuid, "hang"))
+                await asyncio.get_running_loop().sock_sendall(sock, pings + then)
+                await asyncio.wait_for(server.driver.hanging.wait(), SAFETY)
+                protocol.resume_writing()
+                protocol.close()
+                events = await read_until_eof(sock)
+            assert [e for e in events if isinstance(e, Pong)] == [Pong(b"00000999")]
+
+    run(main())
