@@ -14,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import ConfigError
 
 from ._observe import ExporterObserver
 
 if TYPE_CHECKING:
+    from tether.wire import CallHandler
+
     from ._health import HealthResult
     from ._hooks import HookResult
     from ._session import Session
@@ -30,6 +35,7 @@ __all__ = ["ExporterMetrics"]
 log = logging.getLogger("tether.exporter.metrics")
 
 _HOOK_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
+_CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 120)
 _REQUEST_LIMIT = 8192  # bytes of request head read before answering
 
 
@@ -87,6 +93,25 @@ class ExporterMetrics(ExporterObserver):
             labels,
             registry=r,
         )
+        self.calls = prom.Counter(
+            "tether_exporter_calls",
+            "Calls by method and error (the exception's type, 'none' when it succeeded).",
+            [*labels, "method", "error"],
+            registry=r,
+        )
+        self.call_seconds = prom.Histogram(
+            "tether_exporter_call_duration_seconds",
+            "Call latency in the exporter, from dispatch to the last result or item.",
+            [*labels, "method"],
+            buckets=_CALL_BUCKETS,
+            registry=r,
+        )
+        self.stream_items = prom.Counter(
+            "tether_exporter_stream_items",
+            "Items sent by streaming calls.",
+            [*labels, "method"],
+            registry=r,
+        )
         self.sessions_open.labels(exporter).set(0)
         self._hook_started: dict[tuple[str, str], float] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -96,6 +121,13 @@ class ExporterMetrics(ExporterObserver):
     def session_opened(self, session: Session) -> None:
         self.sessions_open.labels(self._name).inc()
         self.sessions.labels(self._name).inc()
+        # The seam for calls: this session's connections attach to the counting handler.
+        session.handler = _CountingHandler(session.handler, self)  # type: ignore[assignment]
+
+    def call_done(self, method: str, started: float, error: str) -> None:
+        """One call ended (``error``: its exception's type name, or ``none``)."""
+        self.calls.labels(self._name, method, error).inc()
+        self.call_seconds.labels(self._name, method).observe(time.perf_counter() - started)
 
     def session_closed(self, session: Session) -> None:
         self.sessions_open.labels(self._name).dec()
@@ -177,3 +209,70 @@ class ExporterMetrics(ExporterObserver):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
+
+
+class _CountingHandler:
+    """A ``tether.wire.CallHandler`` around the session's own: counts and times each call
+    (installed only when metrics are on: nothing is added to the call path otherwise)."""
+
+    __slots__ = ("_inner", "_metrics")
+
+    def __init__(self, inner: CallHandler, metrics: ExporterMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def call(
+        self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Awaitable[Any] | AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            answer = self._inner.call(node, method, args, kwargs)
+        except Exception as exc:
+            self._metrics.call_done(method, started, type(exc).__name__)
+            raise
+        if hasattr(answer, "__anext__"):
+            return self._items(answer, method, started)  # type: ignore[arg-type]
+        return self._result(answer, method, started)
+
+    async def _result(self, answer: Awaitable[Any], method: str, started: float) -> Any:
+        error = "cancelled"
+        try:
+            value = await answer
+            error = "none"
+            return value
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._metrics.call_done(method, started, error)
+
+    async def _items(
+        self, answer: AsyncIterator[Any], method: str, started: float
+    ) -> AsyncIterator[Any]:
+        error = "cancelled"
+        items = self._metrics.stream_items.labels(self._metrics._name, method)
+        try:
+            async for item in answer:
+                items.inc()
+                yield item
+            error = "none"
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._metrics.call_done(method, started, error)
+
+    def open_stream(
+        self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> AbstractAsyncContextManager[Any]:
+        started = time.perf_counter()
+        try:
+            opened = self._inner.open_stream(node, method, args, kwargs)
+        except Exception as exc:
+            self._metrics.call_done(method, started, type(exc).__name__)
+            raise
+        self._metrics.call_done(method, started, "none")
+        return opened
+
+    def wire_error(self, method: str, exc: Exception) -> Any:
+        return self._inner.wire_error(method, exc)
