@@ -156,7 +156,9 @@ def test_metrics_listen_serves_sessions_hooks_and_health_checks(
     assert "tether_exporter_hook_duration_seconds_count" in after
     on = 'tether_exporter_calls_total{error="none",exporter="bench-1",method="on"} 1.0'
     assert on in after, after
-    assert 'tether_exporter_call_duration_seconds_count{exporter="bench-1",method="on"} 1.0' in after
+    assert (
+        'tether_exporter_call_duration_seconds_count{exporter="bench-1",method="on"} 1.0' in after
+    )
 
 
 def test_a_metrics_port_in_use_is_a_clear_error_at_start(
