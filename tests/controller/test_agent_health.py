@@ -226,5 +226,7 @@ def test_a_transition_health_check_calls_the_strategy_and_reports_it(
         Strategy.broken = False
         result = running.run(running.agent.check_health())
         assert result is not None and result.ok
-        assert exporter(ctl, alice.token)["status"] == "available"
+        seen = exporter(ctl, alice.token)
+        # Healthy again (it may still say `hook` until the heartbeat after the check lands).
+        assert seen["health"] is None and seen["status"] in ("available", "hook"), seen
     assert asked[-2:] == ["shell", "shell"]
