@@ -7,9 +7,11 @@ is missing. U-Boot's console is driven with a small expect loop over QEMU's stdi
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import select
+import signal
 import subprocess
 import time
 import zlib
@@ -31,6 +33,11 @@ export:
   net: {type: tether.drivers.netboot.DutNetwork}
   tftp: {type: tether.drivers.netboot.TftpServer, uses: {network: net}}
 """
+
+
+def die_with_parent() -> None:
+    """QEMU goes when the test run does, even when it is killed."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Console:
@@ -98,6 +105,7 @@ def uboot(lab: Any) -> Iterator[Console]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         pass_fds=[fd],
+        preexec_fn=die_with_parent,
     )
     os.close(fd)
     namespace.close()

@@ -48,14 +48,15 @@ class SerialInterface(Interface):
         Shared: any number of streams, one writer (``read_only`` streams never write).
         """
 
-    @abstractmethod
     async def log(self, since: int = 0, limit: int | None = None) -> bytes:
         """What the console printed this session from byte offset ``since`` (bounded,
-        rotated: the oldest bytes may be gone)."""
+        rotated: the oldest bytes may be gone). Consoles built on ``ConsoleFanout`` keep
+        one; a console that keeps none answers ``b""``."""
+        return b""
 
-    @abstractmethod
     async def log_size(self) -> int:
-        """Bytes the console printed this session."""
+        """Bytes the console printed this session (0 for a console that keeps no log)."""
+        return 0
 
     @abstractmethod
     async def settings(self) -> SerialSettings:
