@@ -81,8 +81,8 @@ BAD: list[tuple[str, int | None, str, str]] = [
         "unknown_top_level_key.yaml",
         2,
         "lables",
-        "unknown key (expected one of: name, labels, controller, hooks, listen, tls, tokens, "
-        "keepalive, session_grace, limits, export); did you mean 'labels'?",
+        "unknown key (expected one of: name, labels, controller, hooks, health, metrics_listen, "
+        "listen, tls, tokens, keepalive, session_grace, limits, export); did you mean 'labels'?",
     ),
     (
         "unknown_node_key.yaml",

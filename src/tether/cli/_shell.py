@@ -35,6 +35,7 @@ from types import FrameType
 
 import click
 
+from tether.client import ExpiryWatcher
 from tether.errors import TetherError
 
 __all__ = ["SHELL_ENV", "shell"]
@@ -48,6 +49,15 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 class _Target:
     name: str
     env: dict[str, str] = field(default_factory=dict)
+    #: the lease's watcher (--selector, --lease): why it ended, when it did
+    watcher: ExpiryWatcher | None = None
+
+    def expired(self) -> str | None:
+        """ "the lease ... expired at T" once the lease ended, else None."""
+        if self.watcher is None:
+            return None
+        self.watcher.gone.wait(2.0)  # a relay error usually comes just before the news
+        return self.watcher.ended
 
 
 @click.command(
@@ -73,7 +83,21 @@ class _Target:
     metavar="NAME=SELECTOR",
     help="Lease one exporter per role, together (repeatable); `dut --role NAME` drives one.",
 )
+@click.option(
+    "--lease",
+    "lease_id",
+    metavar="ID",
+    help="Use this lease of yours (from `tether lease acquire`); it is not released at exit.",
+)
 @click.option("--duration", default="30m", show_default=True, help="Lease duration (--selector).")
+@click.option(
+    "--expiry-warning",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="MINUTES",
+    help="Warn this many minutes before the lease expires (--selector, --lease; 0: never).",
+)
 @click.option(
     "--client-config",
     type=_FILE,
@@ -92,7 +116,9 @@ def shell(
     url: str | None,
     selector: str | None,
     role_items: tuple[str, ...],
+    lease_id: str | None,
     duration: str,
+    expiry_warning: float,
     client_config: Path | None,
     token: str | None,
     ca: Path | None,
@@ -112,12 +138,14 @@ def shell(
       tether shell --exporter-config lab.yaml -- dut power on
       tether shell --connect tls://bench-1:7443 --ca ca.pem --token tth_...
       tether shell --selector board=rpi4 --duration 1h -- pytest tests/
+      tether shell --lease 0b6f...
     """
     roles = _roles(role_items)
-    if sum(given is not None for given in (config, url, selector, roles)) != 1:
+    given = (config, url, selector, roles, lease_id)
+    if sum(value is not None for value in given) != 1:
         raise click.UsageError(
-            "give exactly one of --exporter-config FILE, --connect URL, --selector LABELS "
-            "or --role NAME=SELECTOR..."
+            "give exactly one of --exporter-config FILE, --connect URL, --selector LABELS, "
+            "--role NAME=SELECTOR... or --lease ID"
         )
     if roles is not None:
         selector = ""  # the checks below treat roles as a lease, like --selector
@@ -129,9 +157,10 @@ def shell(
             "use $TETHER_TOKEN or a config file",
             err=True,
         )
-    if selector is None and client_config is not None:
-        raise click.UsageError("--client-config goes with --selector")
-    if selector is not None and (cert or key):
+    leased = selector is not None or lease_id is not None
+    if not leased and client_config is not None:
+        raise click.UsageError("--client-config goes with --selector or --lease")
+    if leased and (cert or key):
         raise click.UsageError("--cert and --key go with --connect")
     if config is not None:
         opened = _local_session(config)
@@ -140,12 +169,16 @@ def shell(
     elif roles is not None:
         opened = _role_sessions(roles, duration, token, ca, client_config)
     else:
-        opened = _leased_session(str(selector), duration, token, ca, client_config)
+        opened = _leased_session(
+            selector, lease_id, duration, token, ca, client_config, expiry_warning * 60
+        )
+    target: _Target | None = None
     try:
         with opened as target:
             status = _run_child(command, target)
     except TetherError as exc:
-        raise click.ClickException(str(exc)) from None
+        expired = target.expired() if target is not None else None
+        raise click.ClickException(expired or str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror or exc}") from None
     sys.exit(status)
@@ -190,18 +223,35 @@ def _remote_session(
 
 @contextlib.contextmanager
 def _leased_session(
-    selector: str, duration: str, token: str | None, ca: Path | None, client_config: Path | None
+    selector: str | None,
+    lease_id: str | None,
+    duration: str,
+    token: str | None,
+    ca: Path | None,
+    client_config: Path | None,
+    warn_before: float,
 ) -> Iterator[_Target]:
     from tether.client import LeasedSession, open_leased_tree
 
     with open_leased_tree(
-        selector, duration=duration, token=token, ca=ca, config=client_config
+        selector, duration=duration, token=token, ca=ca, config=client_config, lease_id=lease_id
     ) as root:
         assert isinstance(root.session, LeasedSession)
-        lease = root.session.lease
+        session = root.session
+        lease = session.lease
         exporters = ", ".join(lease.exporters) or root.name
-        click.echo(f"tether shell: leased {exporters} (lease {lease.id})", err=True)
-        yield _Target(exporters, {"TETHER_HOST": root.session_url})
+        verb = "using" if lease_id else "leased"
+        click.echo(f"tether shell: {verb} {exporters} (lease {lease.id})", err=True)
+        watcher = ExpiryWatcher(
+            session._settings,
+            lease,
+            warn_before=warn_before,
+            say=lambda text: click.echo(f"tether shell: {text}", err=True),
+        )
+        try:
+            yield _Target(exporters, {"TETHER_HOST": root.session_url}, watcher)
+        finally:
+            watcher.stop()
 
 
 def _roles(items: tuple[str, ...]) -> dict[str, str] | None:

@@ -16,11 +16,14 @@ from ._lease import (
     open_leased_tree,
 )
 from ._roles import ROLES_VAR, Lab, lease_roles, parse_roles, role_environment, role_host_var
+from ._watch import ExpiryWatcher, HookWatcher, hook_printer
 
 __all__ = [
     "ALLOW_VAR",
     "ROLES_VAR",
     "ClientSettings",
+    "ExpiryWatcher",
+    "HookWatcher",
     "Lab",
     "Lease",
     "LeaseClient",
@@ -34,6 +37,7 @@ __all__ = [
     "connect",
     "controller_error",
     "dial_relay",
+    "hook_printer",
     "lease",
     "lease_roles",
     "load_client_settings",

@@ -334,12 +334,21 @@ class LeaseClient:
             body["selectors"] = list(selectors)
         return Lease.from_json(self._request("POST", "/v1/leases", json=body))
 
-    def get(self, lease_id: str, *, wait: float = 0.0, state: str | None = None) -> Lease:
+    def get(
+        self,
+        lease_id: str,
+        *,
+        wait: float = 0.0,
+        state: str | None = None,
+        hooks: int | None = None,
+    ) -> Lease:
         """The lease; with ``wait``, once its state differs from ``state`` (or its position
-        moved), or after ``wait`` seconds."""
+        moved, or with ``hooks`` its ``hooks_version`` passed that), or after ``wait`` s."""
         params: dict[str, Any] = {}
         if wait:
             params = {"wait": wait, **({"state": state} if state else {})}
+            if hooks is not None:
+                params["hooks"] = hooks
         return Lease.from_json(self._request("GET", f"/v1/leases/{lease_id}", params=params))
 
     def wait_ready(self, lease: Lease, on_wait: Callable[[Lease], None] | None = None) -> Lease:
@@ -550,6 +559,10 @@ def lease(
             stderr is a terminal).
         on_wait: called with the pending lease each time its queue position is reported.
         roles: ``{"dut": "board=rpi4", "host": "kind=x86"}``; replaces ``selector``.
+        lease_id: use this lease of yours (already acquired) instead of asking for one; it
+            is not released at the end (whoever acquired it releases it).
+        on_hook: called with each hook report and its new output while the exporter's
+            ``before_lease`` hook runs (default: printed to stderr, ``[before_lease] ...``).
 
     Raises:
         ConfigError: no controller or token configured; the controller runs no relay.
@@ -577,6 +590,8 @@ def _lease(
     progress: bool | None = None,
     on_wait: Callable[[Lease], None] | None = None,
     roles: Mapping[str, str] | None = None,
+    lease_id: str | None = None,
+    on_hook: Callable[[dict[str, Any], str], None] | None = None,
 ) -> Iterator[Any]:
     """:func:`lease`'s body (typed by its overloads)."""
     if roles is not None:
@@ -600,9 +615,15 @@ def _lease(
         ) as lab:
             yield lab
         return
+
+    from ._watch import HookWatcher, hook_printer
+
     settings = load_client_settings(controller, token, ca, config)
     with LeaseClient(settings) as api:
-        granted = api.request(selector, duration, exporter=exporter)
+        if lease_id is not None:
+            granted = api.get(lease_id)
+        else:
+            granted = api.request(selector, duration, exporter=exporter)
         try:
             spinner, update = _spinner_callback(progress)
             with spinner:
@@ -613,16 +634,36 @@ def _lease(
                         on_wait(pending)
 
                 granted = api.wait_ready(granted, waiting)
-            tree = _tree(
-                granted, settings, allow=allow, unsafe=unsafe, keepalive=keepalive, timeout=timeout
-            )
+            watcher = HookWatcher(settings, granted, on_hook or hook_printer())
+            try:
+                tree = _tree(
+                    granted,
+                    settings,
+                    allow=allow,
+                    unsafe=unsafe,
+                    keepalive=keepalive,
+                    timeout=timeout,
+                )
+            except TetherError as exc:
+                # The exporter may have ended the lease (a failing hook): say so, not a relay error.
+                ended = api.get(granted.id)
+                if ended.state != "ready":
+                    raise ControllerError(
+                        f"lease {ended.id} is {ended.state}: {ended.reason or 'no reason given'}",
+                        code=ended.state,
+                        status=409,
+                    ) from exc
+                raise
+            finally:
+                watcher.stop()
             try:
                 yield tree
             finally:
                 tree.close()
         finally:
-            with contextlib.suppress(ConnectFailed, ControllerError, AuthenticationFailed):
-                api.release(granted.id)
+            if lease_id is None:
+                with contextlib.suppress(ConnectFailed, ControllerError, AuthenticationFailed):
+                    api.release(granted.id)
 
 
 class RelayProxy:
@@ -725,7 +766,7 @@ def _copy(source: Any, sink: Any) -> None:
 
 
 @contextlib.contextmanager
-def open_leased_tree(selector: str, **kwargs: Any) -> Iterator[RemoteClient]:
+def open_leased_tree(selector: str | None, **kwargs: Any) -> Iterator[RemoteClient]:
     """``tether shell --selector``'s entry point: :func:`lease` (same arguments), plus a
     local :class:`RelayProxy`, so ``tree.session_url`` is a ``unix://...?session=ID`` URL that
     ``tether.connect`` (and so ``dut``) can use as ``TETHER_HOST``."""

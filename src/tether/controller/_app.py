@@ -165,6 +165,15 @@ class HealthRequest(_Body):
     output: str = Field("", max_length=8000)
 
 
+class HookReport(_Body):
+    """A hook of one of the exporter's leases: running (with its output so far) or done."""
+
+    hook: Literal["before_lease", "after_lease"]
+    state: Literal["running", "ok", "failed"]
+    output: str = Field("", max_length=8000)
+    status: int | None = None
+
+
 class LeaseOut(BaseModel):
     """A lease (docs/controller-api.md, "Lease object")."""
 
@@ -182,6 +191,8 @@ class LeaseOut(BaseModel):
     ended_at: str | None
     reason: str | None
     relay: str | None
+    hooks: list[dict[str, Any]] = []
+    hooks_version: int = 0
 
 
 class LeaseList(BaseModel):
@@ -326,10 +337,19 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/v1/leases/{lease_id}", response_model=LeaseOut, tags=["leases"])
     async def get_lease(
-        lease_id: str, who: Client, wait: Wait = 0.0, state: str | None = None
+        lease_id: str,
+        who: Client,
+        wait: Wait = 0.0,
+        state: str | None = None,
+        hooks: Annotated[
+            int | None, Query(ge=0, description="also answer once hooks_version passes this")
+        ] = None,
     ) -> dict[str, Any]:
-        """One lease; with ``wait``, answers once its state is no longer ``state``."""
-        lease = await controller.wait_lease(lease_id, state if wait > 0 else None, wait)
+        """One lease; with ``wait``, answers once its state is no longer ``state`` (or, with
+        ``hooks``, once an exporter hook reported past that ``hooks_version``)."""
+        lease = await controller.wait_lease(
+            lease_id, state if wait > 0 else None, wait, hooks=hooks if wait > 0 else None
+        )
         return seen(_mine(lease, lease_id, who))
 
     @app.post("/v1/leases/{lease_id}/extend", response_model=LeaseOut, tags=["leases"])
@@ -485,6 +505,19 @@ def create_app(controller: Controller, limits: Limits | None = None) -> FastAPI:
         )
         await controller.apply(changes)
         return lease_json(lease)
+
+    @app.post("/v1/exporter/leases/{lease_id}/hooks", tags=["exporter"])
+    async def exporter_hook(
+        lease_id: str, body: HookReport, who: Exporter, agent: Agent = None
+    ) -> dict[str, Any]:
+        """A hook of one of the exporter's leases runs (its output so far) or finished; kept
+        with the lease (``hooks`` in the lease object) and shown to its client."""
+        await controller.verify_agent(who.name, agent)
+        lease, changes = await controller.run_db(
+            controller.store.record_hook, who.name, lease_id, body.model_dump()
+        )
+        await controller.apply(changes)
+        return {"id": lease.id, "hooks_version": lease.hooks_version}
 
     return app
 

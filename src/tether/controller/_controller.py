@@ -222,8 +222,11 @@ class Controller:
         lease = await self.wait_lease(lease_id, state, timeout)
         return None if lease is None else lease.state.value
 
-    async def wait_lease(self, lease_id: str, state: str | None, wait: float) -> LeaseRecord | None:
-        """The lease, as soon as its state differs from ``state`` (or after ``wait`` seconds)."""
+    async def wait_lease(
+        self, lease_id: str, state: str | None, wait: float, *, hooks: int | None = None
+    ) -> LeaseRecord | None:
+        """The lease, as soon as its state differs from ``state`` (or after ``wait`` seconds);
+        with ``hooks``, also as soon as its ``hooks_version`` passes it."""
         deadline = time.monotonic() + wait
         while True:
             future = self._watch(f"l:{lease_id}")
@@ -231,6 +234,8 @@ class Controller:
                 lease = await self.run_db(self.store.get_lease, lease_id)
                 remaining = deadline - time.monotonic()
                 if lease is None or state is None or lease.state.value != state:
+                    return lease
+                if hooks is not None and lease.hooks_version > hooks:
                     return lease
                 if remaining <= 0 or self._closing:
                     return lease

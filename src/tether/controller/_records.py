@@ -100,6 +100,7 @@ class LeaseRecord:
     exporters: list[str] = field(default_factory=list)
     position: int | None = None
     claimed_at: float | None = None
+    hooks: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], exporters: list[str]) -> LeaseRecord:
@@ -120,7 +121,13 @@ class LeaseRecord:
             reason=row["reason"],
             exporters=exporters,
             claimed_at=row.get("claimed_at"),
+            hooks=list(row.get("hooks") or []),
         )
+
+    @property
+    def hooks_version(self) -> int:
+        """Grows with every hook report (``GET /v1/leases/ID?hooks=N`` waits past it)."""
+        return sum(int(run.get("updates", 0)) for run in self.hooks)
 
     def to_json(self, relay: str | None) -> dict[str, Any]:
         """The client-facing JSON lease object."""
@@ -139,6 +146,15 @@ class LeaseRecord:
             "ended_at": iso(self.ended_at),
             "reason": self.reason,
             "relay": relay if self.state is LeaseState.READY else None,
+            "hooks": [
+                {
+                    **run,
+                    "started_at": iso(run.get("started_at")),
+                    "updated_at": iso(run.get("updated_at")),
+                }
+                for run in self.hooks
+            ],
+            "hooks_version": self.hooks_version,
         }
 
     def to_exporter_json(self, relay: str | None) -> dict[str, Any]:

@@ -593,6 +593,40 @@ class Store(GrantPass):
         assert result is not None
         return result, changes
 
+    def record_hook(
+        self, name: str, lease_id: str, report: Mapping[str, Any]
+    ) -> tuple[LeaseRecord, Changes]:
+        """Keep an exporter's hook report with its lease: the newest report of each hook
+        (``before_lease``, ``after_lease``) replaces the one before it.
+
+        Raises:
+            ControllerError: unknown lease (404), or not one of this exporter's (403).
+        """
+        now = self.clock()
+        with self.database.begin("recording a hook's output", lock=True) as conn:
+            record = self._load(conn, lease_id)
+            if record is None:
+                raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+            if name not in record.exporters:
+                raise ControllerError(
+                    f"lease {lease_id} is not exporter {name!r}'s", code="forbidden", status=403
+                )
+            runs = [run for run in record.hooks if run.get("hook") != report["hook"]]
+            before = next((r for r in record.hooks if r.get("hook") == report["hook"]), {})
+            run = {
+                **report,
+                "exporter": name,
+                # A run that was reported running keeps its start; a new run starts now.
+                "started_at": before["started_at"] if before.get("state") == "running" else now,
+                "updated_at": now,
+                "updates": int(before.get("updates", 0)) + 1,
+            }
+            runs.append(run)
+            conn.execute(update(leases).where(leases.c.id == lease_id).values(hooks=runs))
+            result = self._load(conn, lease_id)
+        assert result is not None
+        return result, Changes(leases={lease_id})
+
     def run_pass(self) -> Changes:
         """Run a grant pass on its own (after exporters changed outside this process)."""
         now = self.clock()

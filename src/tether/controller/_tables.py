@@ -116,6 +116,8 @@ leases = Table(
     # first saw it granted (a grant nobody claims is released).
     Column("polled_at", Float, nullable=True),
     Column("claimed_at", Float, nullable=True),
+    # The exporter's hooks for this lease: [{hook, state, output, started_at, ...}].
+    Column("hooks", JSON, nullable=True),
 )
 
 lease_exporters = Table(

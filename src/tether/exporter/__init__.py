@@ -19,6 +19,7 @@ from ._agent import ControllerAgent, run_agent
 from ._config import (
     ControllerConfig,
     ExporterConfig,
+    HealthConfig,
     HooksConfig,
     NodeConfig,
     OnFailure,
@@ -32,6 +33,8 @@ from ._exporter import Exporter
 from ._hooks import HookResult, run_hook
 from ._lease_relay import LeaseRelay
 from ._main import run_exporter, serve_exporter
+from ._metrics import ExporterMetrics
+from ._observe import ExporterObserver, Observers
 from ._problems import ConfigFileError, ConfigProblem
 from ._session import SESSION_TRANSITIONS, Session, SessionEvent, SessionKind, SessionState
 from ._thread import RunningExporter, run_exporter_in_thread
@@ -44,11 +47,15 @@ __all__ = [
     "ControllerConfig",
     "Exporter",
     "ExporterConfig",
+    "ExporterMetrics",
+    "ExporterObserver",
+    "HealthConfig",
     "HookResult",
     "HooksConfig",
     "LabCerts",
     "LeaseRelay",
     "NodeConfig",
+    "Observers",
     "OnFailure",
     "RunningExporter",
     "Session",

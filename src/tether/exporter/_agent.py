@@ -48,6 +48,8 @@ from tether.wire import (
 
 from ._config import ExporterConfig, build_tree
 from ._exporter import Exporter
+from ._health import HealthResult, run_health_check
+from ._hook_reports import HookReports
 from ._lease_relay import LeaseRelay
 
 if TYPE_CHECKING:
@@ -147,6 +149,13 @@ class ControllerAgent:
         self.heartbeat_interval = 10.0
         #: lease id -> the session serving it
         self.sessions: dict[str, str] = {}
+        #: the last health check's outcome (``health:`` in the config), once one ran.
+        self.health: HealthResult | None = None
+        self._health_lock = asyncio.Lock()
+        self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
+        self._hook_reports = HookReports()
+        exporter.observers.append(self._hook_reports)
 
     @classmethod
     def from_config(
@@ -247,6 +256,9 @@ class ControllerAgent:
         except (TimeoutError, ConnectFailed, ControllerError) as exc:
             log.info("could not tell %s we go offline: %s", self.endpoint, exc)
 
+    async def _send_json(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(method, path, json=body)
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         assert self._http is not None
         what = f"{method} {self.endpoint}{path}"
@@ -273,6 +285,9 @@ class ControllerAgent:
         # ExceptionGroup) so run() can tell "controller away" from "token rejected".
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._heartbeats()), loop.create_task(self._watch_leases())]
+        tasks.append(loop.create_task(self._hook_reports.send_forever(self._send_json)))
+        if self.config.health is not None:
+            tasks.append(loop.create_task(self._health_checks(self.config.health.interval)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -303,6 +318,54 @@ class ControllerAgent:
             answer = await self._request("GET", "/v1/exporter/leases", params=params)
             version = str(answer.get("version", ""))
             self._sync(answer.get("leases", []))
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _health_checks(self, interval: float) -> None:
+        """A check at once, then every ``interval`` seconds while no lease runs."""
+        while True:
+            if not self._leases:
+                await self.check_health()
+            await asyncio.sleep(interval)
+
+    async def check_health(self) -> HealthResult | None:
+        """Run the config's health check now and report it to the controller.
+
+        The exporter says ``hook`` meanwhile (nobody is granted it) and until the controller
+        has the outcome, so a failing board is never granted between the two.
+
+        Returns:
+            The outcome; ``None`` when the config has no ``health:`` section.
+
+        Raises:
+            ConnectFailed, ControllerError: the report did not reach the controller.
+        """
+        if self.config.health is None:
+            return None
+        async with self._health_lock, self._hook_status("health"):
+            result = await run_health_check(self.config)
+            self.health = result
+            self.exporter.observers.emit("health_checked", result)
+            body = {"ok": result.ok, "output": result.output}
+            await self._request("POST", "/v1/exporter/health", json=body)
+            # Logged once the controller has it (tests wait for these lines).
+            if result.ok:
+                log.info("health check passed")
+            else:
+                log.warning("health check failed: %s", result.output)
+        return result
+
+    async def _after_lease(self, session_id: str) -> None:
+        """Once the session closed (its task may have been cancelled meanwhile): still
+        ``hook`` until ``after_lease`` is done, then the health check."""
+        async with self._hook_status(self.config.hooks.after_lease):
+            await self.exporter.close_session(session_id)  # (waits for the first call)
+        if self._stopping or self.config.health is None:
+            return
+        try:
+            await self.check_health()
+        except (ConnectFailed, ControllerError) as exc:  # the next periodic check reports
+            log.warning("health check after a lease not reported: %s", exc)
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -341,7 +404,7 @@ class ControllerAgent:
         lease_id = str(lease["id"])
         hooks = self.config.hooks
         try:
-            async with self._hook_status(hooks.before_lease):
+            async with self._health_lock, self._hook_status(hooks.before_lease):
                 session = await self.exporter.open_session(lease_id)
         except HookFailed as exc:
             log.error("lease %s: not served: %s", lease_id, exc)
@@ -370,15 +433,27 @@ class ControllerAgent:
                 await asyncio.Future()
         finally:
             self.sessions.pop(lease_id, None)
-            async with self._hook_status(hooks.after_lease):
-                await self.exporter.close_session(session.id)
-            log.info("lease %s: session %s closed", lease_id, session.id)
+            try:
+                async with self._hook_status(hooks.after_lease):
+                    await self.exporter.close_session(session.id)
+                log.info("lease %s: session %s closed", lease_id, session.id)
+            finally:
+                # On its own task: this one is cancelled again by each long-poll answer
+                # that no longer lists the lease (close_session is shielded, this is not).
+                check = asyncio.ensure_future(self._after_lease(session.id))
+                self._background.add(check)
+                check.add_done_callback(self._background.discard)
 
     async def _stop_all(self) -> None:
+        self._stopping = True
         tasks = list(self._leases.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        checks = list(self._background)  # health checks after leases: not reported now
+        for check in checks:
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
 
 
 async def run_agent(exporter: Exporter, config: ExporterConfig) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "ConfigProblem",
     "ControllerConfig",
     "ExporterConfig",
+    "HealthConfig",
     "HooksConfig",
     "NodeConfig",
     "OnFailure",
@@ -133,6 +134,17 @@ class HooksConfig(_Model):
     on_failure: OnFailure = OnFailure.WARN
 
 
+class HealthConfig(_Model):
+    """The exporter's health check (``health:``): a shell ``command``, or ``transition`` a
+    node (a BootStrategy) to a state; run every ``interval`` seconds and after each lease."""
+
+    command: str | None = None
+    transition: str | None = None
+    node: str | None = None
+    timeout: float = Field(default=30.0, gt=0, strict=True)
+    interval: float = Field(default=300.0, gt=0, strict=True)
+
+
 class ControllerConfig(_Model):
     """The controller to register with (``controller:``): its URL, the exporter's token (inline
     or in ``token_file``) and ``ca``, the CA that signed the controller's certificate."""
@@ -195,6 +207,8 @@ class ExporterConfig(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     controller: ControllerConfig | None = None
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    health: HealthConfig | None = None
+    metrics_listen: str | None = None
     listen: tuple[_ListenAddress, ...] = ()
     tls: TLSConfig | None = None
     tokens: TokensConfig | None = None
@@ -463,10 +477,52 @@ def _analyze(config: ExporterConfig, rep: Reporter) -> _Analysis:
         uses[path] = resolved
     _check_uses_cycles(uses, rep)
 
+    if config.health is not None:
+        _check_health(config.health, nodes, classes, rep)
+    if config.metrics_listen is not None:
+        _check_host_port(config.metrics_listen, ("metrics_listen",), rep)
     for index, address in enumerate(config.listen):
         if address.scheme == "tls" and config.tls is None:
             rep.add(("listen", index), "a tls:// address needs a `tls:` section (cert and key)")
     return _Analysis(nodes, refs, classes, uses)
+
+
+def _check_health(
+    health: HealthConfig,
+    nodes: Mapping[str, NodeConfig],
+    classes: Mapping[str, type[Driver]],
+    rep: Reporter,
+) -> None:
+    if (health.command is None) == (health.transition is None):
+        rep.add(
+            ("health",),
+            "expected exactly one of `command` (a shell command) or `transition` (a state, "
+            "with `node`: the BootStrategy node to transition)",
+        )
+    elif health.transition is not None and health.node is None:
+        rep.add(("health", "transition"), "`transition` needs `node`: the node to transition")
+    elif health.command is not None and health.node is not None:
+        rep.add(("health", "node"), "`node` goes with `transition`, not with `command`")
+    if health.node is None or health.transition is None:
+        return
+    try:
+        target = _resolve(health.node, nodes, ())
+    except _Unresolved as exc:
+        rep.add(("health", "node"), str(exc))
+        return
+    cls = classes.get(target)
+    if cls is not None and not callable(getattr(cls, "transition", None)):
+        rep.add(
+            ("health", "node"),
+            f"{health.node!r} ({cls.__qualname__}) has no `transition` method "
+            "(expected a BootStrategy such as tether.drivers.strategy.BootStrategy)",
+        )
+
+
+def _check_host_port(value: str, key: KeyPath, rep: Reporter) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        rep.add(key, f"expected HOST:PORT such as 127.0.0.1:9464 (got {value!r})")
 
 
 def _check_containment(

@@ -44,7 +44,8 @@ from tether.wire import (
 )
 
 from ._config import ExporterConfig, OnFailure, build_tree
-from ._hooks import run_hook
+from ._hooks import HookResult, run_hook
+from ._observe import Observers
 from ._session import Session
 
 __all__ = ["Exporter"]
@@ -124,6 +125,8 @@ class Exporter:
         self._hook_dir: Path | None = None
         self._hook_url: str | None = None
         self._closing = False
+        #: told about sessions and hooks (:class:`~tether.exporter.ExporterObserver`).
+        self.observers = Observers()
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -341,18 +344,22 @@ class Exporter:
             on_idle=lambda s: self.close_session(s.id),
         )
         self.sessions[session.id] = session
+        self.observers.emit("session_opened", session)
         log.info("session %s opened%s", session.id, f" for lease {lease_id}" if lease_id else "")
         command = self.config.hooks.before_lease
         if command:
             # OPENING: no grace timer while the hook's clients come and go.
             try:
-                ok = await self._run_hook("before_lease", command, session)
+                result = await self._run_hook("before_lease", command, session)
             except BaseException:  # cancelled: the client gave up waiting, or shutdown
                 await self.close_session(session.id, run_after_hook=False)
                 raise
-            if not ok and self.config.hooks.on_failure is not OnFailure.WARN:
+            if not result.ok and self.config.hooks.on_failure is not OnFailure.WARN:
                 await self.close_session(session.id, run_after_hook=False)
-                raise HookFailed("before_lease failed; the session was ended (see the log)")
+                # Its end is the lease's end reason, shown to the client: keep it short.
+                why = result.describe()
+                why = why if len(why) <= 1500 else why[:200] + " [...] " + why[-1200:]
+                raise HookFailed(f"before_lease failed, the session was ended: {why}")
         if not session.closing:  # (the exporter may be shutting down meanwhile)
             session.opened()
         return session
@@ -387,22 +394,35 @@ class Exporter:
                 await session.close(reason)
             finally:
                 del self._ending[session.id]
+            self.observers.emit("session_closed", session)
             log.info("session %s closed", session.id)
 
-    async def _run_hook(self, name: str, command: str, session: Session) -> bool:
+    async def _run_hook(self, name: str, command: str, session: Session) -> HookResult:
         assert self._hook_url is not None
         env = {"TETHER_HOST": f"{self._hook_url}?session={session.id}"}
         if session.lease_id:
             env["TETHER_LEASE"] = session.lease_id
-        result = await run_hook(name, command, env=env, time_limit=self.config.hooks.timeout)
+        self.observers.emit("hook_started", session, name)
+        try:
+            result = await run_hook(
+                name,
+                command,
+                env=env,
+                time_limit=self.config.hooks.timeout,
+                on_output=lambda text: self.observers.emit("hook_output", session, name, text),
+            )
+        except BaseException:
+            self.observers.emit("hook_finished", session, name, HookResult(name, None, ""))
+            raise
+        self.observers.emit("hook_finished", session, name, result)
         if result.ok:
-            return True
+            return result
         policy = self.config.hooks.on_failure
         log.warning("session %s: %s (on_failure: %s)", session.id, result.describe(), policy)
         if policy is OnFailure.EXIT:
             self.exit_status = 1
             self.exit_requested.set()
-        return False
+        return result
 
     # -- shutdown -----------------------------------------------------------------------------
 

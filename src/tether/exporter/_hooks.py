@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,10 @@ _TAIL_LINES = 20
 OUTPUT_TAIL_BYTES = 64 * 1024
 # After the shell exits, how long its remaining output may take to arrive.
 _DRAIN_SECONDS = 1.0
+#: While a hook runs, how often its output so far is handed to ``on_output`` (if it grew).
+PROGRESS_SECONDS = 1.0
+#: How much of the output ``on_output`` gets (its end).
+PROGRESS_CHARS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,12 @@ class HookResult:
 
 
 async def run_hook(
-    name: str, command: str, *, env: dict[str, str], time_limit: float
+    name: str,
+    command: str,
+    *,
+    env: dict[str, str],
+    time_limit: float,
+    on_output: Callable[[str], None] | None = None,
 ) -> HookResult:
     """Run one hook to completion (or until ``time_limit``, then kill its process group).
 
@@ -65,6 +75,8 @@ async def run_hook(
         command: the shell script.
         env: variables added to the exporter's environment (``TETHER_HOST``...).
         time_limit: seconds before the hook is killed and counts as failed.
+        on_output: called with the end of the output so far, every
+            :data:`PROGRESS_SECONDS` while it grows (for showing it live).
 
     Returns:
         The exit status (``None`` on timeout) and the combined stdout/stderr.
@@ -85,6 +97,7 @@ async def run_hook(
     assert process.stdout is not None
     tail = _Tail(OUTPUT_TAIL_BYTES)
     reader = asyncio.ensure_future(_read_into(process.stdout, tail))
+    ticker = asyncio.ensure_future(_report(tail, on_output)) if on_output else None
     timed_out = True
     try:
         async with asyncio.timeout(time_limit):
@@ -95,6 +108,8 @@ async def run_hook(
     finally:
         # Whatever the shell's status: nothing it started outlives the hook.
         _kill_group(process.pid)
+        if ticker is not None:
+            ticker.cancel()
         await process.wait()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_DRAIN_SECONDS):
@@ -126,6 +141,18 @@ class _Tail:
             gone = self.chunks.popleft()
             self.size -= len(gone)
             self.dropped += len(gone)
+
+    def last(self, limit: int) -> str:
+        """About the last ``limit`` characters (cheap: only the newest chunks are decoded)."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in reversed(self.chunks):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        text = b"".join(reversed(chunks)).decode("utf-8", "replace")
+        return text[-limit:]
 
     def text(self) -> str:
         data = b"".join(self.chunks)[-self.limit :]
@@ -160,6 +187,16 @@ async def _shell_exited(process: asyncio.subprocess.Process) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def _report(tail: _Tail, on_output: Callable[[str], None]) -> None:
+    seen = 0
+    while True:
+        await asyncio.sleep(PROGRESS_SECONDS)
+        grown = tail.size + tail.dropped
+        if grown != seen:
+            seen = grown
+            on_output(tail.last(PROGRESS_CHARS))
 
 
 async def _read_into(stream: asyncio.StreamReader, tail: _Tail) -> None:

@@ -53,12 +53,19 @@ async def serve_exporter(
             "section to serve leases through the controller"
         )
     exporter = Exporter(config)
+    metrics = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await exporter.start()
+        if config.metrics_listen is not None:
+            from ._metrics import ExporterMetrics
+
+            metrics = ExporterMetrics(config.name)
+            exporter.observers.append(metrics)
+            await metrics.listen(config.metrics_listen)
         for address in addresses:
             await exporter.listen(address)
         if on_ready is not None:
@@ -80,6 +87,8 @@ async def serve_exporter(
         log.info("exporter %s: shutting down", config.name)
     finally:
         await exporter.aclose()
+        if metrics is not None:
+            await metrics.aclose()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
