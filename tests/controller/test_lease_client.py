@@ -156,7 +156,8 @@ def test_the_client_dials_again_while_the_exporter_is_not_there_yet(
     exporter_unavailable, and the client dials again (no pause: the router waited)."""
     from relaylab import RelayLab
     from tether.client import _lease
-    from tether.client._lease import ClientSettings, LeasedSession
+    from tether.client._lease import LeasedSession
+    from tether.client._lease_api import ClientSettings
     from tether.drivers.power import MockPower
     from tether.errors import RelayRefused
 

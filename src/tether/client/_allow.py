@@ -16,11 +16,13 @@ from pathlib import Path
 from tether.driver import ClientPolicy
 from tether.errors import ConfigError
 
+from ._lease_api import DEFAULT_CONFIG
+
 __all__ = ["ALLOW_VAR", "client_policy", "config_allow"]
 
 #: Environment variable with extra client-class globs, comma-separated.
 ALLOW_VAR = "TETHER_CLIENT_ALLOW"
-_DEFAULT_CONFIG = Path("~/.config/tether/client.yaml")
+
 
 
 def client_policy(
@@ -51,7 +53,7 @@ def client_policy(
 def config_allow(config: str | Path | None, environ: Mapping[str, str]) -> list[str]:
     """The ``allow:`` list of the client config file, or [] when there is none."""
     explicit = config or environ.get("TETHER_CONFIG") or None
-    path = Path(explicit if explicit is not None else _DEFAULT_CONFIG).expanduser()
+    path = Path(explicit if explicit is not None else DEFAULT_CONFIG).expanduser()
     if explicit is None and not path.exists():
         return []
     import yaml  # lazily: `import tether` stays light

@@ -13,10 +13,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from tether.errors import ControllerError
 
 from . import _audit as audit_log
-from ._records import Changes, LeaseState, iso
+from ._records import Changes, LeaseRecord, LeaseState, iso
 from ._scheduler import LabIndex, Policy, RequestView, Slot, schedule, unsatisfiable_reason
 from ._selector import Selector, parse_selector
 from ._tables import exporters, lab_state, lease_exporters, leases, policies
@@ -25,8 +27,8 @@ __all__ = ["GrantPass", "slot_from_json", "slot_json"]
 
 
 class GrantPass:
-    """The grant pass and its caches (a base of :class:`~._store.Store`, which sets
-    ``heartbeat_timeout``)."""
+    """The grant pass, its caches and the lease loading every operation shares (a base of
+    :class:`~._store.Store`, which sets ``heartbeat_timeout``)."""
 
     heartbeat_timeout: float
 
@@ -38,6 +40,43 @@ class GrantPass:
         self._views_version: int | None = None
         self._durations: dict[str, float] = {}
         self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
+
+    def _owned(self, conn: Connection, client: str, lease_id: str) -> LeaseRecord:
+        record = self._load(conn, lease_id)
+        if record is None:
+            raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
+        if record.client != client:
+            raise ControllerError(
+                f"lease {lease_id} belongs to another client", code="forbidden", status=403
+            )
+        return record
+
+    def _load(self, conn: Connection, lease_id: str) -> LeaseRecord | None:
+        row = conn.execute(select(leases).where(leases.c.id == lease_id)).mappings().first()
+        if row is None:
+            return None
+        names = list(
+            conn.execute(
+                select(lease_exporters.c.exporter)
+                .where(lease_exporters.c.lease_seq == row["seq"])
+                .order_by(lease_exporters.c.slot)
+            ).scalars()
+        )
+        record = LeaseRecord.from_row(row, names)
+        if record.state is LeaseState.PENDING:
+            ahead = conn.execute(
+                select(func.count())
+                .select_from(leases)
+                .where(
+                    leases.c.state == LeaseState.PENDING,
+                    or_(
+                        leases.c.priority > record.priority,
+                        and_(leases.c.priority == record.priority, leases.c.seq < record.seq),
+                    ),
+                )
+            ).scalar_one()
+            record.position = int(ahead) + 1
+        return record
 
     def _finish(
         self, conn: Connection, seqs: list[int], state: LeaseState, now: float, why: str

@@ -27,7 +27,8 @@ from tether.security import hash_token
 
 from . import _audit as audit_log
 from ._database import Database
-from ._granting import GrantPass, slot_json
+from ._granting import slot_json
+from ._operations import LabOperations
 from ._records import (
     LIVE_STATES,
     Changes,
@@ -53,7 +54,7 @@ __all__ = ["Store", "agent_conflict"]
 TOKEN_CACHE_SECONDS = 300.0
 
 
-class Store(GrantPass):
+class Store(LabOperations):
     """Lease and exporter operations on one database.
 
     Args:
@@ -288,96 +289,6 @@ class Store(GrantPass):
         """Every exporter (matching ``selector``) with its status (a read-only transaction)."""
         return self.views.exporters(selector)
 
-    def set_maintenance(
-        self, name: str, reason: str | None, *, end_lease: bool = False
-    ) -> tuple[list[str], Changes]:
-        """Take an exporter out of the pool (``reason``) or put it back (None).
-
-        Args:
-            end_lease: also end its live lease now (otherwise the lease runs to its end).
-
-        Returns:
-            The ids of the leases ended, and what changed.
-
-        Raises:
-            ControllerError: no such exporter (404).
-        """
-        now = self.clock()
-        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
-            found = conn.execute(
-                update(exporters).where(exporters.c.name == name).values(maintenance=reason)
-            )
-            if found.rowcount == 0:
-                raise ControllerError(f"no exporter named {name!r}", code="not_found", status=404)
-            # Other replicas (and a controller beside ``tether admin``) notice and re-read.
-            conn.execute(
-                update(lab_state)
-                .where(lab_state.c.id == 1)
-                .values(exporters_version=lab_state.c.exporters_version + 1)
-            )
-            audit_log.record(
-                conn, now, "maintenance_on" if reason else "maintenance_off", name, reason=reason
-            )
-            changes = Changes(exporters={name})
-            ended: list[str] = []
-            if reason is not None and end_lease:
-                seqs = list(
-                    conn.execute(
-                        select(lease_exporters.c.lease_seq).where(
-                            lease_exporters.c.exporter == name, lease_exporters.c.active
-                        )
-                    ).scalars()
-                )
-                if seqs:
-                    why = f"ended: exporter {name} went into maintenance ({reason})"
-                    finished = self._finish(conn, seqs, LeaseState.ENDED, now, why)
-                    ended = sorted(finished.leases)
-                    changes.update(finished)
-            changes.update(self._grant_pass(conn, now))
-        return ended, changes
-
-    def set_health(self, name: str, failure: str | None) -> Changes:
-        """Record a health check: ``failure`` (its output) makes the exporter unhealthy."""
-        now = self.clock()
-        with self.database.begin(f"updating exporter {name!r}", lock=True) as conn:
-            result = conn.execute(
-                update(exporters)
-                .where(
-                    exporters.c.name == name,
-                    exporters.c.unhealthy.is_(None)
-                    if failure is not None
-                    else exporters.c.unhealthy.is_not(None),
-                )
-                .values(unhealthy=failure)
-            )
-            if result.rowcount == 0:
-                if failure is not None:  # still unhealthy: keep the newest output
-                    conn.execute(
-                        update(exporters).where(exporters.c.name == name).values(unhealthy=failure)
-                    )
-                return Changes()
-            audit_log.record(conn, now, "unhealthy" if failure else "healthy", name, output=failure)
-            changes = Changes(exporters={name})
-            if failure is None:
-                changes.update(self._grant_pass(conn, now))
-        return changes
-
-    def end_lease(self, actor: str, lease_id: str) -> tuple[LeaseRecord, Changes]:
-        """An admin ends someone's lease (a pending one leaves the queue)."""
-        now = self.clock()
-        with self.database.begin("ending a lease", lock=True) as conn:
-            lease = self._load(conn, lease_id)
-            if lease is None:
-                raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
-            if lease.state not in LIVE_STATES:
-                return lease, Changes()
-            changes = self._finish(conn, [lease.seq], LeaseState.ENDED, now, f"ended by {actor}")
-            audit_log.record(conn, now, "end_lease", lease_id, actor=actor, client=lease.client)
-            changes.update(self._grant_pass(conn, now))
-            result = self._load(conn, lease_id)
-        assert result is not None
-        return result, changes
-
     # -- leases -------------------------------------------------------------------------------
 
     def create_lease(
@@ -593,40 +504,6 @@ class Store(GrantPass):
         assert result is not None
         return result, changes
 
-    def record_hook(
-        self, name: str, lease_id: str, report: Mapping[str, Any]
-    ) -> tuple[LeaseRecord, Changes]:
-        """Keep an exporter's hook report with its lease: the newest report of each hook
-        (``before_lease``, ``after_lease``) replaces the one before it.
-
-        Raises:
-            ControllerError: unknown lease (404), or not one of this exporter's (403).
-        """
-        now = self.clock()
-        with self.database.begin("recording a hook's output", lock=True) as conn:
-            record = self._load(conn, lease_id)
-            if record is None:
-                raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
-            if name not in record.exporters:
-                raise ControllerError(
-                    f"lease {lease_id} is not exporter {name!r}'s", code="forbidden", status=403
-                )
-            runs = [run for run in record.hooks if run.get("hook") != report["hook"]]
-            before = next((r for r in record.hooks if r.get("hook") == report["hook"]), {})
-            run = {
-                **report,
-                "exporter": name,
-                # A run that was reported running keeps its start; a new run starts now.
-                "started_at": before["started_at"] if before.get("state") == "running" else now,
-                "updated_at": now,
-                "updates": int(before.get("updates", 0)) + 1,
-            }
-            runs.append(run)
-            conn.execute(update(leases).where(leases.c.id == lease_id).values(hooks=runs))
-            result = self._load(conn, lease_id)
-        assert result is not None
-        return result, Changes(leases={lease_id})
-
     def run_pass(self) -> Changes:
         """Run a grant pass on its own (after exporters changed outside this process)."""
         now = self.clock()
@@ -648,45 +525,6 @@ class Store(GrantPass):
                 select(leases.c.seq).where(leases.c.state == LeaseState.PENDING).limit(1)
             )
             return row.first() is not None
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _owned(self, conn: Connection, client: str, lease_id: str) -> LeaseRecord:
-        record = self._load(conn, lease_id)
-        if record is None:
-            raise ControllerError(f"no lease {lease_id!r}", code="not_found", status=404)
-        if record.client != client:
-            raise ControllerError(
-                f"lease {lease_id} belongs to another client", code="forbidden", status=403
-            )
-        return record
-
-    def _load(self, conn: Connection, lease_id: str) -> LeaseRecord | None:
-        row = conn.execute(select(leases).where(leases.c.id == lease_id)).mappings().first()
-        if row is None:
-            return None
-        names = list(
-            conn.execute(
-                select(lease_exporters.c.exporter)
-                .where(lease_exporters.c.lease_seq == row["seq"])
-                .order_by(lease_exporters.c.slot)
-            ).scalars()
-        )
-        record = LeaseRecord.from_row(row, names)
-        if record.state is LeaseState.PENDING:
-            ahead = conn.execute(
-                select(func.count())
-                .select_from(leases)
-                .where(
-                    leases.c.state == LeaseState.PENDING,
-                    or_(
-                        leases.c.priority > record.priority,
-                        and_(leases.c.priority == record.priority, leases.c.seq < record.seq),
-                    ),
-                )
-            ).scalar_one()
-            record.position = int(ahead) + 1
-        return record
 
 
 def agent_conflict(name: str, age: float, timeout: float) -> ControllerError:
