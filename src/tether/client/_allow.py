@@ -24,7 +24,6 @@ __all__ = ["ALLOW_VAR", "client_policy", "config_allow"]
 ALLOW_VAR = "TETHER_CLIENT_ALLOW"
 
 
-
 def client_policy(
     allow: Sequence[str] = (),
     unsafe: bool = False,
