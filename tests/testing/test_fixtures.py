@@ -357,6 +357,16 @@ def test_public_names() -> None:
         "TestNode",
         "current_dispatcher",
         "serve",
+        # Record and replay (docs/testing.md).
+        "Recorder",
+        "RecordingTarget",
+        "ReplayMismatch",
+        "ReplayTarget",
+        "ReplayedTrees",
+        "load_recording",
+        "record",
+        "replay",
+        "unrecorded",
     }
     for name in tether.testing.__all__:
         assert getattr(tether.testing, name) is not None

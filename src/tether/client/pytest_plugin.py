@@ -229,11 +229,6 @@ def _uses_our_dut(item: pytest.Item) -> bool:
     return bool(definitions) and getattr(definitions[-1].func, "__module__", "") == __name__
 
 
-def _our_tree(item: pytest.Item) -> Any:
-    """The client tree of this plugin's ``dut`` in ``item`` (None: a ``dut`` of its own)."""
-    return getattr(item, "funcargs", {}).get("dut") if _uses_our_dut(item) else None
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     holder = config.stash.get(_HOLDER, None)
     if holder is not None:
@@ -266,7 +261,7 @@ def _unrecorded() -> contextlib.AbstractContextManager[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    tree = _our_tree(item)
+    tree = getattr(item, "funcargs", {}).get("dut")
     if tree is not None:
         with _unrecorded():
             item.stash[_MARKS] = _recorder(item.config).mark(tree)
@@ -278,7 +273,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    tree = _our_tree(item)
+    tree = getattr(item, "funcargs", {}).get("dut")
     if tree is None:
         return report
     if report.when == "call" and report.failed and _MARKS in item.stash:
