@@ -48,7 +48,7 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "jumpstarter": ("bench.jumpstarter_bench", "jumpstarter", 240.0),
     "tether": ("bench.tether_bench", "tether", 240.0),
     "remote": ("bench.remote_bench", "tether", 300.0),
-    "controller": ("bench.controller", "tether", 240.0),
+    "controller": ("bench.controller", "tether", 480.0),
     "hostile": ("bench.hostile", "tether", 300.0),
     "power": ("bench.power_bench", "tether", 240.0),
     "ssh": ("bench.ssh_bench", "tether", 300.0),

@@ -388,7 +388,7 @@ class Rfc2217Server:
         self.port = self.listener.getsockname()[1]
         self.serial = PtySerial(os.ttyname(device.slave), timeout=None)
         self.wake_r, self.wake_w = os.pipe()
-        self.threads = [threading.Thread(target=self.serve)]
+        self.threads = [threading.Thread(target=self.serve, daemon=True)]
         self.threads[0].start()
 
     def serve(self) -> None:
@@ -411,7 +411,7 @@ class Rfc2217Server:
                     return
                 Connection.write(b"".join(manager.escape(os.read(fd, 4096))))
 
-        reader = threading.Thread(target=device_to_network)
+        reader = threading.Thread(target=device_to_network, daemon=True)
         reader.start()
         self.threads.append(reader)
         with conn:

@@ -222,6 +222,14 @@ class PySerial(SerialInterface, Driver):
         self._pump: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
+    async def prepare_stop(self) -> None:
+        # The port closes in a task when the last stream leaves: finish that (or close the
+        # port now) before the session's loop goes, or the port and its reader thread stay.
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        if self._device is not None:
+            await self._close_device()
+
     def stop(self) -> None:
         fanout = getattr(self, "fanout", None)
         if fanout is not None:
