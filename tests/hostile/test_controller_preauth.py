@@ -134,8 +134,16 @@ def test_trickled_headers_do_not_reset_the_deadline(ctl: ControllerHandle) -> No
 
 
 def test_failed_authentications_are_throttled_but_known_tokens_pass(
-    ctl: ControllerHandle, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A budget of 20 that does not refill within the test, however slow the machine runs it.
+    limits = Limits(auth_failures_burst=20, auth_failures_per_second=1e-6)
+    with run_controller(tmp_path, limits=limits) as ctl:
+        _throttled_but_known_tokens_pass(ctl)
+    assert any("failed authentication" in r.getMessage() for r in caplog.records)
+
+
+def _throttled_but_known_tokens_pass(ctl: ControllerHandle) -> None:
     alice = ctl.admin.create_client("alice")
     with ctl.http(alice.token) as good, ctl.http("wrong") as bad:
         assert good.get("/v1/whoami").status_code == 200
@@ -145,7 +153,6 @@ def test_failed_authentications_are_throttled_but_known_tokens_pass(
         assert bad.get("/v1/whoami").headers.get("retry-after")
         # The real client's known token still passes from the same address.
         assert good.get("/v1/whoami").status_code == 200
-    assert any("failed authentication" in r.getMessage() for r in caplog.records)
 
 
 def test_a_body_that_never_arrives_times_out_and_others_are_served(
