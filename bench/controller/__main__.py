@@ -141,6 +141,11 @@ async def _heartbeats(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 continue
+            if len(in_flight) >= 256:
+                # The controller answers slower than heartbeats are due: wait (and count the
+                # lag in the achieved rate) rather than pile up requests without bound.
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             task = asyncio.ensure_future(beat(tokens[sent % len(tokens)]))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
