@@ -4,5 +4,6 @@ def send_then_poll(
     poll_fd: int,
     spin_ns: int,
     counts: list[int],
+    share: bool = False,
     /,
-) -> bool: ...
+) -> int: ...
