@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from tether.errors import (
@@ -56,6 +57,7 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
 from ._frames import encode_event
@@ -99,6 +101,18 @@ DEFAULT_MAX_BACKLOG = 32 << 20
 DEFAULT_MAX_STREAMS = 1024
 #: What a queued frame costs beyond its bytes (the task and the objects around it).
 _QUEUED_OVERHEAD = 64
+#: Tasks may start eagerly (``asyncio.Task(eager_start=True)``, Python 3.12+).
+_EAGER = sys.version_info >= (3, 12)
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop, runner: Coroutine[Any, Any, None], *, eager: bool
+) -> asyncio.Task[None]:
+    """``runner`` as a task; on Python 3.12+ an ``eager`` one runs at once, until it first
+    suspends: a call that completes without waiting then costs no extra turn of the loop."""
+    if eager and _EAGER and loop.get_task_factory() is None:
+        return asyncio.Task(runner, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(runner)
 
 
 class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
@@ -290,7 +304,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     def _dispatch(self, event: Event) -> None:
         cls = type(event)
         if cls is Call or cls is OpenStream:
-            assert isinstance(event, Call | OpenStream)
+            assert isinstance(event, StreamOpening)
             if self._handler is None:
                 return
             sid = event.stream_id
@@ -308,7 +322,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
                 runner = self._run_stream(event, record.inbox)  # type: ignore[arg-type]
             # A real task even for calls that finish at once (driver code may use TaskGroup or
             # asyncio.timeout); the runners forget their record themselves (``finally``).
-            record.task = self._loop.create_task(runner)
+            record.task = _start_task(self._loop, runner, eager=cls is Call)
         elif cls is Data:
             self._on_data(event)  # type: ignore[arg-type]
         elif cls is WindowUpdate or cls is Cancel:
