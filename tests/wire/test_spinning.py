@@ -100,6 +100,35 @@ def test_an_answer_from_a_thread_that_never_passes_is_still_read(
 
 
 @needs_native
+def test_without_a_spin_it_waits_for_the_answer_without_the_gil(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    left, right = pair
+
+    def answer() -> None:  # Python code: it runs only if the wait let go of the GIL
+        assert right.recv(16) == b"ping"
+        right.sendall(b"pong")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        found = send_then_poll(left.fileno(), b"ping", left.fileno(), 0.0, [], block=30.0)
+    finally:
+        thread.join()
+    assert found == POLL_NOTHING  # the spin's result (there was none)
+    left.setblocking(False)
+    assert left.recv(16) == b"pong"  # but the call returned once the answer was there
+
+
+@needs_native
+def test_the_wait_ends_at_its_time_out(pair: tuple[socket.socket, ...]) -> None:
+    left, _ = pair
+    start = time.monotonic()
+    assert send_then_poll(left.fileno(), b"", left.fileno(), 0.0, [], block=0.05) == POLL_NOTHING
+    assert 0.05 <= time.monotonic() - start < 5.0
+
+
+@needs_native
 def test_gives_up_after_spin(pair: tuple[socket.socket, ...]) -> None:
     left, right = pair
     start, cpu_start = time.monotonic(), time.thread_time()

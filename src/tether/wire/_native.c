@@ -78,7 +78,7 @@ peer_shares_cpu(long long now)
 }
 
 PyDoc_STRVAR(send_then_poll_doc,
-"send_then_poll(fd, data, poll_fd, spin_ns, counts, share=False) -> 0 | 1 | 2\n\n"
+"send_then_poll(fd, data, poll_fd, spin_ns, counts, share=False, block_ns=0) -> 0 | 1 | 2\n\n"
 "Without the GIL: send as much of data on socket fd as it takes without blocking, then\n"
 "poll poll_fd for input (zero time-outs, no sleep) until it is readable or spin_ns\n"
 "nanoseconds have passed, or the thread was off its CPU for 20 us meanwhile. Appends the\n"
@@ -86,7 +86,10 @@ PyDoc_STRVAR(send_then_poll_doc,
 "call cannot lose it). Returns 1 if poll_fd is readable, else 0; with share, 2 when it\n"
 "did not spin because the thread that used the helper before it (the peer, within the\n"
 "last millisecond) ran on this CPU: a spin there only keeps the peer from running.\n"
-"A send error other than EAGAIN raises OSError; nothing is polled then.");
+"Then, when the spin found nothing and all of data went out, with block_ns (-1: no\n"
+"limit) it waits that long for poll_fd to become readable, still without the GIL (the\n"
+"result stays the spin's). A send error other than EAGAIN raises OSError; nothing is\n"
+"polled then.");
 
 static PyObject *
 send_then_poll(PyObject *module, PyObject *args)
@@ -96,8 +99,9 @@ send_then_poll(PyObject *module, PyObject *args)
     long long spin_ns;
     PyObject *counts;
     int share = 0;
-    if (!PyArg_ParseTuple(args, "iy*iLO!|p:send_then_poll", &fd, &data, &poll_fd, &spin_ns,
-                          &PyList_Type, &counts, &share)) {
+    long long block_ns = 0;
+    if (!PyArg_ParseTuple(args, "iy*iLO!|pL:send_then_poll", &fd, &data, &poll_fd, &spin_ns,
+                          &PyList_Type, &counts, &share, &block_ns)) {
         return NULL;
     }
     Py_ssize_t sent = 0;
@@ -144,6 +148,14 @@ send_then_poll(PyObject *module, PyObject *args)
                 break;
             }
         }
+    }
+    if (!error && result != POLL_READY && block_ns != 0 && sent == data.len) {
+        /* Blocking here, not after retaking the GIL: a peer woken by what was just sent
+         * finds the GIL free instead of sleeping on it until this thread blocks. */
+        struct pollfd watched = {.fd = poll_fd, .events = POLLIN};
+        struct timespec limit = {.tv_sec = block_ns / 1000000000LL,
+                                 .tv_nsec = block_ns % 1000000000LL};
+        ppoll(&watched, 1, block_ns < 0 ? NULL : &limit, NULL);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);

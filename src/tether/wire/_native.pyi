@@ -5,5 +5,6 @@ def send_then_poll(
     spin_ns: int,
     counts: list[int],
     share: bool = False,
+    block_ns: int = 0,
     /,
 ) -> int: ...

@@ -88,12 +88,23 @@ _JOIN_MAX = 64 << 10
 
 
 def send_then_poll(
-    fd: int, data: Any, poll_fd: int, spin: float, counts: list[int], *, share: bool = False
+    fd: int,
+    data: Any,
+    poll_fd: int,
+    spin: float,
+    counts: list[int],
+    *,
+    share: bool = False,
+    block: float | None = 0.0,
 ) -> int:
     """Send what ``fd`` takes of ``data`` at once, then poll ``poll_fd`` for up to ``spin``
     seconds; all without the GIL. Returns ``POLL_READY`` when ``poll_fd`` is readable, else
     ``POLL_NOTHING``; with ``share`` (a peer thread in this process answers), ``POLL_DECLINED``
     when it did not spin because the peer ran on this CPU (see the module docstring).
+
+    When the spin found nothing and all of ``data`` went out, it then waits up to ``block``
+    seconds (``None``: no limit) for ``poll_fd``, still without the GIL; the result stays the
+    spin's.
 
     The count of bytes sent is appended to ``counts`` from C: a Ctrl-C raised just after the
     call cannot lose it (the client must know whether a frame went out whole).
@@ -104,7 +115,8 @@ def send_then_poll(
     """
     if _native is None:  # pragma: no cover
         raise RuntimeError("tether.wire._native is not built")
-    return _native.send_then_poll(fd, data, poll_fd, int(spin * 1e9), counts, share)
+    block_ns = -1 if block is None else int(block * 1e9)
+    return _native.send_then_poll(fd, data, poll_fd, int(spin * 1e9), counts, share, block_ns)
 
 
 if sys.platform == "linux":
@@ -143,13 +155,16 @@ class SpinningSelector(_Epoll):
             handed_over = False
             for transport in queued[:-1]:
                 handed_over |= transport.flush(-1, 0.0) is None
-            answered = queued[-1].flush(self.fileno(), spin)
+            # The wait for events, too, happens in the helper (it then returns with events
+            # ready or the time-out over): see send_then_poll's ``block``.
+            block = 0.0 if handed_over else None if timeout is None else max(0.0, timeout - spin)
+            answered = queued[-1].flush(self.fileno(), spin, block)
             if spin and answered == POLL_NOTHING:
                 self._skip = SPIN_SKIP
-            if handed_over or answered is None:
-                # An asyncio transport may have scheduled callbacks (connection_lost after
-                # an error, pause_writing's waiters): the loop must see them now.
-                timeout = 0
+            # After a wait in the helper, or when an asyncio transport may have scheduled
+            # callbacks (connection_lost after an error, pause_writing's waiters), the loop
+            # must look at once.
+            timeout = 0
         return super().select(timeout)
 
 
@@ -181,25 +196,29 @@ class DeferredTransport(asyncio.Transport):
         for part in parts:
             self.write(part)
 
-    def flush(self, poll_fd: int, spin: float) -> int | None:
-        """Send what is pending, then poll ``poll_fd`` for ``spin`` seconds (0: not at all).
+    def flush(self, poll_fd: int, spin: float, block: float | None = 0.0) -> int | None:
+        """Send what is pending, then poll ``poll_fd`` for ``spin`` seconds (0: not at all)
+        and wait up to ``block`` more for it (see :func:`send_then_poll`).
 
-        Returns what :func:`send_then_poll` does, or ``None`` when the bytes went to the
-        asyncio transport instead (behind bytes it holds, too many to join, a send error):
-        it may have scheduled callbacks then.
+        Returns what :func:`send_then_poll` does, or ``None`` when the helper did not run:
+        nothing to send, a closing transport, or the bytes went to the asyncio transport
+        instead (behind bytes it holds, too many to join, a send error), which may have
+        scheduled callbacks then.
         """
         pending, size = self._pending, self._size
         self._pending, self._size = [], 0
         transport = self._transport
         if not pending or transport.is_closing():
-            return POLL_NOTHING
+            return None
         if transport.get_write_buffer_size() or size > _JOIN_MAX:
             transport.writelines(pending)
             return None
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         counts: list[int] = []
         try:
-            answered = send_then_poll(self._fd, data, poll_fd, spin, counts, share=True)
+            answered = send_then_poll(
+                self._fd, data, poll_fd, spin, counts, share=True, block=block
+            )
         except OSError:
             # The transport meets the same error and reports it to the protocol.
             transport.write(data)
