@@ -131,12 +131,10 @@ def test_the_wait_ends_at_its_time_out(pair: tuple[socket.socket, ...]) -> None:
 @needs_native
 def test_gives_up_after_spin(pair: tuple[socket.socket, ...]) -> None:
     left, right = pair
-    start, cpu_start = time.monotonic(), time.thread_time()
+    start = time.monotonic()
     counts: list[int] = []
     assert send_then_poll(left.fileno(), b"x", left.fileno(), 0.002, counts) == POLL_NOTHING
-    took, cpu = time.monotonic() - start, time.thread_time() - cpu_start
-    # The whole spin, unless the thread was preempted meanwhile (a spin then stops).
-    assert took >= 0.002 or took - cpu > 20e-6
+    assert time.monotonic() - start >= 0.002  # without share, preemption does not stop it
     assert send_then_poll(left.fileno(), b"", left.fileno(), 0.0, counts) == POLL_NOTHING
     assert counts == [1, 0]
     assert right.recv(16) == b"x"

@@ -37,8 +37,10 @@ clock_ns(clockid_t clock)
     return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
-/* A spin that found its answer waits up to this long for the peer to let go of the GIL. */
-#define PEER_GIL_NS 50000LL
+/* A spin that found its answer waits up to this long for the peer to let go of the GIL: about
+ * what a client runs between sending a call and polling for its reply. Short, because a
+ * peer that does not poll next (a byte stream's sender, a goodbye) makes the whole wait. */
+#define PEER_GIL_NS 15000LL
 
 static inline void
 cpu_relax(void)
@@ -81,10 +83,11 @@ PyDoc_STRVAR(send_then_poll_doc,
 "send_then_poll(fd, data, poll_fd, spin_ns, counts, share=False, block_ns=0) -> 0 | 1 | 2\n\n"
 "Without the GIL: send as much of data on socket fd as it takes without blocking, then\n"
 "poll poll_fd for input (zero time-outs, no sleep) until it is readable or spin_ns\n"
-"nanoseconds have passed, or the thread was off its CPU for 20 us meanwhile. Appends the\n"
-"count of bytes sent to the list counts (here, so that a Ctrl-C raised right after the\n"
-"call cannot lose it). Returns 1 if poll_fd is readable, else 0; with share, 2 when it\n"
-"did not spin because the thread that used the helper before it (the peer, within the\n"
+"nanoseconds have passed. Appends the count of bytes sent to the list counts (here, so\n"
+"that a Ctrl-C raised right after the call cannot lose it). Returns 1 if poll_fd is\n"
+"readable, else 0. share says the answer comes from a peer thread of this process: the\n"
+"spin then also stops when the thread was off its CPU for 20 us (preempted), and returns\n"
+"2 without spinning when the thread that used the helper before it (the peer, within the\n"
 "last millisecond) ran on this CPU: a spin there only keeps the peer from running.\n"
 "Then, when the spin found nothing and all of data went out, with block_ns (-1: no\n"
 "limit) it waits that long for poll_fd to become readable, still without the GIL (the\n"
@@ -127,7 +130,7 @@ send_then_poll(PyObject *module, PyObject *args)
     } else if (!error && spin_ns > 0) {
         struct pollfd watched = {.fd = poll_fd, .events = POLLIN};
         long long deadline = start + spin_ns;
-        long long cpu_start = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        long long cpu_start = share ? clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
         for (;;) {
             int n = poll(&watched, 1, 0);
             if (n != 0 && !(n < 0 && errno == EINTR)) {
@@ -144,7 +147,9 @@ send_then_poll(PyObject *module, PyObject *args)
             if (now >= deadline) {
                 break;
             }
-            if (now - start - (clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu_start) > LOST_CPU_NS) {
+            long long off_cpu =
+                share ? now - start - (clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu_start) : 0;
+            if (off_cpu > LOST_CPU_NS) {
                 break;
             }
         }

@@ -302,7 +302,7 @@ class SpinningTransport(SocketTransport):
             data = self._poll()
             if data is not None:
                 return data
-        else:  # not soon: the handshake, whose answer is not a round trip away
+        else:  # skipping, or the handshake (its answer is not a round trip away): no spin
             self._skip -= soon and self._skip > 0
             if self._native:  # a peer in this process may wait for the GIL we let go of now
                 fd = self.sock.fileno()
