@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(
 ROOTS: dict[int, str] = {}
 
 
-@pytest.fixture
-def tftp() -> Iterator[Any]:
-    driver = TftpServer(host="127.0.0.1", port=0, timeout=1.0)
+@pytest.fixture(params=[True, False], ids=["fast", "reference"])
+def tftp(request: pytest.FixtureRequest) -> Iterator[Any]:
+    driver = TftpServer(host="127.0.0.1", port=0, timeout=1.0, fast_path=request.param)
     with serve(driver) as client:
         ROOTS[id(client)] = driver.store.root
         yield client
@@ -163,12 +163,13 @@ def tftp_root(client: Any) -> str:
     return ROOTS[id(client)]
 
 
-def test_unanswered_blocks_are_sent_again_then_given_up() -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
+def test_unanswered_blocks_are_sent_again_then_given_up(fast_path: bool) -> None:
     import socket
 
     from tether.drivers.netboot._tftp_packets import ReadRequest, encode
 
-    driver = TftpServer(host="127.0.0.1", port=0, timeout=0.2, retries=2)
+    driver = TftpServer(host="127.0.0.1", port=0, timeout=0.2, retries=2, fast_path=fast_path)
     with serve(driver) as client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         client.put_bytes("f", b"z" * 100)
         sock.settimeout(10)

@@ -85,6 +85,9 @@ class TftpServer(FileServer):
         retries: timeouts in a row before a transfer is abandoned.
         max_blksize: the largest block size granted.
         max_windowsize: the largest window granted (RFC 7440).
+        max_transfers: transfers served at once; a request beyond them gets an ERROR.
+        fast_path: send the steady state's blocks from a read-ahead buffer (``false``:
+            every datagram goes through the reference state machine; for debugging).
         directory: see :class:`FileServer`.
     """
 
@@ -94,6 +97,8 @@ class TftpServer(FileServer):
     retries: int = 5
     max_blksize: int = MAX_BLKSIZE
     max_windowsize: int = 64
+    max_transfers: int = 64
+    fast_path: bool = True
 
     async def start(self) -> None:
         await super().start()
@@ -112,7 +117,14 @@ class TftpServer(FileServer):
             else namespace.socket
         )
         self.service = TftpService(
-            self.store, host, self.port, policy=policy, socket_factory=factory, logger=self.logger
+            self.store,
+            host,
+            self.port,
+            policy=policy,
+            socket_factory=factory,
+            logger=self.logger,
+            max_transfers=max(1, self.max_transfers),
+            fast_path=self.fast_path,
         )
         try:
             await self.service.start()

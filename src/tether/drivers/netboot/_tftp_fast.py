@@ -1,0 +1,150 @@
+"""The TFTP transfer's fast path: the steady state's ACKs answered without the machine's table.
+
+Theory of operation. In the steady state of a transfer every datagram is the ACK of the
+window's last block, and the answer is the next window. The reference loop
+(:class:`~._tftp_transfer.TransferThread`) turns that ACK into bytes, dispatches it through the
+machine's table, reads each block with its own ``pread`` and joins header and payload into a
+new datagram: in CPython that is as much work as the kernel's for the block.
+:class:`FastTransferThread` recognises the ACK by its four bytes, lets the machine advance
+(:meth:`~._tftp_protocol.ReadTransfer.acknowledge_window`: the machine still keeps the count
+and the state) and sends the next window from a :class:`BlockBuffer`: one ``preadv`` fills
+many blocks, each laid out behind room for its DATA header, so a block's datagram is a
+memoryview of the buffer with the header written in place. Two system calls a block (``send``,
+``recv``), no per-block copy. Everything else (the OACK's answer, an ACK of an earlier block,
+a client's ERROR, a timeout) goes to the machine exactly as in the reference loop, which stays
+the definition of the protocol; the tests run the server with both.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+from ._tftp_protocol import ReadTransfer, Step
+from ._tftp_transfer import DONE, STOP_CHECK, TransferThread
+
+__all__ = ["BlockBuffer", "FastTransferThread"]
+
+#: Bytes of file one transfer keeps in memory (at least one block).
+BUFFER_BYTES = 256 << 10
+_HEADER = struct.Struct(">HH")
+_DATA = 3
+_ACK = 4
+
+
+class BlockBuffer:
+    """A file's DATA datagrams, read ahead in one reused buffer.
+
+    Args:
+        fd: the file, read with ``preadv`` (the caller keeps it open).
+        machine: the transfer, for the file's size, the block size and the final block.
+        budget: bytes of buffer (rounded down to whole slots, at least one).
+    """
+
+    def __init__(self, fd: int, machine: ReadTransfer, budget: int = BUFFER_BYTES) -> None:
+        self.fd = fd
+        self.blksize = machine.blksize
+        self.last = machine.size // machine.blksize + 1
+        self.slot = _HEADER.size + self.blksize
+        self.count = max(1, budget // self.slot)
+        self.buffer = bytearray(self.count * self.slot)
+        view = memoryview(self.buffer)
+        slots = [view[i * self.slot : (i + 1) * self.slot] for i in range(self.count)]
+        self.datagrams = slots
+        self.payloads = [slot[_HEADER.size :] for slot in slots]
+        self.first = 1  # the block in slot 0
+        self.held = 0  # blocks in the buffer, from first
+        self.end = 0  # file offset after the last byte read
+
+    def datagram(self, block: int) -> memoryview:
+        """Block ``block``'s DATA datagram (valid until the next call that reads)."""
+        index = block - self.first
+        if not 0 <= index < self.held:
+            self._fill(block)
+            index = 0
+        _HEADER.pack_into(self.buffer, index * self.slot, _DATA, block & 0xFFFF)
+        length = self.end - (block - 1) * self.blksize
+        if length >= self.blksize:
+            return self.datagrams[index]
+        return self.datagrams[index][: _HEADER.size + max(0, length)]
+
+    def _fill(self, block: int) -> None:
+        offset = (block - 1) * self.blksize
+        count = min(self.count, self.last - block + 1)
+        got = os.preadv(self.fd, self.payloads[:count], offset)
+        self.first = block
+        self.held = max(1, -(-got // self.blksize))  # a short read ends the file early
+        self.end = offset + got
+
+
+class FastTransferThread(TransferThread):
+    """:class:`~._tftp_transfer.TransferThread` with the steady state answered here."""
+
+    #: Made at the first window: the block size is known once the options are negotiated.
+    blocks: BlockBuffer | None = None
+
+    def _wait(self, deadline: float) -> Step:
+        machine = self.machine
+        window = machine.window()
+        if window is None:  # the OACK's answer is awaited: the machine's business
+            return super()._wait(deadline)
+        if self.blocks is None:
+            self.blocks = BlockBuffer(self.fd, machine)
+        datagram, acked = self._pump(window[1], deadline)
+        if acked >= window[1]:
+            machine.acknowledge(acked)
+        if machine.finished or datagram is _STOPPED:
+            return DONE
+        if datagram is _TIMED_OUT:
+            return machine.timeout()
+        return machine.receive(datagram)
+
+    def _pump(self, on_wire: int, deadline: float) -> tuple[bytes, int]:
+        """Answer each ACK of block ``on_wire`` (the window's last) with the next window.
+
+        Returns the first datagram that is something else (or ``_TIMED_OUT`` at the
+        deadline, ``_STOPPED`` once the transfer is over or closing), and the last block
+        acknowledged here (``on_wire - 1`` and below: none).
+        """
+        assert self.blocks is not None
+        datagram_of = self.blocks.datagram
+        final = self.blocks.last
+        size = self.machine.windowsize
+        timeout = self.machine.timeout_s
+        buffer = self.buffer
+        recv_into = self.sock.recv_into
+        send = self.sock.send
+        expected = _HEADER.pack(_ACK, on_wire & 0xFFFF)
+        acked = on_wire - 1
+        sent = False  # a window went out since the last receive timeout
+        while not self.stopping:
+            try:
+                count = recv_into(buffer)
+            except OSError:  # SO_RCVTIMEO expired, or an ICMP error from a client gone
+                now = time.monotonic()
+                if sent:  # the clock runs from the last send, STOP_CHECK ago (or less)
+                    deadline = now - STOP_CHECK + timeout
+                    sent = False
+                if now >= deadline:
+                    return _TIMED_OUT, acked
+                continue
+            if count != 4 or not buffer.startswith(expected):
+                return bytes(self.view[:count]), acked
+            acked = on_wire
+            if acked == final:
+                return _STOPPED, acked
+            first, on_wire = acked + 1, min(acked + size, final)
+            for block in range(first, on_wire + 1):
+                try:  # noqa: SIM105 (a suppress() context would be an object a block)
+                    send(datagram_of(block))
+                except OSError:  # lost here: sent again on timeout
+                    pass
+            expected = _HEADER.pack(_ACK, on_wire & 0xFFFF)
+            sent = True
+        return _STOPPED, acked
+
+
+#: What :meth:`FastTransferThread._pump` returns instead of a datagram.
+_TIMED_OUT = b"timed out"
+_STOPPED = b"stopped"
