@@ -13,7 +13,7 @@ from ._http import HttpService
 from ._interface import DutNetworkInterface, FileServerInterface
 from ._netns import NetworkNamespace
 from ._tftp_protocol import MAX_BLKSIZE, TransferPolicy
-from ._tftp_server import TftpService
+from ._tftp_server import TftpService, TransferLoop
 
 __all__ = ["FileServer", "HttpServer", "TftpServer"]
 
@@ -86,8 +86,8 @@ class TftpServer(FileServer):
         max_blksize: the largest block size granted.
         max_windowsize: the largest window granted (RFC 7440).
         max_transfers: transfers served at once; a request beyond them gets an ERROR.
-        fast_path: send the steady state's blocks from a read-ahead buffer (``false``:
-            every datagram goes through the reference state machine; for debugging).
+        transfer_loop: ``fastest`` (default), ``native`` (the C pump), ``python`` or
+            ``reference`` (every datagram through the state machine; for debugging).
         directory: see :class:`FileServer`.
     """
 
@@ -98,7 +98,7 @@ class TftpServer(FileServer):
     max_blksize: int = MAX_BLKSIZE
     max_windowsize: int = 64
     max_transfers: int = 64
-    fast_path: bool = True
+    transfer_loop: TransferLoop = "fastest"
 
     async def start(self) -> None:
         await super().start()
@@ -116,17 +116,17 @@ class TftpServer(FileServer):
             if namespace is None
             else namespace.socket
         )
-        self.service = TftpService(
-            self.store,
-            host,
-            self.port,
-            policy=policy,
-            socket_factory=factory,
-            logger=self.logger,
-            max_transfers=max(1, self.max_transfers),
-            fast_path=self.fast_path,
-        )
         try:
+            self.service = TftpService(
+                self.store,
+                host,
+                self.port,
+                policy=policy,
+                socket_factory=factory,
+                logger=self.logger,
+                max_transfers=max(1, self.max_transfers),
+                transfer_loop=self.transfer_loop,
+            )
             await self.service.start()
         except NetbootError as exc:
             raise NetbootError(f"{self.node.path or self.node.name}: {exc}") from exc

@@ -24,10 +24,20 @@ import time
 from ._tftp_protocol import ReadTransfer, Step
 from ._tftp_transfer import DONE, STOP_CHECK, TransferThread
 
-__all__ = ["BlockBuffer", "FastTransferThread"]
+try:
+    from . import _tftp_pump
+except ImportError:  # pragma: no cover - the C extension is optional (setup.py)
+    _tftp_pump = None  # type: ignore[assignment]
+
+__all__ = ["FASTEST", "NATIVE", "BlockBuffer", "FastTransferThread", "NativeTransferThread"]
+
+#: Whether the C pump is built.
+NATIVE = _tftp_pump is not None
 
 #: Bytes of file one transfer keeps in memory (at least one block).
 BUFFER_BYTES = 256 << 10
+#: The most buffers one ``preadv`` takes.
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 _HEADER = struct.Struct(">HH")
 _DATA = 3
 _ACK = 4
@@ -47,7 +57,7 @@ class BlockBuffer:
         self.blksize = machine.blksize
         self.last = machine.size // machine.blksize + 1
         self.slot = _HEADER.size + self.blksize
-        self.count = max(1, budget // self.slot)
+        self.count = max(1, min(budget // self.slot, _IOV_MAX))
         self.buffer = bytearray(self.count * self.slot)
         view = memoryview(self.buffer)
         slots = [view[i * self.slot : (i + 1) * self.slot] for i in range(self.count)]
@@ -89,8 +99,6 @@ class FastTransferThread(TransferThread):
         window = machine.window()
         if window is None:  # the OACK's answer is awaited: the machine's business
             return super()._wait(deadline)
-        if self.blocks is None:
-            self.blocks = BlockBuffer(self.fd, machine)
         datagram, acked = self._pump(window[1], deadline)
         if acked >= window[1]:
             machine.acknowledge(acked)
@@ -101,49 +109,88 @@ class FastTransferThread(TransferThread):
         return machine.receive(datagram)
 
     def _pump(self, on_wire: int, deadline: float) -> tuple[bytes, int]:
-        """Answer each ACK of block ``on_wire`` (the window's last) with the next window.
+        """Answer ACKs until something else happens.
 
-        Returns the first datagram that is something else (or ``_TIMED_OUT`` at the
-        deadline, ``_STOPPED`` once the transfer is over or closing), and the last block
-        acknowledged here (``on_wire - 1`` and below: none).
+        Returns the first datagram that is not the ACK of the window's last block (or
+        ``_TIMED_OUT`` at the deadline, ``_STOPPED`` once the transfer is over or closing),
+        and the last block acknowledged here (``on_wire - 1`` and below: none).
         """
-        assert self.blocks is not None
+        machine = self.machine
+        final = machine.size // machine.blksize + 1
+        acked = on_wire - 1
+        sent = False  # a window went out since the last receive timeout
+        while not self.stopping:
+            got, datagram = self._answer_acks(on_wire, final)
+            if got >= on_wire:
+                acked, sent = got, True
+                if acked == final:
+                    return _STOPPED, acked
+                on_wire = min(acked + machine.windowsize, final)
+            if datagram is not None:
+                return datagram, acked
+            now = time.monotonic()
+            if sent:  # the clock runs from the last send, STOP_CHECK ago (or less)
+                deadline = now - STOP_CHECK + machine.timeout_s
+                sent = False
+            if now >= deadline:
+                return _TIMED_OUT, acked
+        return _STOPPED, acked
+
+    def _answer_acks(self, on_wire: int, final: int) -> tuple[int, bytes | None]:
+        """While each datagram is the ACK of block ``on_wire``, send the next window.
+
+        Returns the last block acknowledged (``on_wire - 1``: none) and the datagram that was
+        something else, or ``None``: the receive timed out or failed, or ``final`` was
+        acknowledged. (``_tftp_pump.pump`` in C does the same.)
+        """
+        if self.blocks is None:
+            self.blocks = BlockBuffer(self.fd, self.machine)
         datagram_of = self.blocks.datagram
-        final = self.blocks.last
         size = self.machine.windowsize
-        timeout = self.machine.timeout_s
         buffer = self.buffer
         recv_into = self.sock.recv_into
         send = self.sock.send
         expected = _HEADER.pack(_ACK, on_wire & 0xFFFF)
         acked = on_wire - 1
-        sent = False  # a window went out since the last receive timeout
-        while not self.stopping:
+        while True:
             try:
                 count = recv_into(buffer)
             except OSError:  # SO_RCVTIMEO expired, or an ICMP error from a client gone
-                now = time.monotonic()
-                if sent:  # the clock runs from the last send, STOP_CHECK ago (or less)
-                    deadline = now - STOP_CHECK + timeout
-                    sent = False
-                if now >= deadline:
-                    return _TIMED_OUT, acked
-                continue
+                return acked, None
             if count != 4 or not buffer.startswith(expected):
-                return bytes(self.view[:count]), acked
+                return acked, bytes(self.view[:count])
             acked = on_wire
             if acked == final:
-                return _STOPPED, acked
-            first, on_wire = acked + 1, min(acked + size, final)
-            for block in range(first, on_wire + 1):
+                return acked, None
+            on_wire = min(acked + size, final)
+            for block in range(acked + 1, on_wire + 1):
                 try:  # noqa: SIM105 (a suppress() context would be an object a block)
                     send(datagram_of(block))
                 except OSError:  # lost here: sent again on timeout
                     pass
             expected = _HEADER.pack(_ACK, on_wire & 0xFFFF)
-            sent = True
-        return _STOPPED, acked
 
+
+class NativeTransferThread(FastTransferThread):
+    """The fast path with the steady state in C (``_tftp_pump``): no GIL, no Python, a block."""
+
+    def _answer_acks(self, on_wire: int, final: int) -> tuple[int, bytes | None]:
+        machine = self.machine
+        return _tftp_pump.pump(
+            self.sock.fileno(),
+            self.fd,
+            machine.size,
+            machine.blksize,
+            machine.windowsize,
+            on_wire,
+            final,
+        )
+
+
+#: The fastest transfer class this installation has.
+FASTEST: type[FastTransferThread] = (
+    NativeTransferThread if _tftp_pump is not None else FastTransferThread
+)
 
 #: What :meth:`FastTransferThread._pump` returns instead of a datagram.
 _TIMED_OUT = b"timed out"

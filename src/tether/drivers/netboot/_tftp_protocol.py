@@ -196,6 +196,12 @@ class ReadTransfer:
         self.sent_bytes += self._payload(window[1] + 1, acked)
         return self._advance(acked)
 
+    def abort(self, message: str) -> Step:
+        """The server cannot go on (reading the file failed): the ERROR that ends it."""
+        if self.finished:
+            return Step([], None)
+        return self._fail(ErrorCode.NOT_DEFINED, message, None)
+
     @property
     def finished(self) -> bool:
         """Done or failed."""

@@ -18,10 +18,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from ._errors import NetbootError, NetbootFileNotFound, NetbootPathRefused
 from ._files import FileStore
-from ._tftp_fast import FastTransferThread
+from ._tftp_fast import FASTEST, NATIVE, FastTransferThread, NativeTransferThread
 from ._tftp_packets import (
     ErrorCode,
     ErrorPacket,
@@ -34,11 +35,20 @@ from ._tftp_packets import (
 from ._tftp_protocol import ReadTransfer, TransferPolicy
 from ._tftp_transfer import TransferThread
 
-__all__ = ["TftpService"]
+__all__ = ["TftpService", "TransferLoop"]
 
 _SOCKET_BUFFER = 4 << 20
 _BURST = 64
 SocketFactory = Callable[[], socket.socket]
+#: The loops a transfer can run (``_tftp_transfer``, ``_tftp_fast``), by name.
+TransferLoop = Literal["fastest", "native", "python", "reference"]
+_LOOPS: dict[str, type[TransferThread]] = {
+    "fastest": FASTEST,
+    "python": FastTransferThread,
+    "reference": TransferThread,
+}
+if NATIVE:
+    _LOOPS["native"] = NativeTransferThread
 
 
 def _udp_socket() -> socket.socket:
@@ -55,8 +65,12 @@ class TftpService:
         socket_factory: makes each UDP socket (e.g. in a network namespace).
         logger: where transfers are logged.
         max_transfers: transfers at once; a request beyond them gets an ERROR.
-        fast_path: answer the steady state's ACKs in ``_tftp_fast`` (``False``: every
-            datagram goes through the state machine, the reference loop).
+        transfer_loop: ``fastest`` (the C pump where it is built, else ``python``),
+            ``native`` (the C pump), ``python`` (``_tftp_fast`` in Python) or ``reference``
+            (every datagram through the state machine).
+
+    Raises:
+        NetbootError: ``native`` without the C extension, or an unknown loop.
     """
 
     def __init__(
@@ -69,7 +83,7 @@ class TftpService:
         socket_factory: SocketFactory = _udp_socket,
         logger: logging.Logger | None = None,
         max_transfers: int = 64,
-        fast_path: bool = True,
+        transfer_loop: TransferLoop = "fastest",
     ) -> None:
         self.store = store
         self.host = host
@@ -78,7 +92,10 @@ class TftpService:
         self._factory = socket_factory
         self.logger = logger or logging.getLogger("tether.netboot.tftp")
         self.max_transfers = max_transfers
-        self._transfer_class = FastTransferThread if fast_path else TransferThread
+        if transfer_loop not in _LOOPS:
+            built = ", ".join(sorted(_LOOPS))
+            raise NetbootError(f"no TFTP transfer loop {transfer_loop!r} here (there are: {built})")
+        self._transfer_class = _LOOPS[transfer_loop]
         self.transfers: set[TransferThread] = set()
         self.served = 0
         self.failed = 0

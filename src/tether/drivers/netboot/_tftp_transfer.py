@@ -86,6 +86,11 @@ class TransferThread:
     def _run(self) -> None:
         try:
             self._serve()
+        except OSError as exc:  # reading the file failed (a socket's errors are handled)
+            step = self.machine.abort(f"cannot read {self.machine.request.filename}: {exc}")
+            for datagram in step.send:
+                with contextlib.suppress(OSError):
+                    self.sock.send(datagram)
         finally:
             self.sock.close()
             os.close(self.fd)
