@@ -169,3 +169,15 @@ def test_a_request_beyond_max_transfers_is_refused() -> None:
             assert got == data_block(block, b"t" * min(512, 2000 - (block - 1) * 512))
             first.send(ack(block))
         assert first.nothing_more()
+
+
+def test_an_unknown_transfer_loop_is_a_clear_error() -> None:
+    from tether.drivers.netboot import NetbootError, TftpService
+    from tether.drivers.netboot._files import FileStore
+
+    store = FileStore("tftp")
+    try:
+        with pytest.raises(NetbootError, match="no TFTP transfer loop 'turbo' here"):
+            TftpService(store, transfer_loop="turbo")  # type: ignore[arg-type]
+    finally:
+        store.close()

@@ -5,14 +5,16 @@ window's last block, and the answer is the next window. The reference loop
 (:class:`~._tftp_transfer.TransferThread`) turns that ACK into bytes, dispatches it through the
 machine's table, reads each block with its own ``pread`` and joins header and payload into a
 new datagram: in CPython that is as much work as the kernel's for the block.
-:class:`FastTransferThread` recognises the ACK by its four bytes, lets the machine advance
-(:meth:`~._tftp_protocol.ReadTransfer.acknowledge_window`: the machine still keeps the count
-and the state) and sends the next window from a :class:`BlockBuffer`: one ``preadv`` fills
-many blocks, each laid out behind room for its DATA header, so a block's datagram is a
-memoryview of the buffer with the header written in place. Two system calls a block (``send``,
-``recv``), no per-block copy. Everything else (the OACK's answer, an ACK of an earlier block,
-a client's ERROR, a timeout) goes to the machine exactly as in the reference loop, which stays
-the definition of the protocol; the tests run the server with both.
+:class:`FastTransferThread` recognises the ACK by its four bytes and sends the next window
+itself, from a :class:`BlockBuffer`: one ``preadv`` fills many blocks, each laid out behind
+room for its DATA header, so a block's datagram is a memoryview of the buffer with the header
+written in place. Two system calls a block (``send``, ``recv``), no per-block copy.
+:class:`NativeTransferThread` runs the same loop in C (``_tftp_pump.c``) with the GIL released.
+Anything else (the OACK's answer, an ACK of an earlier block, a client's ERROR, a timeout)
+goes to the machine as in the reference loop, after
+:meth:`~._tftp_protocol.ReadTransfer.acknowledge` has let it catch up with the windows sent
+here: the machine keeps the state and the counts and stays the definition of the protocol.
+The tests run the server with every loop.
 """
 
 from __future__ import annotations
