@@ -26,6 +26,7 @@ from tether.errors import ConfigError, LifecycleError
 from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pid_prefix
 from ._connection import Credentials, SshLink, Target, ssh_errors
 from ._errors import SshCommandTimeout, SshError
+from ._fast_channel import sftp_channel, speed_up
 from ._hostkey import HostKeyPin, parse_host_key
 from ._interface import SshInterface, SshOutput
 
@@ -177,6 +178,9 @@ class Ssh(SshInterface, Driver):
 
             async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
                 sftp = await conn.start_sftp_client()
+                channel = sftp_channel(sftp)
+                if channel is not None:
+                    speed_up(channel)
                 self._sftp_conn = conn
                 return sftp
 
@@ -349,6 +353,7 @@ class Ssh(SshInterface, Driver):
 
         async def open_forward(conn: asyncssh.SSHClientConnection) -> Forward:
             reader, writer = await conn.open_connection(host, port, encoding=None)
+            speed_up(writer.channel)
             return Forward(reader, writer)
 
         stream = await self._on_connection(doing, open_forward)
