@@ -27,6 +27,7 @@ from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pi
 from ._connection import Credentials, SshLink, Target, ssh_errors
 from ._errors import SshCommandTimeout, SshError
 from ._fast_channel import sftp_channel, speed_up
+from ._fast_sftp import SftpWrites
 from ._hostkey import HostKeyPin, parse_host_key
 from ._interface import SshInterface, SshOutput
 
@@ -57,6 +58,7 @@ class _Mapped:
         self._stream = stream
         self._target = target
         self._doing = doing
+        self.accepts_buffers: bool = getattr(stream, "accepts_buffers", False)
 
     async def send(self, data: bytes) -> None:
         with ssh_errors(self._target, self._doing):
@@ -316,7 +318,7 @@ class Ssh(SshInterface, Driver):
         attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None else asyncssh.SFTPAttrs()
         with ssh_errors(target, doing):
             file = await sftp.open(remote_path, "wb", attrs)
-        upload = Upload(file, remote_path)
+        upload = Upload(file, remote_path, SftpWrites.open(sftp, file))
         try:
             yield _Mapped(upload, target, doing)
         finally:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["sftp_channel", "speed_up", "supported"]
+__all__ = ["fast_sender", "sftp_channel", "speed_up", "supported"]
 
 _MSG_CHANNEL_DATA = 94
 #: The asyncssh attributes this path reads or writes, by object.
@@ -88,58 +89,80 @@ class _GcmSender:
             self._aead = AESGCM(cipher._key)
         return cipher
 
-    def send(self, cipher: Any, data: memoryview) -> int:
-        """Send as much of ``data`` as the peer's window takes; the bytes sent."""
+    def send(self, cipher: Any, parts: Sequence[memoryview]) -> int:
+        """Send as much of the bytes of ``parts`` (in order) as the peer's window takes, each
+        packet joined straight from the parts; the bytes sent."""
         channel, conn, aead = self._channel, self._conn, self._aead
         assert aead is not None
         iv: bytes = cipher._iv
         fixed, counter = iv[:4], int.from_bytes(iv[4:], "big")
         head = bytes((_MSG_CHANNEL_DATA,)) + channel._send_chan.to_bytes(4, "big")
         block, enchdr = conn._send_blocksize, conn._send_enchdrlen
-        seq, counted, pos, total = conn._send_seq, 0, 0, len(data)
+        seq, counted, sent = conn._send_seq, 0, 0
+        total = sum(len(part) for part in parts)
+        index, at = 0, 0  # where in parts the next packet starts
         out: list[bytes] = []
-        while pos < total and channel._send_window > 0:
-            size = min(total - pos, channel._send_window, channel._send_pktsize)
+        while sent < total and channel._send_window > 0:
+            size = min(total - sent, channel._send_window, channel._send_pktsize)
             padlen = -(enchdr + 9 + size) % block
             if padlen < 4:
                 padlen += block
             length = 1 + 9 + size + padlen
             header = length.to_bytes(4, "big")
-            plain = b"".join(
-                (
-                    bytes((padlen,)) + head + size.to_bytes(4, "big"),
-                    data[pos : pos + size],
-                    os.urandom(padlen),
-                )
-            )
+            pieces: list[bytes | memoryview] = [bytes((padlen,)) + head + size.to_bytes(4, "big")]
+            need = size
+            while need:
+                part = parts[index]
+                take = min(len(part) - at, need)
+                pieces.append(part[at : at + take])
+                need -= take
+                at += take
+                if at == len(part):
+                    index, at = index + 1, 0
+            pieces.append(os.urandom(padlen))
             out.append(header)
-            out.append(aead.encrypt(fixed + counter.to_bytes(8, "big"), plain, header))
+            out.append(aead.encrypt(fixed + counter.to_bytes(8, "big"), b"".join(pieces), header))
             counter = (counter + 1) & 0xFFFFFFFFFFFFFFFF
             seq = (seq + 1) & 0xFFFFFFFF
             counted += length
             channel._send_window -= size
-            pos += size
+            sent += size
         if out:
             cipher._iv = fixed + counter.to_bytes(8, "big")
             conn._send_seq = seq
             conn._rekey_bytes_sent += counted
             conn._transport.writelines(out)
             self.packets += len(out) // 2
-        return pos
+        return sent
 
     def write(self, data: bytes, datatype: int | None = None) -> None:
         """``channel.write``: straight to packets when nothing is queued before it."""
-        channel = self._channel
-        cipher = None if datatype is not None or channel._send_buf else self._cipher()
-        if cipher is None or not data:
+        if datatype is not None or not data:
             self.slow_write(data, datatype)
+        else:
+            self.write_parts([memoryview(data)])
+
+    def write_parts(self, parts: Sequence[memoryview]) -> None:
+        """Write the bytes of ``parts`` as one write, without joining them first. They are
+        used up (sent, or copied into the channel's buffer) when this returns.
+
+        Raises:
+            BrokenPipeError: the channel is closed for sending (as ``write``).
+        """
+        channel = self._channel
+        cipher = None if channel._send_buf else self._cipher()
+        if cipher is None:
+            self.slow_write(b"".join(parts))
             return
-        with memoryview(data) as view:
-            sent = self.send(cipher, view)
-            if sent < len(view):  # the window is full: the rest waits as asyncssh keeps it
-                rest = bytearray(view[sent:])
-                channel._send_buf.append((rest, None))
-                channel._send_buf_len += len(rest)
+        sent = self.send(cipher, parts)
+        if sent < sum(len(part) for part in parts):  # the window is full: the rest waits
+            rest = bytearray()
+            for part in parts:
+                skip = min(sent, len(part))
+                rest += part[skip:]
+                sent -= skip
+            channel._send_buf.append((rest, None))
+            channel._send_buf_len += len(rest)
         channel._pause_resume_writing()
 
     def flush(self) -> None:
@@ -151,7 +174,7 @@ class _GcmSender:
             if cipher is None:
                 break
             with memoryview(buffer) as view:
-                sent = self.send(cipher, view)
+                sent = self.send(cipher, [view])
             channel._send_buf_len -= sent
             if sent == len(buffer):
                 del channel._send_buf[0]
@@ -162,12 +185,18 @@ class _GcmSender:
 
 def speed_up(channel: Any) -> bool:
     """Send ``channel``'s data through the fast path from now on; False if not supported."""
-    if not supported(channel) or isinstance(getattr(channel.write, "__self__", None), _GcmSender):
+    if not supported(channel) or fast_sender(channel) is not None:
         return False
     sender = _GcmSender(channel)
     channel.write = sender.write
     channel._flush_send_buf = sender.flush
     return True
+
+
+def fast_sender(channel: Any) -> _GcmSender | None:
+    """The fast path :func:`speed_up` put on ``channel``, if it did."""
+    sender = getattr(getattr(channel, "write", None), "__self__", None)
+    return sender if isinstance(sender, _GcmSender) else None
 
 
 def sftp_channel(sftp: Any) -> Any | None:
