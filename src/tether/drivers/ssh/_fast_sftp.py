@@ -67,25 +67,30 @@ class SftpWrites:
             raise asyncssh.SFTPNoConnection("Connection not open")
         loop = asyncio.get_running_loop()
         block = self._block or len(data) or 1
-        answers: list[asyncio.Future[Any]] = []
-        for start in range(0, len(data), block):
+        first_id = handler._next_pktid
+        parts: list[memoryview] = []
+        for number, start in enumerate(range(0, len(data), block)):
             chunk = data[start : start + block]
-            request_id = handler._next_pktid
             header = b"".join(
                 (
                     (1 + 4 + len(self._handle) + 8 + 4 + len(chunk)).to_bytes(4, "big"),
                     bytes((_FXP_WRITE,)),
-                    request_id.to_bytes(4, "big"),
+                    ((first_id + number) & 0xFFFFFFFF).to_bytes(4, "big"),
                     self._handle,
                     (offset + start).to_bytes(8, "big"),
                     len(chunk).to_bytes(4, "big"),
                 )
             )
-            self._sender.write_parts([memoryview(header), chunk])
-            handler._next_pktid = (request_id + 1) & 0xFFFFFFFF
+            parts += (memoryview(header), chunk)
+        # All the requests in one channel write: their packets go to the socket together.
+        self._sender.write_parts(parts)
+        answers: list[asyncio.Future[Any]] = []
+        for number in range(len(parts) // 2):
+            request_id = (first_id + number) & 0xFFFFFFFF
             answer: asyncio.Future[Any] = loop.create_future()
             handler._requests[request_id] = answer  # the reply can only come after we yield
             answers.append(answer)
+        handler._next_pktid = (first_id + len(answers)) & 0xFFFFFFFF
         return answers
 
     async def confirm(self, answers: list[asyncio.Future[Any]]) -> None:
