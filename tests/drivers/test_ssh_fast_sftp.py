@@ -46,3 +46,26 @@ def test_a_write_the_device_refuses_fails_the_put_and_the_session_goes_on(sshd: 
         assert _fast_packets(driver) > 0
         assert client.run("echo still here").output == "still here\n"
         assert client.put(b"after", "/dev/null") == 5
+
+
+def test_fast_path_false_leaves_every_packet_to_asyncssh(sshd: Sshd, tmp_path: Path) -> None:
+    driver = Ssh(**sshd.driver_config(), fast_path=False)
+    payload = os.urandom(1024 * 1024 + 7)
+    with serve(driver) as client:
+        assert isinstance(client, SshClient)
+        assert client.put(payload, str(tmp_path / "slow.bin")) == len(payload)
+        assert fast_sender(sftp_channel(driver._sftp)) is None
+    assert (tmp_path / "slow.bin").read_bytes() == payload
+
+
+def test_an_untested_asyncssh_release_runs_on_its_own_code(
+    sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.drivers.ssh import _fast_channel
+
+    monkeypatch.setattr(_fast_channel, "TESTED_ASYNCSSH", frozenset({(1, 0)}))
+    driver = Ssh(**sshd.driver_config())
+    with serve(driver) as client:
+        assert isinstance(client, SshClient)
+        assert client.put(b"x" * 100_000, "/dev/null") == 100_000
+        assert fast_sender(sftp_channel(driver._sftp)) is None

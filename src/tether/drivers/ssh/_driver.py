@@ -91,6 +91,9 @@ class Ssh(SshInterface, Driver):
         connect_timeout: seconds for TCP, the SSH handshake and the login together.
         keepalive: seconds between keepalive probes; three unanswered ones end the connection
             (the next call opens a new one).
+        fast_path: send SFTP and forward data through tether's AES-GCM send path
+            (``_fast_channel``) where the connection allows it; ``false`` leaves every packet
+            to asyncssh.
     """
 
     host: str
@@ -101,6 +104,7 @@ class Ssh(SshInterface, Driver):
     host_key: Annotated[str, AfterValidator(_check_host_key)]
     connect_timeout: float = 10.0
     keepalive: float = 15.0
+    fast_path: bool = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -181,7 +185,7 @@ class Ssh(SshInterface, Driver):
             async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
                 sftp = await conn.start_sftp_client()
                 channel = sftp_channel(sftp)
-                if channel is not None:
+                if channel is not None and self.fast_path:
                     speed_up(channel)
                 self._sftp_conn = conn
                 return sftp
@@ -355,7 +359,8 @@ class Ssh(SshInterface, Driver):
 
         async def open_forward(conn: asyncssh.SSHClientConnection) -> Forward:
             reader, writer = await conn.open_connection(host, port, encoding=None)
-            speed_up(writer.channel)
+            if self.fast_path:
+                speed_up(writer.channel)
             return Forward(reader, writer)
 
         stream = await self._on_connection(doing, open_forward)

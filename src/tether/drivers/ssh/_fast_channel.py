@@ -17,7 +17,9 @@ either way. The packets are the same as asyncssh's (random padding, same lengths
 the ignore packets.
 
 It reads and writes asyncssh's private state, so it checks first (:func:`supported`) that
-this asyncssh has the names it uses, and does nothing otherwise.
+this asyncssh is a release it was tested with (:data:`TESTED_ASYNCSSH`) and has the names it
+uses, and does nothing otherwise: a newer asyncssh runs on its own code until the tests in
+``tests/drivers/test_ssh_fast*.py`` pass on it and the range is widened.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["fast_sender", "sftp_channel", "speed_up", "supported"]
+__all__ = ["TESTED_ASYNCSSH", "fast_sender", "sftp_channel", "speed_up", "supported"]
+
+#: The asyncssh releases (major, minor) this path was tested against.
+TESTED_ASYNCSSH = frozenset({(2, 24)})
 
 _MSG_CHANNEL_DATA = 94
 _RANDOM_POOL = 4096
@@ -49,10 +54,20 @@ def supported(channel: Any) -> bool:
     """Whether ``channel`` (an asyncssh channel) has everything :func:`speed_up` uses."""
     conn = getattr(channel, "_conn", None)
     return (
-        conn is not None
+        _asyncssh_release() in TESTED_ASYNCSSH
+        and conn is not None
         and all(hasattr(channel, name) for name in _CHANNEL_NAMES)
         and all(hasattr(conn, name) for name in _CONNECTION_NAMES)
     )
+
+
+def _asyncssh_release() -> tuple[int, int] | None:
+    try:
+        from asyncssh.version import __version__
+    except ImportError:  # pragma: no cover - every asyncssh release has it
+        return None
+    major, minor, *_ = (int(part) if part.isdigit() else -1 for part in __version__.split("."))
+    return major, minor
 
 
 class _GcmSender:
