@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lean_pytest import UNUSED_PLUGINS
 from tether.drivers.qemu import default_assets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_the_example_tests_pass_against_the_demo_lab() -> None:
         client_config = Path(match.group(1))
         tests = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "examples/test_board.py", "--tether-selector", "board=demo"],
+             *UNUSED_PLUGINS, "examples/test_board.py", "--tether-selector", "board=demo"],
             cwd=ROOT,
             env=demo_env(TETHER_CONFIG=str(client_config)),
             capture_output=True,
