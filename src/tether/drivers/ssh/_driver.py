@@ -25,7 +25,7 @@ from tether.errors import ConfigError, LifecycleError
 
 from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pid_prefix
 from ._connection import Credentials, SshLink, Target, ssh_errors
-from ._errors import SshCommandTimeout, SshError
+from ._errors import SshCommandTimeout, SshDisconnected, SshError
 from ._fast_channel import sftp_channel, speed_up
 from ._fast_sftp import SftpWrites
 from ._hostkey import HostKeyPin, parse_host_key
@@ -155,10 +155,14 @@ class Ssh(SshInterface, Driver):
             try:
                 with ssh_errors(link.target, doing):
                     return await fn(conn)
-            except SshError:
+            except SshError as exc:
                 reconnected = link.opened != opened
-                if attempt == 2 or link.connected or reconnected:
+                # A drop met at the channel open is known before asyncssh has seen the
+                # connection close (a busy loop has not read its EOF yet): forget it here.
+                dropped = isinstance(exc, SshDisconnected)
+                if attempt == 2 or reconnected or (link.connected and not dropped):
                     raise
+                link.forget()
                 self.logger.info("%s: the connection had dropped; reconnecting", link.target)
         raise AssertionError("unreachable")
 
