@@ -33,6 +33,7 @@ from ._events import (
     StreamOpening,
     WindowUpdate,
 )
+from ._frames import encode_event
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
 from ._listener import (
     DEFAULT_MAX_PER_PEER,
@@ -129,6 +130,7 @@ __all__ = [
     "connect_socket",
     "copy_both_ways",
     "copy_bytes",
+    "encode_event",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",

@@ -38,6 +38,8 @@ from tether.errors import (
     DriverError,
     LocalProtocolError,
     ProtocolError,
+    SessionLost,
+    goaway_code,
 )
 
 from ._bytestreams import ByteStreamServing, ServedStream, _Inbox
@@ -85,7 +87,7 @@ class ServerSession(Protocol):
 
 
 #: Called with the client's Hello meta; returns the session and extra Hello meta for the reply,
-#: or raises AuthenticationFailed.
+#: or raises AuthenticationFailed (or SessionLost: the Hello names a session that is gone).
 SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict[str, Any]]]]
 
 _READ_CHUNK = 1 << 18
@@ -332,9 +334,9 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     async def _accept(self, hello: Hello) -> None:
         try:
             session, meta = await self._resolve(dict(hello.meta))
-        except AuthenticationFailed as exc:
+        except (AuthenticationFailed, SessionLost) as exc:
             log.warning("rejected connection from %s: %s", self.peer, exc)
-            self._abort("unauthenticated", str(exc))
+            self._abort(goaway_code(exc) or "unauthenticated", str(exc))
             return
         except Exception as exc:
             log.exception("could not open a session for %s", self.peer)
