@@ -8,7 +8,6 @@ exporter's peak RSS (``VmHWM``) stays within a bound of its value before the flo
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 
 from tether.errors import InvalidArgument
 from tether.exporter import LabCerts, init_lab_certs
-from tether.wire import Call, GoAway, Ping, Result
+from tether.wire import GoAway, Result
 
-from ._wire_kit import SAFETY, Exporter, RawPeer, legit_client
+from ._wire_kit import SAFETY, Exporter, RawPeer, legit_client, ping_flood, unread_calls
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +73,7 @@ def test_a_ping_flood_that_never_reads_costs_nothing(exporter: Exporter) -> None
     before = _warm_up(exporter)
     served = Served(exporter)
     peer = RawPeer(exporter)
-    batch = Ping(b"12345678")
-    frames = [batch] * 4096  # 72 KiB of PINGs a send
-    sent = 0
-    deadline = time.monotonic() + 8.0  # bounded in time and in count
-    while sent < 3_000_000 and time.monotonic() < deadline:
-        peer.send(*frames)
-        sent += len(frames)
+    sent = ping_flood(peer, 3_000_000, 8.0)  # bounded in count and in time
     answers = served.finish()
     peer.close()
     assert sent > 100_000  # the flood really flowed (the server kept reading)
@@ -94,8 +87,7 @@ def test_results_nobody_reads_end_in_goaway_not_in_memory(exporter: Exporter) ->
     before = _warm_up(exporter)
     served = Served(exporter)
     peer = RawPeer(exporter)
-    blob = peer.uuid("blob")
-    peer.send(*(Call(sid, blob, "blob", [1000 << 10]) for sid in range(1, 601, 2)))  # 300 MiB asked
+    unread_calls(peer, 300, 1000 << 10)  # 300 MiB asked
     # The server drops us once 8 MiB wait unread: reading now sees at most that, then GOAWAY.
     peer.sock.settimeout(SAFETY)
     events = peer.drain()
