@@ -11,7 +11,7 @@ own process so that the flooder never shares a GIL with the timed client:
   is 64), each trickling a HELLO a byte a second; those the handshake deadline drops are opened
   again;
 * ``ping_flood``: a peer sending PINGs and never reading the PONGs (a new one whenever the
-  server drops it);
+  server drops it, past ``MAX_PINGS_PER_SECOND``: so this is a reconnecting flood too);
 * ``unread_results``: a peer asking for 300 results of 1 MiB at once and never reading them
   (a new one whenever the server drops it, at its backlog bound);
 * ``huge_argument``: a client calling ``power.cycle`` with a 300 kB argument without pause
@@ -54,14 +54,15 @@ from hostile._wire_kit import (
 __all__ = ["FLOODS", "print_table", "run"]
 
 SLOW_CONNECTIONS = 300
-SLOW_SOURCES = [f"127.0.0.{n}" for n in range(2, 12)]  # the timed client is 127.0.0.1
+#: The timed client is 127.0.0.1; each flood comes from other addresses (caps are per address).
+SLOW_SOURCES = [f"127.0.0.{n}" for n in range(10, 20)]
 
 
-def _peer(exporter: Exporter, stop: Any) -> RawPeer | None:
+def _peer(exporter: Exporter, source: str, stop: Any) -> RawPeer | None:
     """A raw peer past the handshake, retried while the server refuses (a cap, a drop)."""
     while not stop.is_set():
         try:
-            return RawPeer(exporter)
+            return RawPeer(exporter, source=source)
         except (OSError, AssertionError):
             stop.wait(0.1)
     return None
@@ -72,20 +73,20 @@ def _flood_slow_tls(exporter: Exporter, stop: Any) -> None:
 
 
 def _flood_pings(exporter: Exporter, stop: Any) -> None:
-    while (peer := _peer(exporter, stop)) is not None:
+    while (peer := _peer(exporter, "127.0.0.3", stop)) is not None:
         ping_flood(peer, 10**9, SAFETY)  # until the server drops it (or a while passed)
         peer.close()
 
 
 def _flood_unread_results(exporter: Exporter, stop: Any) -> None:
-    while (peer := _peer(exporter, stop)) is not None:
+    while (peer := _peer(exporter, "127.0.0.4", stop)) is not None:
         unread_calls(peer, 300, 1 << 20)
         wait_dropped(peer, stop, SAFETY)
         peer.close()
 
 
 def _flood_huge_argument(exporter: Exporter, stop: Any) -> None:
-    connection, tree = legit_client(exporter, source="127.0.0.2")
+    connection, tree = legit_client(exporter, source="127.0.0.5")
     argument = b"\0" * 300_000
     try:
         while not stop.is_set():

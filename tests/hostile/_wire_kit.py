@@ -131,8 +131,8 @@ def tls_socket(exporter: Exporter, *, source: str = "127.0.0.1") -> ssl.SSLSocke
 class RawPeer:
     """A protocol peer that does only what the test says (and never reads unless told)."""
 
-    def __init__(self, exporter: Exporter) -> None:
-        self.sock = tls_socket(exporter)
+    def __init__(self, exporter: Exporter, *, source: str = "127.0.0.1") -> None:
+        self.sock = tls_socket(exporter, source=source)
         conn = Connection(Role.CLIENT)
         self.sock.sendall(conn.send(conn.hello(token=TOKEN)))
         self.decoder = FrameDecoder(1 << 24)

@@ -59,6 +59,7 @@ from ._relay_state import (
 from ._server import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_STREAMS,
+    MAX_PINGS_PER_SECOND,
     ServerProtocol,
     ServerSession,
     SessionResolver,
@@ -77,6 +78,7 @@ __all__ = [
     "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
     "MAX_ERROR_TEXT",
+    "MAX_PINGS_PER_SECOND",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "RELAY_TRANSITIONS",
