@@ -7,6 +7,7 @@ exporter's peak RSS (``VmHWM``) stays within a bound of its value before the flo
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -73,15 +74,23 @@ def _warm_up(exporter: Exporter) -> float:
 def test_a_ping_flood_is_dropped_and_costs_nothing(exporter: Exporter) -> None:
     before = _warm_up(exporter)
     served = Served(exporter)
-    peer = RawPeer(exporter)
+    peer = RawPeer(exporter, source="127.0.0.3")
     started = time.monotonic()
     sent = ping_flood(peer, 3_000_000, 8.0)  # bounded in count and in time
     flooded = time.monotonic() - started
-    answers = served.finish()
     peer.close()
     # Dropped at its 101st PING in a second: the sends fail long before the flood's bounds.
     assert sent < 3_000_000 and flooded < 8.0, (sent, flooded)
     assert "PINGs a second: dropping it" in exporter.log_text()
+    # Its address is refused for a while (closed at the accept: no TLS, no session)...
+    with pytest.raises((OSError, ssl.SSLError)):
+        RawPeer(exporter, source="127.0.0.3")
+    assert "127.0.0.3 flooded a connection" in exporter.log_text()
+    # ...while everyone else is served.
+    connection, tree = legit_client(exporter)
+    assert tree.children["power"].call("status") in (True, False)
+    connection.close()
+    answers = served.finish()
     assert answers > 0
     growth = exporter.peak_mb() - before
     assert growth < 15, f"{sent} pings grew the exporter by {growth:.0f} MB"

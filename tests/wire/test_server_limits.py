@@ -7,7 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from tether.wire import MAX_PINGS_PER_SECOND, Call, Connection, Error, GoAway, Ping, Pong, Role
+from tether.wire import (
+    MAX_PINGS_PER_SECOND,
+    Call,
+    Connection,
+    ConnectionLimits,
+    Error,
+    GoAway,
+    Ping,
+    Pong,
+    Role,
+)
 from tether.wire._frames import FrameDecoder, encode_event
 
 from ._server_kit import SAFETY, handshake, in_thread, read_until_eof, serving
@@ -93,3 +103,14 @@ def test_a_ping_flood_is_dropped_with_a_goaway(
             assert len([e for e in events if isinstance(e, Pong)]) <= MAX_PINGS_PER_SECOND
 
     run(main())
+
+
+def test_a_penalised_address_is_refused_until_its_time_is_up() -> None:
+    limits = ConnectionLimits(max_connections=10, max_per_peer=5)
+    limits.penalise("10.0.0.1")
+    assert not limits.admit("10.0.0.1") and limits.refused == 1
+    assert limits.admit("10.0.0.2")  # another address is served
+    limits.penalise("local")  # every unix-socket peer is "local": never penalised
+    assert limits.admit("local")
+    limits.penalise("10.0.0.3", 0.0)  # a penalty that is over
+    assert limits.admit("10.0.0.3")

@@ -37,6 +37,7 @@ from ._frames import encode_event
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
 from ._listener import (
     DEFAULT_MAX_PER_PEER,
+    FLOOD_PENALTY,
     ConnectionLimits,
     Listener,
     bind_tcp,
@@ -77,6 +78,7 @@ __all__ = [
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
+    "FLOOD_PENALTY",
     "MAX_ERROR_TEXT",
     "MAX_PINGS_PER_SECOND",
     "NEED_DATA",

@@ -169,6 +169,8 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._pong_owed: bytes | None = None
         #: PINGs counted since ``_pings_since`` (loop time), for MAX_PINGS_PER_SECOND.
         self._pings = 0
+        #: set when the peer was dropped for a flood (the listener then refuses its address)
+        self.flooded = False
         self._pings_since = 0.0
         self._max_backlog = max_backlog
         self._max_streams = max_streams
@@ -351,6 +353,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         if self._pings <= MAX_PINGS_PER_SECOND:
             return False
         log.warning("%s sends more than %d PINGs a second: dropping it", self.peer, self._pings - 1)
+        self.flooded = True
         self._abort("ping_flood", f"more than {MAX_PINGS_PER_SECOND} PINGs a second")
         if self._transport is not None:
             # At once: a graceful TLS close would read (and decrypt) the flood until the
