@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import tether
-from relaylab import AgentExporter, run_agent_exporter
+from relaylab import AgentExporter, acquire_lease, run_agent_exporter
 from tether.client import _lease
 from tether.controller.testing import ControllerHandle, FakeClock, IssuedIdentity, run_controller
 from tether.errors import ConnectionLost, LeaseExpired, SessionLost
@@ -132,15 +132,6 @@ def test_calls_after_an_exporter_restart_raise_session_lost(
 # -- dut inside tether shell ------------------------------------------------------------------
 
 
-def acquire(ctl: ControllerHandle, token: str) -> str:
-    with ctl.http(token) as http:
-        lease = http.post("/v1/leases", json={"selector": "board=rpi4", "duration": 120}).json()
-        while lease["state"] == "pending":
-            lease = http.get(f"/v1/leases/{lease['id']}?wait=30&state=pending").json()
-    assert lease["state"] == "ready", lease
-    return str(lease["id"])
-
-
 class Shell:
     """``tether shell --lease ID -- sh -c 'read < GATE; dut power on'``: ``dut`` runs when
     :meth:`open_gate` is called, and its stderr lines are read as they come."""
@@ -192,7 +183,7 @@ def test_dut_in_a_shell_says_the_lease_expired_and_dials_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     alice = ctl.admin.create_client("alice")
-    lease_id = acquire(ctl, alice.token)
+    lease_id = acquire_lease(ctl, alice.token)
     shell = Shell(tmp_path, lease_id, alice.config)
     shell.wait_for(f"using bench-1 (lease {lease_id})")
     session = bench.session_of(lease_id)
@@ -216,7 +207,7 @@ def test_dut_in_a_shell_says_the_exporter_restarted(
     alice = ctl.admin.create_client("alice")
     with contextlib.ExitStack() as stack:
         stack.enter_context(run_agent_exporter(issued.config + EXPORT))
-        lease_id = acquire(ctl, alice.token)
+        lease_id = acquire_lease(ctl, alice.token)
         shell = Shell(tmp_path, lease_id, alice.config)
         shell.wait_for(f"using bench-1 (lease {lease_id})")
         stack.close()
