@@ -2,7 +2,8 @@
 relay, a real exporter with its agent. After expiry every call raises ``LeaseExpired`` ("the
 lease L expired at T") at once, without dialling the relay again; after the exporter restarted
 under a live lease, ``SessionLost`` ("the exporter restarted; the session is gone"), not
-``NodeNotFound``; ``dut`` inside ``tether shell`` says either in one line and exits 1."""
+``NodeNotFound``; ``dut`` inside ``tether shell`` says either in one line and exits 1; the
+pytest plugin's ``dut`` raises ``LeaseExpired`` in the tests after the expiry."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from relaylab import AgentExporter, acquire_lease, run_agent_exporter
 from tether.client import _lease
 from tether.controller.testing import ControllerHandle, FakeClock, IssuedIdentity, run_controller
 from tether.errors import ConnectionLost, LeaseExpired, SessionLost
+
+# pytester restores sys.modules after each test: the controller fixtures come first in the
+# signature that uses it (as in test_pytest_plugin.py).
+pytest_plugins = ["pytester"]
 
 EXPORT = """
 export:
@@ -217,3 +222,73 @@ def test_dut_in_a_shell_says_the_exporter_restarted(
         assert line.startswith("dut: the exporter bench-1 restarted; the session "), shell.lines
         assert line.rstrip().endswith(" is gone")
         assert shell.finish() == 1, shell.lines
+
+
+# -- the pytest plugin ------------------------------------------------------------------------
+
+PLUGIN_TESTS = """
+import pytest
+from tether.errors import LeaseExpired
+
+def test_before(dut):
+    dut.power.on()
+    with open({ready!r}, "w") as ready:  # the outer test expires the lease now...
+        ready.write("on\\n")
+    with open({gate!r}) as gate:  # ...and says when it is done
+        gate.read()
+
+def test_after(dut):
+    with pytest.raises(LeaseExpired, match="the lease .* expired at"):
+        dut.power.status()
+
+def test_after_again(dut):
+    with pytest.raises(LeaseExpired, match="the lease .* expired at"):
+        dut.power.on()
+"""
+
+
+def test_the_pytest_plugins_dut_raises_lease_expired(
+    ctl: ControllerHandle,
+    clock: FakeClock,
+    bench: AgentExporter,
+    pytester: pytest.Pytester,
+) -> None:
+    alice = ctl.admin.create_client("alice")
+    ready, gate = pytester.path / "ready", pytester.path / "gate"
+    os.mkfifo(ready)
+    os.mkfifo(gate)
+    pytester.makepyfile(test_board=PLUGIN_TESTS.format(ready=str(ready), gate=str(gate)))
+    failures: list[BaseException] = []
+
+    def expire_when_ready() -> None:
+        try:
+            with open(ready) as said:  # blocks until test_before has powered on
+                said.read()
+            with ctl.http(alice.token) as http:
+                [held] = http.get("/v1/leases").json()["leases"]
+            expire(ctl, clock, bench, held["id"])
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            with open(gate, "w") as go:
+                go.write("go\n")
+
+    helper = threading.Thread(target=expire_when_ready, daemon=True)
+    helper.start()
+    result = pytester.runpytest_subprocess(
+        f"--tether-controller={ctl.url}",
+        f"--tether-token={alice.token}",
+        f"--tether-ca={ctl.ca}",
+        "--tether-selector=board=rpi4",
+        "-p",
+        "no:cacheprovider",
+    )
+    for _ in range(300):  # only when the inner run failed early: unblock the helper's fifos
+        if not helper.is_alive():
+            break
+        for fifo, flags in ((ready, os.O_WRONLY), (gate, os.O_RDONLY)):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, flags | os.O_NONBLOCK))
+        helper.join(0.1)
+    assert failures == []
+    result.assert_outcomes(passed=3)
