@@ -8,7 +8,8 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py src/tether/wire/_native.c scripts/setup.sh scripts/build-initramfs.sh
+$(STAMP): pyproject.toml setup.py src/tether/wire/_native.c src/tether/drivers/netboot/_tftp_pump.c
+$(STAMP): scripts/setup.sh scripts/build-initramfs.sh
 $(STAMP): scripts/setup-pythons.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
@@ -36,4 +37,4 @@ soak: setup
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
 	rm -rf .venv312 .venv313
-	rm -f src/tether/wire/_native*.so
+	rm -f src/tether/wire/_native*.so src/tether/drivers/netboot/_tftp_pump*.so

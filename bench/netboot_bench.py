@@ -7,8 +7,15 @@
         ``serve()``, as a board would see it) and from ``in.tftpd`` (tftpd-hpa, started here
         as a foreground process on a free port with ``--secure`` on a directory holding the
         same file), with the same block size (``--tftp-blksize``, ``tftp_blksize``);
-        MB = 10**6 bytes; each the median of three fetches, alternating servers;
-    tftp_ratio: tether / tftpd-hpa (the target: >= 0.8);
+        MB = 10**6 bytes. Rounds alternate the servers (tether first in odd rounds, tftpd-hpa
+        first in even ones), each server fetching ``tftp_transfers`` times a round; a figure
+        is the median of every fetch of that server;
+    tftp_ratio: the median of the rounds' ratios, tether / tftpd-hpa, each from the medians
+        of one round (neighbours in time, so a load that drifts cancels out; target >= 0.8);
+        ``tftp_round_ratios`` lists them and each round is printed on stderr with the load
+        average;
+    tftp_tether_cpu_us_per_block: the CPU time (user + system) of this process, where
+        tether's server runs, per block sent: a figure the load moves much less;
     fanout_one_mb_s, fanout_two_mb_s: 8 MiB printed by a console (a pty, PySerial driver)
         read by one client, then by two at once (each must get every byte; the figure is
         the bytes one reader got per second); fanout_ratio: two / one (target >= 0.5).
@@ -20,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -100,19 +108,27 @@ def _udp_bound(port: int) -> bool:
     return str(port) in out.stdout
 
 
-def bench_tftp(size_mib: int, rounds: int, blksize: int = BLKSIZE) -> dict[str, float]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_tftp(
+    size_mib: int, rounds: int, transfers: int, blksize: int = BLKSIZE
+) -> dict[str, Any]:
     """tether's TftpServer vs tftpd-hpa, same file, same client (curl), same block size."""
     from tether.drivers.netboot import TftpServer
     from tether.testing import serve
 
     size = size_mib << 20
-    data = os.urandom(size)
     tether_s: list[float] = []
     hpa_s: list[float] = []
+    ratios: list[float] = []
+    cpu_s: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-tftpd-hpa-") as directory:
         path = os.path.join(directory, "image.bin")
         with open(path, "wb") as f:
-            f.write(data)
+            f.write(os.urandom(size))
         os.chmod(directory, 0o755)
         os.chmod(path, 0o644)
         with (
@@ -121,21 +137,46 @@ def bench_tftp(size_mib: int, rounds: int, blksize: int = BLKSIZE) -> dict[str, 
         ):
             tftp.put(path)
             port = int(tftp.address().rsplit(":", 1)[1])
-            fetches: list[tuple[list[float], Callable[[], float]]] = [
-                (tether_s, lambda: _curl_fetch(port, "image.bin", size, blksize)),
+
+            def tether_fetch() -> float:
+                cpu = _cpu_seconds()
+                seconds = _curl_fetch(port, "image.bin", size, blksize)
+                cpu_s.append(_cpu_seconds() - cpu)
+                return seconds
+
+            servers: list[tuple[list[float], Callable[[], float]]] = [
+                (tether_s, tether_fetch),
                 (hpa_s, lambda: _curl_fetch(hpa_port, "image.bin", size, blksize)),
             ]
-            for _ in range(rounds):
-                for samples, fetch in fetches:
-                    samples.append(fetch())
+            for number in range(1, rounds + 1):
+                round_s: list[list[float]] = [[], []]
+                order = [0, 1] if number % 2 else [1, 0]
+                for index in order:
+                    samples, fetch = servers[index]
+                    for _ in range(transfers):
+                        round_s[index].append(fetch())
+                    samples += round_s[index]
+                ours, theirs = (size / median(times) / 1e6 for times in round_s)
+                ratios.append(ours / theirs)
+                print(
+                    f"tftp round {number}/{rounds}: tether {ours:.1f} MB/s, tftpd-hpa "
+                    f"{theirs:.1f} MB/s, ratio {ours / theirs:.2f} "
+                    f"(load average {os.getloadavg()[0]:.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     ours = size / median(tether_s) / 1e6
     theirs = size / median(hpa_s) / 1e6
+    blocks = size // blksize + 1
     return {
         "tftp_tether_mb_s": ours,
         "tftp_hpa_mb_s": theirs,
-        "tftp_ratio": ours / theirs,
+        "tftp_ratio": median(ratios),
+        "tftp_round_ratios": [round(ratio, 3) for ratio in ratios],
+        "tftp_tether_cpu_us_per_block": median(cpu_s) / blocks * 1e6,
         "tftp_blksize": float(blksize),
         "tftp_mib": float(size_mib),
+        "tftp_transfers": float(transfers),
     }
 
 
@@ -196,7 +237,7 @@ def bench_fanout(size_mib: int, rounds: int) -> dict[str, float]:
 def run(quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if shutil.which("curl") and os.path.exists("/usr/sbin/in.tftpd"):
-        result.update(bench_tftp(8 if quick else 32, 1 if quick else 3))
+        result.update(bench_tftp(8 if quick else 32, 2 if quick else 5, 1 if quick else 2))
     else:
         result["tftp_error"] = "needs curl and tftpd-hpa (make setup)"
     result.update(bench_fanout(8, 1 if quick else 3))

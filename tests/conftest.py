@@ -1,6 +1,9 @@
 """Shared fixtures. Tests never sleep to wait: they wait on events or use the test kit."""
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from lean_pytest import INI
 
 # Timing checks fail on a loaded 2-core CI machine without saying anything about the code:
 # examples may take as long as they need (each test's own timeout still applies).
@@ -36,3 +39,10 @@ def pytest_unconfigure(config: object) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(3)
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester, whose runs leave out the plugins they never use (see lean_pytest.py)."""
+    pytester.makeini(INI)
+    return pytester

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lean_pytest import UNUSED_PLUGINS
 from tether.exporter import parse_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,6 +48,7 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("TETHER_HOST", None)
+    env["PYTEST_ADDOPTS"] = " ".join(UNUSED_PLUGINS)
     return env
 
 

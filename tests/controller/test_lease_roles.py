@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 import tether
 from relaylab import run_agent_exporter
+from tether.cli import main
 from tether.client import Lab, LeaseClient, dial_relay, load_client_settings, parse_roles
 from tether.controller.testing import ControllerHandle, run_controller
 from tether.errors import ConfigError, RelayRefused
@@ -129,6 +131,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def tether_in_process(args: list[str], env: dict[str, str]) -> Result:
+    """``tether ARGS`` through click's runner, with ``env``'s ``TETHER_`` variables as the
+    only ones set (where the test is about the command, not the process)."""
+    tether_env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TETHER_")}
+    tether_env.update((k, v) for k, v in env.items() if k.startswith("TETHER_"))
+    return CliRunner().invoke(main, args, env=tether_env)
+
+
 def test_shell_with_roles_and_dut_role(lab: ControllerHandle) -> None:
     bob = client(lab, "bob")
     env = clean_env(
@@ -159,20 +169,16 @@ def test_lease_acquire_with_roles(lab: ControllerHandle) -> None:
         TETHER_TOKEN=str(carol["token"]),
         TETHER_CA=str(carol["ca"]),
     )
-    result = subprocess.run(
-        [str(BIN / "tether"), "lease", "acquire", "--role", "dut=board=rpi4",
-         "--role", "host=kind=x86", "-d", "1m"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = tether_in_process(
+        ["lease", "acquire", "--role", "dut=board=rpi4", "--role", "host=kind=x86", "-d", "1m"],
+        env,
+    )
+    assert result.exit_code == 0, result.stderr
     assert "board-1, host-1" in result.stdout
     assert "dut: board-1" in result.stdout and "host: host-1" in result.stdout
     with LeaseClient(load_client_settings(**carol)) as api:  # type: ignore[arg-type]
         (held,) = api.leases()
         assert held.exporters == ("board-1", "host-1")
         api.release(held.id)
-    usage = subprocess.run(
-        [str(BIN / "tether"), "lease", "acquire", "--role", "dut=a", "--selector", "b=c"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-    assert usage.returncode == 2 and "exactly one of" in usage.stderr
+    usage = tether_in_process(["lease", "acquire", "--role", "dut=a", "--selector", "b=c"], env)
+    assert usage.exit_code == 2 and "exactly one of" in usage.stderr

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from tether import Driver, export, export_stream
+from _queue_console import QueueConsole
+
+from tether import Driver, export
 from tether.drivers.power import PowerInterface, PowerReading
-from tether.drivers.serial import SerialInterface, SerialSettings
 
 _MARKED = re.compile(r"^echo '@S''(\w+)'; (.*); echo '@E''(\w+)' \$\?$")
 
@@ -151,55 +151,17 @@ class FakePower(PowerInterface, Driver):
         yield PowerReading(voltage=5.0 if self._board.powered else 0.0, current=0.0)
 
 
-class _FakeStream:
-    def __init__(self, board: FakeBoard) -> None:
-        self._board = board
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def receive(self) -> bytes:
-        return await self.queue.get()
-
-    async def send(self, data: bytes) -> None:
-        self._board.receive(data)
-
-    async def send_eof(self) -> None:
-        pass
-
-
-class FakeConsole(SerialInterface, Driver):
+class FakeConsole(QueueConsole):
     """Fake console of a :class:`FakeBoard`."""
+
+    url = "fake"
 
     def __init__(self, board: FakeBoard, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._board = board
 
-    @export_stream
-    @asynccontextmanager
-    async def connect(self, read_only: bool = False) -> AsyncIterator[_FakeStream]:
-        stream = _FakeStream(self._board)
-        self._board.queues.append(stream.queue)
-        try:
-            yield stream
-        finally:
-            self._board.queues.remove(stream.queue)
+    def listeners(self) -> list[asyncio.Queue[bytes]]:
+        return self._board.queues
 
-    @export
-    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
-        return b""
-
-    @export
-    async def log_size(self) -> int:
-        return 0
-
-    @export
-    async def settings(self) -> SerialSettings:
-        return SerialSettings(
-            url="fake",
-            baudrate=115200,
-            bytesize=8,
-            parity="N",
-            stopbits=1,
-            xonxoff=False,
-            rtscts=False,
-            dsrdtr=False,
-        )
+    def write(self, data: bytes) -> None:
+        self._board.receive(data)

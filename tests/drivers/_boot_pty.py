@@ -11,33 +11,15 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
-from tether import Driver, export, export_stream
-from tether.drivers.serial import SerialInterface, SerialSettings
+from _queue_console import QueueConsole
 
 
-class _PtyStream:
-    def __init__(self, master: int, queue: asyncio.Queue[bytes]) -> None:
-        self._master = master
-        self._queue = queue
-
-    async def receive(self) -> bytes:
-        return await self._queue.get()
-
-    async def send(self, data: bytes) -> None:
-        os.write(self._master, data)
-
-    async def send_eof(self) -> None:
-        pass
-
-
-class PtyShellConsole(SerialInterface, Driver):
+class PtyShellConsole(QueueConsole):
     """``command`` on a pty (default: an interactive bash without rc files); every open
     stream gets every byte."""
 
+    url = "pty"
     command: list[str] = ["bash", "--norc", "--noprofile", "-i"]
     env: dict[str, str] = {}
 
@@ -77,33 +59,8 @@ class PtyShellConsole(SerialInterface, Driver):
         self._process.wait()
         os.close(self._master)
 
-    @export_stream
-    @asynccontextmanager
-    async def connect(self, read_only: bool = False) -> AsyncIterator[Any]:
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._queues.append(queue)
-        try:
-            yield _PtyStream(self._master, queue)
-        finally:
-            self._queues.remove(queue)
+    def listeners(self) -> list[asyncio.Queue[bytes]]:
+        return self._queues
 
-    @export
-    async def log(self, since: int = 0, limit: int | None = None) -> bytes:
-        return b""
-
-    @export
-    async def log_size(self) -> int:
-        return 0
-
-    @export
-    async def settings(self) -> SerialSettings:
-        return SerialSettings(
-            url="pty",
-            baudrate=115200,
-            bytesize=8,
-            parity="N",
-            stopbits=1,
-            xonxoff=False,
-            rtscts=False,
-            dsrdtr=False,
-        )
+    def write(self, data: bytes) -> None:
+        os.write(self._master, data)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _tftp_loops import LOOPS
 
 from tether.drivers.netboot import TftpServer
 from tether.errors import DriverError
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 ROOTS: dict[int, str] = {}
 
 
-@pytest.fixture
-def tftp() -> Iterator[Any]:
-    driver = TftpServer(host="127.0.0.1", port=0, timeout=1.0)
+@pytest.fixture(params=LOOPS)
+def tftp(request: pytest.FixtureRequest) -> Iterator[Any]:
+    driver = TftpServer(host="127.0.0.1", port=0, timeout=1.0, transfer_loop=request.param)
     with serve(driver) as client:
         ROOTS[id(client)] = driver.store.root
         yield client
@@ -70,6 +71,16 @@ def test_curl_fetches_what_was_put(tftp: Any, tmp_path: Path, blksize: str | Non
     assert result["bytes"] == len(data)
     extra = ["--tftp-blksize", blksize] if blksize else []
     done = curl(port_of(tftp), "boot/kernel.img", tmp_path / "out", *extra)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == data
+
+
+@pytest.mark.parametrize("loop", LOOPS[:2])  # the loops that match ACKs themselves
+def test_block_numbers_roll_over_for_a_real_client(loop: str, tmp_path: Path) -> None:
+    data = os.urandom(8 * 65_600)  # 65,601 blocks of 8 bytes: past block number 65,535
+    with serve(TftpServer(host="127.0.0.1", port=0, transfer_loop=loop)) as tftp:
+        tftp.put_bytes("big.img", data)
+        done = curl(port_of(tftp), "big.img", tmp_path / "out", "--tftp-blksize", "8")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out").read_bytes() == data
 
@@ -163,12 +174,13 @@ def tftp_root(client: Any) -> str:
     return ROOTS[id(client)]
 
 
-def test_unanswered_blocks_are_sent_again_then_given_up() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_unanswered_blocks_are_sent_again_then_given_up(loop: str) -> None:
     import socket
 
     from tether.drivers.netboot._tftp_packets import ReadRequest, encode
 
-    driver = TftpServer(host="127.0.0.1", port=0, timeout=0.2, retries=2)
+    driver = TftpServer(host="127.0.0.1", port=0, timeout=0.2, retries=2, transfer_loop=loop)
     with serve(driver) as client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         client.put_bytes("f", b"z" * 100)
         sock.settimeout(10)

@@ -209,6 +209,51 @@ def test_stale_ack_after_roll_over_is_ignored() -> None:
     assert t.receive(ack(60000)).send == []
 
 
+@pytest.mark.parametrize(("size", "windowsize"), [(5000, "1"), (5000, "3"), (3 * 512, "2")])
+def test_acknowledge_catches_up_as_receive_would(size: int, windowsize: str) -> None:
+    data = bytes(range(256)) * (size // 256) + b"q" * (size % 256)
+    by_receive = transfer(data, blksize="512", windowsize=windowsize)
+    by_catch_up = transfer(data, blksize="512", windowsize=windowsize)
+    for t in (by_receive, by_catch_up):
+        t.start()
+        t.receive(ack(0))
+    ends = []  # the last block of each window, as the fast path answers them
+    while (window := by_receive.window()) is not None:
+        ends.append(window[1])
+        by_receive.receive(ack(window[1]))
+    assert by_receive.finished
+    for acked in ends[:-1]:
+        middle = transfer(data, blksize="512", windowsize=windowsize)
+        middle.start()
+        middle.receive(ack(0))
+        while (window := middle.window()) is not None and window[1] <= acked:
+            middle.receive(ack(window[1]))
+        caught_up = transfer(data, blksize="512", windowsize=windowsize)
+        caught_up.start()
+        caught_up.receive(ack(0))
+        assert caught_up.acknowledge(acked) == middle.window()
+        assert caught_up.sent_bytes == middle.sent_bytes
+        assert caught_up.state == middle.state
+        assert caught_up.timeout().send == middle.timeout().send  # the same window again
+    assert by_catch_up.acknowledge(ends[-1]) is None
+    assert by_catch_up.finished and by_catch_up.error is None
+    assert by_catch_up.sent_bytes == by_receive.sent_bytes == size
+
+
+def test_acknowledge_refuses_what_ends_no_window() -> None:
+    t = transfer(b"h" * 5000, blksize="512", windowsize="4")
+    t.start()
+    with pytest.raises(RuntimeError, match="oack-sent"):
+        t.acknowledge(4)  # the OACK is not answered yet
+    t.receive(ack(0))
+    assert t.window() == (1, 4)
+    for bad in (3, 6, 11):  # inside the window, inside the next one, past the end
+        with pytest.raises(RuntimeError, match=f"acknowledge\\({bad}\\)"):
+            t.acknowledge(bad)
+    assert t.acknowledge(8) == (9, 10)
+    assert t.acknowledge(10) is None and t.window() is None
+
+
 def test_the_protocol_core_does_no_io() -> None:
     import ast
     from pathlib import Path

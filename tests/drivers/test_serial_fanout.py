@@ -105,6 +105,43 @@ def test_the_session_keeps_the_console_log(
         assert capfdbinary.readouterr().out == b"U-Boot 2023.01\r\n=> again\r\n"
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the pty's master on a thread: it blocks while nobody reads the port
+    (a pty holds a few KiB), so its finishing proves that somebody did."""
+
+    def write() -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 1 << 16]) :]
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(GUARD * 3)
+    assert not thread.is_alive(), "nobody read the port"
+
+
+def test_the_log_keeps_what_the_board_printed_while_no_stream_was_open(
+    pty: Pty, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    before = os.urandom(1 << 20).replace(b"\r", b"").replace(b"\n", b"")  # no tty mangling
+    between = b"U-Boot 2023.01\r\n" * 20_000  # 320 KB, more than a pty holds
+    with serve(PySerial(url=str(pty.link))) as serial:
+        write_all(pty.master, before)  # the session started; no stream is open yet
+        with serial.open() as console:
+            os.write(pty.master, b"MARK1")
+            console.expect("MARK1", GUARD)  # in order: everything before it is logged
+        assert serial.log() == before + b"MARK1"
+        write_all(pty.master, between)  # the stream has closed; the board goes on
+        with serial.open(read_only=True) as console:
+            os.write(pty.master, b"MARK2")
+            console.expect("MARK2", GUARD)
+        mark = len(before) + len(b"MARK1")
+        assert serial.log(since=mark) == between + b"MARK2"
+        capfdbinary.readouterr()
+        assert dut_run(serial, ["log", "--since", str(mark)]) == 0
+        assert capfdbinary.readouterr().out == between + b"MARK2"
+
+
 def test_log_is_bounded_and_rotated() -> None:
     log = ConsoleLog(segment_bytes=10, segments=3)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import tether
+from lean_pytest import UNUSED_PLUGINS
 from tether.cli.dut import run
 from tether.exporter import run_exporter_in_thread
 
@@ -64,6 +65,7 @@ def test_the_example_pytest_file_netboots_the_lab(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            *UNUSED_PLUGINS,
             str(ROOT / "examples" / "test_netboot.py"),
             f"--tether-exporter-config={NETBOOT_LAB}",
             f"--tether-console-dir={tmp_path}",

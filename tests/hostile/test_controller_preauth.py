@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,21 +137,24 @@ def test_trickled_headers_do_not_reset_the_deadline(ctl: ControllerHandle) -> No
 def test_failed_authentications_are_throttled_but_known_tokens_pass(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A budget of 20 that does not refill within the test, however slow the machine runs it.
-    limits = Limits(auth_failures_burst=20, auth_failures_per_second=1e-6)
+    # A budget of 20 that does not refill within the test, however slow the machine runs it;
+    # a short tarpit (the default second, 40 times over, would be the test's whole time).
+    limits = Limits(auth_failures_burst=20, auth_failures_per_second=1e-6, auth_tarpit=0.05)
     with run_controller(tmp_path, limits=limits) as ctl:
-        _throttled_but_known_tokens_pass(ctl)
+        _throttled_but_known_tokens_pass(ctl, limits)
     assert any("failed authentication" in r.getMessage() for r in caplog.records)
 
 
-def _throttled_but_known_tokens_pass(ctl: ControllerHandle) -> None:
+def _throttled_but_known_tokens_pass(ctl: ControllerHandle, limits: Limits) -> None:
     alice = ctl.admin.create_client("alice")
     with ctl.http(alice.token) as good, ctl.http("wrong") as bad:
         assert good.get("/v1/whoami").status_code == 200
         codes = [bad.get("/v1/whoami").status_code for _ in range(60)]
         assert codes[:20] == [401] * 20
         assert codes[-1] == 429
+        start = time.monotonic()
         assert bad.get("/v1/whoami").headers.get("retry-after")
+        assert time.monotonic() - start >= limits.auth_tarpit  # the 429 waited in the tarpit
         # The real client's known token still passes from the same address.
         assert good.get("/v1/whoami").status_code == 200
 

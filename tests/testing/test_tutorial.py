@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import tether.testing
+from lean_pytest import UNUSED_PLUGINS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -34,8 +35,9 @@ def test_the_tutorial_runs(tmp_path: Path) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "60"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "60"],
+        [*pytest, *UNUSED_PLUGINS],
         cwd=tmp_path,
         env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,

@@ -9,11 +9,15 @@ and hand pending bytes over on close.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -24,6 +28,9 @@ from tether.wire import LoopThread
 from tether.wire import _loop as loop_module
 from tether.wire._spinning import (
     NATIVE,
+    POLL_DECLINED,
+    POLL_NOTHING,
+    POLL_READY,
     SPIN_SKIP,
     DeferredTransport,
     SpinningSelector,
@@ -54,7 +61,7 @@ def test_sends_then_sees_an_answer_already_there(pair: tuple[socket.socket, ...]
     left, right = pair
     right.sendall(b"early")
     counts: list[int] = []
-    assert send_then_poll(left.fileno(), b"hello", left.fileno(), 30.0, counts) is True
+    assert send_then_poll(left.fileno(), b"hello", left.fileno(), 30.0, counts) == POLL_READY
     assert counts == [5]
     assert right.recv(16) == b"hello"
     assert left.recv(16) == b"early"
@@ -72,10 +79,53 @@ def test_the_poll_runs_without_the_gil(pair: tuple[socket.socket, ...]) -> None:
     thread.start()
     try:
         # Holding the GIL, this would poll for the whole 30 s and report no answer.
-        assert send_then_poll(left.fileno(), b"ping", left.fileno(), 30.0, []) is True
+        assert send_then_poll(left.fileno(), b"ping", left.fileno(), 30.0, []) == POLL_READY
     finally:
         thread.join()
     assert left.recv(16) == b"pong"
+
+
+@needs_native
+def test_an_answer_from_a_thread_that_never_passes_is_still_read(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    # With share, a spin that finds its answer waits (at most 50 us) for its sender to pass
+    # through the helper; a sender that never does must not keep the answer from it.
+    left, right = pair
+    right.sendall(b"answer")
+    start = time.monotonic()
+    assert send_then_poll(left.fileno(), b"", left.fileno(), 30.0, [], share=True) == POLL_READY
+    assert time.monotonic() - start < 5.0
+    assert left.recv(16) == b"answer"
+
+
+@needs_native
+def test_without_a_spin_it_waits_for_the_answer_without_the_gil(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    left, right = pair
+
+    def answer() -> None:  # Python code: it runs only if the wait let go of the GIL
+        assert right.recv(16) == b"ping"
+        right.sendall(b"pong")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        found = send_then_poll(left.fileno(), b"ping", left.fileno(), 0.0, [], block=30.0)
+    finally:
+        thread.join()
+    assert found == POLL_NOTHING  # the spin's result (there was none)
+    left.setblocking(False)
+    assert left.recv(16) == b"pong"  # but the call returned once the answer was there
+
+
+@needs_native
+def test_the_wait_ends_at_its_time_out(pair: tuple[socket.socket, ...]) -> None:
+    left, _ = pair
+    start = time.monotonic()
+    assert send_then_poll(left.fileno(), b"", left.fileno(), 0.0, [], block=0.05) == POLL_NOTHING
+    assert 0.05 <= time.monotonic() - start < 5.0
 
 
 @needs_native
@@ -83,9 +133,9 @@ def test_gives_up_after_spin(pair: tuple[socket.socket, ...]) -> None:
     left, right = pair
     start = time.monotonic()
     counts: list[int] = []
-    assert send_then_poll(left.fileno(), b"x", left.fileno(), 0.002, counts) is False
-    assert time.monotonic() - start >= 0.002
-    assert send_then_poll(left.fileno(), b"", left.fileno(), 0.0, counts) is False
+    assert send_then_poll(left.fileno(), b"x", left.fileno(), 0.002, counts) == POLL_NOTHING
+    assert time.monotonic() - start >= 0.002  # without share, preemption does not stop it
+    assert send_then_poll(left.fileno(), b"", left.fileno(), 0.0, counts) == POLL_NOTHING
     assert counts == [1, 0]
     assert right.recv(16) == b"x"
 
@@ -99,7 +149,7 @@ def test_a_full_socket_takes_part_of_the_data(pair: tuple[socket.socket, ...]) -
     answered = send_then_poll(left.fileno(), data, left.fileno(), 0.0, counts)
     sent = counts[0]
     assert 0 < sent < len(data)
-    assert answered is False
+    assert answered == POLL_NOTHING
     right.setblocking(False)
     received = bytearray()
     while len(received) < sent:
@@ -114,6 +164,89 @@ def test_a_closed_peer_raises_oserror_not_sigpipe(pair: tuple[socket.socket, ...
     with pytest.raises(OSError) as caught:
         send_then_poll(left.fileno(), b"anyone?", left.fileno(), 1.0, [])
     assert caught.value.errno is not None
+
+
+@contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Run the calling thread on ``cpu`` only, for the block."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@needs_native
+def test_a_spin_that_loses_its_cpu_stops(pair: tuple[socket.socket, ...]) -> None:
+    # Another process busy on the spinner's only CPU preempts it within a time slice or
+    # two: the spin must end then (counted as finding nothing), not after its 5 s.
+    left, _ = pair
+    cpu = min(os.sched_getaffinity(0))
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os, time; os.sched_setaffinity(0, {{{cpu}}}); "
+            "end = time.monotonic() + 10\nwhile time.monotonic() < end: pass",
+        ]
+    )
+    try:
+        with on_cpu(cpu):
+            start = time.monotonic()
+            found = send_then_poll(left.fileno(), b"", left.fileno(), 5.0, [], share=True)
+            took = time.monotonic() - start
+    finally:
+        busy.kill()
+        busy.wait()
+    assert found == POLL_NOTHING
+    assert took < 2.5
+
+
+def _passes_on(cpu: int, fd: int) -> None:
+    """Another thread passes through the helper on ``cpu`` (it becomes the peer)."""
+
+    def run() -> None:
+        with on_cpu(cpu):
+            send_then_poll(fd, b"", fd, 0.0, [], share=True)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+@needs_native
+def test_no_spin_where_the_peer_ran_on_this_cpu(pair: tuple[socket.socket, ...]) -> None:
+    left, _ = pair
+    fd = left.fileno()
+    cpu = min(os.sched_getaffinity(0))
+    # The peer's pass counts for a millisecond: a loaded machine may take longer to get
+    # here after the join, so some rounds may spin; one declined round is the proof.
+    outcomes = set()
+    with on_cpu(cpu):
+        for _ in range(50):
+            _passes_on(cpu, fd)
+            outcomes.add(send_then_poll(fd, b"", fd, 0.001, [], share=True))
+            if POLL_DECLINED in outcomes:
+                break
+        assert POLL_DECLINED in outcomes
+        # The last pass was this thread's own: no peer, so it spins (and finds nothing).
+        assert send_then_poll(fd, b"", fd, 0.001, [], share=True) == POLL_NOTHING
+        # Without share the helper never declines.
+        _passes_on(cpu, fd)
+        assert send_then_poll(fd, b"", fd, 0.001, []) == POLL_NOTHING
+
+
+@needs_native
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_spins_where_the_peer_runs_on_another_cpu(pair: tuple[socket.socket, ...]) -> None:
+    left, _ = pair
+    fd = left.fileno()
+    mine, theirs = sorted(os.sched_getaffinity(0))[:2]
+    with on_cpu(mine):
+        for _ in range(5):
+            _passes_on(theirs, fd)
+            assert send_then_poll(fd, b"", fd, 0.001, [], share=True) == POLL_NOTHING
 
 
 @needs_native

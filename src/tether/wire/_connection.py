@@ -20,7 +20,7 @@ application consumes (:meth:`ack_data`). A receiver therefore never buffers more
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from tether.errors import LocalProtocolError, RemoteProtocolError
@@ -91,8 +91,9 @@ class _Stream:
     recv_window: int
     window: int
     unacked: int = 0
-    #: Flow-control size of each ITEM received and not yet acknowledged (see ``ack_item``).
-    items: deque[int] = field(default_factory=deque)
+    #: Flow-control size of each ITEM received and not yet acknowledged (see ``ack_item``);
+    #: made with the first ITEM (most calls get none).
+    items: deque[int] | None = None
 
 
 class Connection:
@@ -312,7 +313,7 @@ class Connection:
         """Tell the connection the application consumed the oldest ITEM of a streaming call;
         returns a WINDOW frame's bytes or ``b""`` (as :meth:`ack_data`)."""
         stream = self._streams.get(stream_id)
-        if stream is None or not stream.items:
+        if stream is None or not stream.items:  # no stream, or no ITEM unacknowledged
             return b""
         return self._credit(stream, stream_id, stream.items.popleft())
 
@@ -388,6 +389,8 @@ class Connection:
             if stream.recv_window < -(self.max_frame + HEADER_SIZE):
                 raise RemoteProtocolError(f"stream {stream_id}: peer overran its window")
             if cls is Item:
+                if stream.items is None:
+                    stream.items = deque()
                 stream.items.append(counted)
         if cls is Data and event.end:  # type: ignore[attr-defined]
             if sending:

@@ -33,6 +33,7 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
 
@@ -96,7 +97,7 @@ def encode_event(event: Event) -> bytes:
     """Serialise one event as a whole frame."""
     cls = type(event)
     if cls is Call or cls is OpenStream:
-        assert isinstance(event, Call | OpenStream)
+        assert isinstance(event, StreamOpening)
         ftype = FrameType.CALL if cls is Call else FrameType.OPEN
         payload = encode_value((event.node, event.method, event.args, event.kwargs))
         return _frame(ftype, event.stream_id, payload)

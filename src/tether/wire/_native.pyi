@@ -4,5 +4,7 @@ def send_then_poll(
     poll_fd: int,
     spin_ns: int,
     counts: list[int],
+    share: bool = False,
+    block_ns: int = 0,
     /,
-) -> bool: ...
+) -> int: ...

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from tether.errors import (
@@ -58,6 +59,7 @@ from ._events import (
     Ping,
     Pong,
     Result,
+    StreamOpening,
     WindowUpdate,
 )
 from ._frames import encode_event
@@ -105,6 +107,18 @@ _QUEUED_OVERHEAD = 64
 #: flood of them costs no memory but the loop's time, every other client's (CVE-2019-9512):
 #: past this the peer gets ``GOAWAY ping_flood`` and is dropped.
 MAX_PINGS_PER_SECOND = 100
+#: Tasks may start eagerly (``asyncio.Task(eager_start=True)``, Python 3.12+).
+_EAGER = sys.version_info >= (3, 12)
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop, runner: Coroutine[Any, Any, None], *, eager: bool
+) -> asyncio.Task[None]:
+    """``runner`` as a task; on Python 3.12+ an ``eager`` one runs at once, until it first
+    suspends: a call that completes without waiting then costs no extra turn of the loop."""
+    if eager and _EAGER and loop.get_task_factory() is None:
+        return asyncio.Task(runner, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(runner)
 
 
 class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
@@ -303,7 +317,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
     def _dispatch(self, event: Event) -> None:
         cls = type(event)
         if cls is Call or cls is OpenStream:
-            assert isinstance(event, Call | OpenStream)
+            assert isinstance(event, StreamOpening)
             if self._handler is None:
                 return
             sid = event.stream_id
@@ -321,7 +335,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
                 runner = self._run_stream(event, record.inbox)  # type: ignore[arg-type]
             # A real task even for calls that finish at once (driver code may use TaskGroup or
             # asyncio.timeout); the runners forget their record themselves (``finally``).
-            record.task = self._loop.create_task(runner)
+            record.task = _start_task(self._loop, runner, eager=cls is Call)
         elif cls is Data:
             self._on_data(event)  # type: ignore[arg-type]
         elif cls is WindowUpdate or cls is Cancel:

@@ -15,6 +15,12 @@ Two rules remove every sleep from a call's round trip:
   (zero time-outs, still without the GIL), for up to ``spin`` seconds, then gives up and lets
   the caller block. Spins that find nothing make the next ``SPIN_SKIP`` waits block at once,
   so a slow exchange costs almost no CPU.
+* **Spin only on a CPU of your own.** When the kernel runs both threads on one CPU (it does so
+  for a ping-pong pair when the other CPU is busy), a spinner keeps its peer from running: the
+  answer comes only once the spinner is preempted. So the helper does not spin when the peer
+  (the other thread that passed through it last) ran on this CPU (``POLL_DECLINED``: block
+  now, a switch on one CPU is cheap), and a spin that finds itself off its CPU for 20 us
+  (preempted) stops and counts as one that found nothing.
 
 The client gets the second from :class:`SpinningTransport` (the socket's own ``send`` already
 releases the GIL before it publishes; the poll runs after the connection's write lock is
@@ -55,6 +61,9 @@ except ImportError:  # pragma: no cover - built wherever a C compiler is
 __all__ = [
     "DEFAULT_SPIN",
     "NATIVE",
+    "POLL_DECLINED",
+    "POLL_NOTHING",
+    "POLL_READY",
     "SPIN_SKIP",
     "DeferredTransport",
     "DeferringServerProtocol",
@@ -70,14 +79,32 @@ NATIVE = _native is not None and sys.platform == "linux"
 SPIN_SKIP = 16
 #: Default spin (seconds): about two loopback round trips of a small call.
 DEFAULT_SPIN = 200e-6
+#: What :func:`send_then_poll` returns: nothing arrived (or the spin lost its CPU), the poll
+#: descriptor is readable, the spin was declined (the peer runs on this CPU).
+POLL_NOTHING, POLL_READY, POLL_DECLINED = 0, 1, 2
 #: Pending writes at most this large are joined and sent by the selector; larger ones (byte
 #: streams, where a poll for an answer gains nothing) go to the transport as they are.
 _JOIN_MAX = 64 << 10
 
 
-def send_then_poll(fd: int, data: Any, poll_fd: int, spin: float, counts: list[int]) -> bool:
+def send_then_poll(
+    fd: int,
+    data: Any,
+    poll_fd: int,
+    spin: float,
+    counts: list[int],
+    *,
+    share: bool = False,
+    block: float | None = 0.0,
+) -> int:
     """Send what ``fd`` takes of ``data`` at once, then poll ``poll_fd`` for up to ``spin``
-    seconds; all without the GIL. Returns whether ``poll_fd`` is readable.
+    seconds; all without the GIL. Returns ``POLL_READY`` when ``poll_fd`` is readable, else
+    ``POLL_NOTHING``; with ``share`` (a peer thread in this process answers), ``POLL_DECLINED``
+    when it did not spin because the peer ran on this CPU (see the module docstring).
+
+    When the spin found nothing and all of ``data`` went out, it then waits up to ``block``
+    seconds (``None``: no limit) for ``poll_fd``, still without the GIL; the result stays the
+    spin's.
 
     The count of bytes sent is appended to ``counts`` from C: a Ctrl-C raised just after the
     call cannot lose it (the client must know whether a frame went out whole).
@@ -88,7 +115,8 @@ def send_then_poll(fd: int, data: Any, poll_fd: int, spin: float, counts: list[i
     """
     if _native is None:  # pragma: no cover
         raise RuntimeError("tether.wire._native is not built")
-    return _native.send_then_poll(fd, data, poll_fd, int(spin * 1e9), counts)
+    block_ns = -1 if block is None else int(block * 1e9)
+    return _native.send_then_poll(fd, data, poll_fd, int(spin * 1e9), counts, share, block_ns)
 
 
 if sys.platform == "linux":
@@ -127,13 +155,16 @@ class SpinningSelector(_Epoll):
             handed_over = False
             for transport in queued[:-1]:
                 handed_over |= transport.flush(-1, 0.0) is None
-            answered = queued[-1].flush(self.fileno(), spin)
-            if spin and answered is False:
+            # The wait for events, too, happens in the helper (it then returns with events
+            # ready or the time-out over): see send_then_poll's ``block``.
+            block = 0.0 if handed_over else None if timeout is None else max(0.0, timeout - spin)
+            answered = queued[-1].flush(self.fileno(), spin, block)
+            if spin and answered == POLL_NOTHING:
                 self._skip = SPIN_SKIP
-            if handed_over or answered is None:
-                # An asyncio transport may have scheduled callbacks (connection_lost after
-                # an error, pause_writing's waiters): the loop must see them now.
-                timeout = 0
+            # After a wait in the helper, or when an asyncio transport may have scheduled
+            # callbacks (connection_lost after an error, pause_writing's waiters), the loop
+            # must look at once.
+            timeout = 0
         return super().select(timeout)
 
 
@@ -165,25 +196,29 @@ class DeferredTransport(asyncio.Transport):
         for part in parts:
             self.write(part)
 
-    def flush(self, poll_fd: int, spin: float) -> bool | None:
-        """Send what is pending, then poll ``poll_fd`` for ``spin`` seconds (0: not at all).
+    def flush(self, poll_fd: int, spin: float, block: float | None = 0.0) -> int | None:
+        """Send what is pending, then poll ``poll_fd`` for ``spin`` seconds (0: not at all)
+        and wait up to ``block`` more for it (see :func:`send_then_poll`).
 
-        Returns whether ``poll_fd`` became readable, or ``None`` when the bytes went to the
-        asyncio transport instead (behind bytes it holds, too many to join, a send error):
-        it may have scheduled callbacks then.
+        Returns what :func:`send_then_poll` does, or ``None`` when the helper did not run:
+        nothing to send, a closing transport, or the bytes went to the asyncio transport
+        instead (behind bytes it holds, too many to join, a send error), which may have
+        scheduled callbacks then.
         """
         pending, size = self._pending, self._size
         self._pending, self._size = [], 0
         transport = self._transport
         if not pending or transport.is_closing():
-            return False
+            return None
         if transport.get_write_buffer_size() or size > _JOIN_MAX:
             transport.writelines(pending)
             return None
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         counts: list[int] = []
         try:
-            answered = send_then_poll(self._fd, data, poll_fd, spin, counts)
+            answered = send_then_poll(
+                self._fd, data, poll_fd, spin, counts, share=True, block=block
+            )
         except OSError:
             # The transport meets the same error and reports it to the protocol.
             transport.write(data)
@@ -263,22 +298,28 @@ class SpinningTransport(SocketTransport):
         if timeout != self._timeout:
             self.sock.settimeout(timeout)
             self._timeout = timeout
-        if not soon:
-            pass  # the handshake: the answer is not a round trip away, do not poll for it
-        elif self._skip:
-            self._skip -= 1
-        else:
+        if soon and not self._skip:
             data = self._poll()
             if data is not None:
                 return data
-            self._skip = SPIN_SKIP
+        else:  # skipping, or the handshake (its answer is not a round trip away): no spin
+            self._skip -= soon and self._skip > 0
+            if self._native:  # a peer in this process may wait for the GIL we let go of now
+                fd = self.sock.fileno()
+                send_then_poll(fd, b"", fd, 0.0, [], share=True)
         return self.sock.recv(READ_CHUNK)
 
     def _poll(self) -> bytes | None:
+        """What a spin finds, or ``None`` (then the next ``SPIN_SKIP`` reads block at once,
+        unless the spin was declined: its peer shares this CPU this time)."""
         sock = self.sock
         if self._native:
-            if send_then_poll(sock.fileno(), b"", sock.fileno(), self.spin, []):
+            fd = sock.fileno()
+            found = send_then_poll(fd, b"", fd, self.spin, [], share=True)
+            if found == POLL_READY:
                 return sock.recv(READ_CHUNK)
+            if found == POLL_NOTHING:
+                self._skip = SPIN_SKIP
             return None
         # A socket with a time-out polls before every recv (even with MSG_DONTWAIT): read
         # its descriptor, which is non-blocking then. TLSChannel skips that poll itself.
@@ -291,4 +332,5 @@ class SpinningTransport(SocketTransport):
                 return sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
             except (BlockingIOError, ssl.SSLWantReadError):
                 if time.perf_counter() >= deadline:
+                    self._skip = SPIN_SKIP
                     return None

@@ -13,7 +13,7 @@ from ._http import HttpService
 from ._interface import DutNetworkInterface, FileServerInterface
 from ._netns import NetworkNamespace
 from ._tftp_protocol import MAX_BLKSIZE, TransferPolicy
-from ._tftp_server import TftpService
+from ._tftp_server import TftpService, TransferLoop
 
 __all__ = ["FileServer", "HttpServer", "TftpServer"]
 
@@ -85,6 +85,9 @@ class TftpServer(FileServer):
         retries: timeouts in a row before a transfer is abandoned.
         max_blksize: the largest block size granted.
         max_windowsize: the largest window granted (RFC 7440).
+        max_transfers: transfers served at once; a request beyond them gets an ERROR.
+        transfer_loop: ``fastest`` (default), ``native`` (the C pump), ``python`` or
+            ``reference`` (every datagram through the state machine; for debugging).
         directory: see :class:`FileServer`.
     """
 
@@ -94,6 +97,8 @@ class TftpServer(FileServer):
     retries: int = 5
     max_blksize: int = MAX_BLKSIZE
     max_windowsize: int = 64
+    max_transfers: int = 64
+    transfer_loop: TransferLoop = "fastest"
 
     async def start(self) -> None:
         await super().start()
@@ -111,10 +116,17 @@ class TftpServer(FileServer):
             if namespace is None
             else namespace.socket
         )
-        self.service = TftpService(
-            self.store, host, self.port, policy=policy, socket_factory=factory, logger=self.logger
-        )
         try:
+            self.service = TftpService(
+                self.store,
+                host,
+                self.port,
+                policy=policy,
+                socket_factory=factory,
+                logger=self.logger,
+                max_transfers=max(1, self.max_transfers),
+                transfer_loop=self.transfer_loop,
+            )
             await self.service.start()
         except NetbootError as exc:
             raise NetbootError(f"{self.node.path or self.node.name}: {exc}") from exc

@@ -17,6 +17,13 @@ A file whose size is a multiple of the block size ends with an empty block. The 
 block of the window sends the window again from the block after it. A repeated ACK of the
 block before the window is ignored in lock-step mode (``windowsize`` 1), which avoids the
 Sorcerer's Apprentice bug of RFC 1350.
+
+The fast path's step. In the steady state every datagram is the ACK of the window's last
+block and the answer is the next window. :meth:`ReadTransfer.window` tells an I/O loop
+(``_tftp_fast``) which ACK that is; the loop answers it and the following ones itself, from its
+own buffer, and calls :meth:`ReadTransfer.acknowledge` before anything else reaches the
+machine, which then catches up: same state, same counts, as if each ACK had gone through
+:meth:`ReadTransfer.receive`.
 """
 
 from __future__ import annotations
@@ -157,6 +164,44 @@ class ReadTransfer:
         """The timer of the last step expired without an answer."""
         return self._dispatch(Event.TIMEOUT, None)
 
+    def window(self) -> tuple[int, int] | None:
+        """The first and last block (counted from 1) of the window on the wire, or ``None``
+        when no DATA is being sent (options not yet acknowledged, or the transfer is over)."""
+        if self.state is not State.SENDING:
+            return None
+        return self._base, min(self._base + self.windowsize - 1, self._last)
+
+    def acknowledge(self, acked: int) -> tuple[int, int] | None:
+        """The fast path's step: the machine catches up with windows its caller sent itself.
+
+        The caller answered the ACK of the last block of :meth:`window` with the next window,
+        that one's ACK with the next, and so on, up to the ACK of block ``acked`` (counted from
+        1); the machine ends in the state those ACKs would have left it in through
+        :meth:`receive`, counting the blocks as sent.
+
+        Returns:
+            the window now on the wire (first, last), or ``None``: ``acked`` was the final
+            block, the transfer is done.
+
+        Raises:
+            RuntimeError: no window is being sent, or ``acked`` is not a window's last block
+                from :meth:`window` on.
+        """
+        window = self.window()
+        if window is None or not (
+            window[1] <= acked <= self._last
+            and (acked == self._last or (acked - window[1]) % self.windowsize == 0)
+        ):
+            raise RuntimeError(f"acknowledge({acked}) in state {self.state.value}")
+        self.sent_bytes += self._payload(window[1] + 1, acked)
+        return self._advance(acked)
+
+    def abort(self, message: str) -> Step:
+        """The server cannot go on (reading the file failed): the ERROR that ends it."""
+        if self.finished:
+            return Step([], None)
+        return self._fail(ErrorCode.NOT_DEFINED, message, None)
+
     @property
     def finished(self) -> bool:
         """Done or failed."""
@@ -197,14 +242,12 @@ class ReadTransfer:
             return Step([], self.timeout_s)  # an old ACK from before a roll-over
         if acked == self._base - 1 and self.windowsize == 1:
             return Step([], self.timeout_s)  # a duplicate: the timer resends if needed
-        self._retries = 0
-        if acked == self._last:
-            self.state = State.DONE
-            return Step([], None)
         if acked < sent_upto:
             self.retransmits += 1
-        self._base = acked + 1
-        return self._send_window()
+        window = self._advance(acked)
+        if window is None:
+            return Step([], None)
+        return Step(self._datagrams(*window), self.timeout_s)
 
     def _on_timeout(self, _: object) -> Step:
         self._retries += 1
@@ -256,20 +299,38 @@ class ReadTransfer:
                 self.windowsize = min(value, policy.max_windowsize)
                 self._accepted["windowsize"] = str(self.windowsize)
 
+    def _advance(self, acked: int) -> tuple[int, int] | None:
+        """Blocks up to ``acked`` arrived: the next window (counted as sent), or ``None``."""
+        self._retries = 0
+        if acked == self._last:
+            self.state = State.DONE
+            return None
+        self._base = acked + 1
+        return self._count_window()
+
+    def _count_window(self) -> tuple[int, int]:
+        """The window from ``_base``, its payload counted as sent."""
+        first, last = self._base, min(self._base + self.windowsize - 1, self._last)
+        self.sent_bytes += self._payload(first, last)
+        return first, last
+
+    def _payload(self, first: int, last: int) -> int:
+        """Payload bytes in blocks ``first`` to ``last`` (0 when there are none)."""
+        return max(0, min(last * self.blksize, self.size) - (first - 1) * self.blksize)
+
     def _send_window(self) -> Step:
+        return Step(self._datagrams(*self._count_window()), self.timeout_s)
+
+    def _datagrams(self, first: int, last: int) -> list[bytes]:
         out: list[bytes] = []
-        block = self._base
-        end = min(self._base + self.windowsize - 1, self._last)
         size = self.blksize
-        while block <= end:
+        for block in range(first, last + 1):
             offset = (block - 1) * size
             payload = (
                 self._read(offset, min(size, self.size - offset)) if offset < self.size else b""
             )
             out.append(_DATA_HEADER.pack(3, block & 0xFFFF) + payload)
-            self.sent_bytes += len(payload)
-            block += 1
-        return Step(out, self.timeout_s)
+        return out
 
 
 _Handler = Callable[[ReadTransfer, object], Step]

@@ -2,15 +2,11 @@
 
 Theory of operation. The listening socket is served on the driver's event loop (an
 ``add_reader`` callback): a read request opens the file and starts a transfer, anything else
-is answered with an ERROR packet. Each transfer gets a socket connected to the client (its
-TID, RFC 1350: the kernel drops datagrams from anybody else) and a thread that runs its
-:class:`~._tftp_protocol.ReadTransfer`: send what the machine returns, wait for the next
-datagram (blocking ``recv`` with a kernel receive timeout), feed it in, and call the
-machine's ``timeout`` once its timer is due. A thread, not a loop callback: in lock-step TFTP
-the server's cost per block is the whole story, and the event loop's overhead per datagram
-was a third of it. (Polling for the ACK before blocking was tried: it helps on an idle host,
-hurts on a busy one, and a real board's ACK takes a network round trip anyway.) Sockets are
-made by a factory, so the whole server can live in another network namespace.
+is answered with an ERROR packet. Each transfer gets a socket connected to the client and a
+thread of its own (``_tftp_transfer``; by default its fast path, ``_tftp_fast``). At most
+``max_transfers`` run at once: a request beyond that is refused with an ERROR, so a flood of
+requests cannot grow the process. Sockets are made by a factory, so the whole server can live
+in another network namespace.
 """
 
 from __future__ import annotations
@@ -20,13 +16,13 @@ import contextlib
 import logging
 import os
 import socket
-import struct
-import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from ._errors import NetbootError, NetbootFileNotFound, NetbootPathRefused
 from ._files import FileStore
+from ._tftp_fast import FASTEST, NATIVE, FastTransferThread, NativeTransferThread
 from ._tftp_packets import (
     ErrorCode,
     ErrorPacket,
@@ -36,102 +32,27 @@ from ._tftp_packets import (
     encode,
     parse,
 )
-from ._tftp_protocol import ReadTransfer, Step, TransferPolicy
+from ._tftp_protocol import ReadTransfer, TransferPolicy
+from ._tftp_transfer import TransferThread
 
-__all__ = ["TftpService"]
+__all__ = ["TftpService", "TransferLoop"]
 
 _SOCKET_BUFFER = 4 << 20
 _BURST = 64
-#: How often a waiting transfer checks whether the server is closing.
-_STOP_CHECK = 0.25
-_RECEIVE = 1024
 SocketFactory = Callable[[], socket.socket]
+#: The loops a transfer can run (``_tftp_transfer``, ``_tftp_fast``), by name.
+TransferLoop = Literal["fastest", "native", "python", "reference"]
+_LOOPS: dict[str, type[TransferThread]] = {
+    "fastest": FASTEST,
+    "python": FastTransferThread,
+    "reference": TransferThread,
+}
+if NATIVE:
+    _LOOPS["native"] = NativeTransferThread
 
 
 def _udp_socket() -> socket.socket:
     return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-
-class _Transfer:
-    """One transfer on its own thread: blocking ``recv`` with the machine's timer as the
-    socket timeout, the state machine between two system calls."""
-
-    def __init__(
-        self,
-        service: TftpService,
-        sock: socket.socket,
-        machine: ReadTransfer,
-        fd: int,
-        peer: tuple[str, int],
-    ) -> None:
-        self.service = service
-        self.sock = sock
-        self.machine = machine
-        self.fd = fd
-        self.peer = peer
-        self.started = time.monotonic()
-        self.stopping = False
-        self.buffer = bytearray(_RECEIVE)
-        self.view = memoryview(self.buffer)
-        self.thread = threading.Thread(
-            target=self._run, name=f"tether-tftp-{peer[0]}:{peer[1]}", daemon=True
-        )
-
-    def begin(self) -> None:
-        # Blocking, with a kernel receive timeout: one system call a datagram (a Python
-        # socket timeout would poll first), and a periodic wake-up to notice a close.
-        self.sock.setblocking(True)
-        seconds = int(_STOP_CHECK)
-        micros = int((_STOP_CHECK - seconds) * 1e6)
-        self.sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros)
-        )
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._serve()
-        finally:
-            self.sock.close()
-            os.close(self.fd)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                self.service.loop.call_soon_threadsafe(self.service._finished, self)
-
-    def _serve(self) -> None:
-        sock = self.sock
-        step = self.machine.start()
-        while True:
-            for datagram in step.send:
-                with contextlib.suppress(OSError):  # lost here: sent again on timeout
-                    sock.send(datagram)
-            if step.timer is None or self.stopping:
-                return
-            deadline = time.monotonic() + step.timer
-            step = self._wait(deadline)
-
-    def _wait(self, deadline: float) -> Step:
-        """The machine's step for the next datagram, or for the timer at ``deadline``."""
-        recv = self._recv
-        while not self.stopping:
-            try:
-                return self.machine.receive(recv(0))
-            except (BlockingIOError, InterruptedError):  # SO_RCVTIMEO expired
-                pass
-            except OSError:  # e.g. ICMP port unreachable from a client that went away
-                pass
-            if time.monotonic() >= deadline:
-                return self.machine.timeout()
-        return Step([], None)
-
-    def _recv(self, flags: int) -> bytes:
-        # Into a small buffer: a fresh 64 KiB one for each 4-byte ACK would cost more than
-        # the ACK's processing. A longer datagram (a client's DATA, never legal here) is cut.
-        count = self.sock.recv_into(self.buffer, 0, flags)
-        return bytes(self.view[:count])
-
-    def close(self) -> None:
-        """Ask the thread to end (within ``_STOP_CHECK`` seconds)."""
-        self.stopping = True
 
 
 class TftpService:
@@ -143,6 +64,13 @@ class TftpService:
         policy: timeouts, retries and option limits.
         socket_factory: makes each UDP socket (e.g. in a network namespace).
         logger: where transfers are logged.
+        max_transfers: transfers at once; a request beyond them gets an ERROR.
+        transfer_loop: ``fastest`` (the C pump where it is built, else ``python``),
+            ``native`` (the C pump), ``python`` (``_tftp_fast`` in Python) or ``reference``
+            (every datagram through the state machine).
+
+    Raises:
+        NetbootError: ``native`` without the C extension, or an unknown loop.
     """
 
     def __init__(
@@ -154,6 +82,8 @@ class TftpService:
         policy: TransferPolicy | None = None,
         socket_factory: SocketFactory = _udp_socket,
         logger: logging.Logger | None = None,
+        max_transfers: int = 64,
+        transfer_loop: TransferLoop = "fastest",
     ) -> None:
         self.store = store
         self.host = host
@@ -161,7 +91,12 @@ class TftpService:
         self.policy = policy or TransferPolicy()
         self._factory = socket_factory
         self.logger = logger or logging.getLogger("tether.netboot.tftp")
-        self.transfers: set[_Transfer] = set()
+        self.max_transfers = max_transfers
+        if transfer_loop not in _LOOPS:
+            built = ", ".join(sorted(_LOOPS))
+            raise NetbootError(f"no TFTP transfer loop {transfer_loop!r} here (there are: {built})")
+        self._transfer_class = _LOOPS[transfer_loop]
+        self.transfers: set[TransferThread] = set()
         self.served = 0
         self.failed = 0
         self._sock: socket.socket | None = None
@@ -233,6 +168,10 @@ class TftpService:
         if packet.mode != "octet":
             self._refuse(peer, ErrorCode.ILLEGAL_OPERATION, "only octet (binary) mode is served")
             return
+        if len(self.transfers) >= self.max_transfers:
+            busy = f"server busy: {len(self.transfers)} transfers in progress, try again later"
+            self._refuse(peer, ErrorCode.NOT_DEFINED, busy)
+            return
         try:
             fd, size = self.store.open_read(packet.filename)
         except NetbootFileNotFound:
@@ -251,7 +190,7 @@ class TftpService:
             os.close(fd)
             raise
         machine = ReadTransfer(packet, size, lambda offset, n: os.pread(fd, n, offset), self.policy)
-        transfer = _Transfer(self, sock, machine, fd, peer)
+        transfer = self._transfer_class(sock, machine, fd, peer, self._finished_threadsafe)
         self.transfers.add(transfer)
         transfer.begin()
 
@@ -264,7 +203,11 @@ class TftpService:
         with contextlib.closing(sock), contextlib.suppress(OSError):
             sock.sendto(encode(ErrorPacket(code, message)), peer)
 
-    def _finished(self, transfer: _Transfer) -> None:
+    def _finished_threadsafe(self, transfer: TransferThread) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self.loop.call_soon_threadsafe(self._finished, transfer)
+
+    def _finished(self, transfer: TransferThread) -> None:
         self.transfers.discard(transfer)
         machine = transfer.machine
         seconds = time.monotonic() - transfer.started

@@ -10,6 +10,7 @@ exporter).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -46,6 +47,11 @@ class DevicePower(PowerInterface, Driver):
     async def _query(self) -> bool:
         raise NotImplementedError
 
+    def _log(self, what: str) -> None:
+        logger = self.logger
+        if logger.isEnabledFor(logging.INFO):  # device() builds a string: only when it shows
+            logger.info("%s: %s", self.device(), what)
+
     async def _bounded(self, what: str, request: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.timeout):
@@ -61,13 +67,13 @@ class DevicePower(PowerInterface, Driver):
     async def on(self) -> None:
         """Switch power on."""
         await self._bounded("power on", self._switch(True))
-        self.logger.info("%s: power on", self.device())
+        self._log("power on")
 
     @export
     async def off(self) -> None:
         """Switch power off."""
         await self._bounded("power off", self._switch(False))
-        self.logger.info("%s: power off", self.device())
+        self._log("power off")
 
     @export
     async def status(self) -> bool:

@@ -48,6 +48,18 @@ class ModbusLink:
         self.host, self.port, self.timeout = host, port, timeout
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._pymodbus: tuple[Any, Any] | None = None  # (pymodbus.client, .exceptions)
+
+    def _modules(self) -> tuple[Any, Any]:
+        """pymodbus's client and exceptions modules, imported on first use (once: a call
+        costs a few hundred microseconds, an import lookup each time shows)."""
+        if self._pymodbus is None:
+            who = "tether.drivers.power.ModbusPower"
+            self._pymodbus = (
+                import_extra("modbus", "pymodbus.client", who),
+                import_extra("modbus", "pymodbus.exceptions", who),
+            )
+        return self._pymodbus
 
     @property
     def name(self) -> str:
@@ -56,9 +68,7 @@ class ModbusLink:
     async def _connected(self) -> Any:
         if self._client is not None and self._client.connected:
             return self._client
-        client_module = import_extra(
-            "modbus", "pymodbus.client", "tether.drivers.power.ModbusPower"
-        )
+        client_module = self._modules()[0]
         self.close()
         client = client_module.AsyncModbusTcpClient(
             self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0
@@ -78,7 +88,7 @@ class ModbusLink:
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """pymodbus exceptions to power errors (connection dropped so the next call redials)."""
-        errors = import_extra("modbus", "pymodbus.exceptions", "tether.drivers.power.ModbusPower")
+        errors = self._modules()[1]
         try:
             yield
         except PowerDeviceError:
@@ -99,33 +109,32 @@ class ModbusLink:
             self.close()
             raise
 
-    @staticmethod
-    def _check(response: Any, what: str, where: str) -> Any:
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            meaning = _EXCEPTIONS.get(code, "unknown exception") if code is not None else "error"
-            raise PowerDeviceRefused(
-                f"{where}: {what} answered with Modbus exception {code} ({meaning})"
-            )
-        return response
+    def _refused(self, response: Any, what: str, unit: int, coil: int) -> PowerDeviceRefused:
+        code = getattr(response, "exception_code", None)
+        meaning = _EXCEPTIONS.get(code, "unknown exception") if code is not None else "error"
+        return PowerDeviceRefused(
+            f"{self.name} unit {unit} coil {coil}: {what} answered with Modbus exception "
+            f"{code} ({meaning})"
+        )
 
     async def write_coil(self, unit: int, coil: int, value: bool) -> None:
         """Write one coil (function 5)."""
-        where = f"{self.name} unit {unit} coil {coil}"
         async with self._lock:
             with self._errors(f"write coil {coil}"):
                 client = await self._connected()
                 response = await client.write_coil(coil, value, device_id=unit)
-            self._check(response, f"write coil {coil}", where)
+            if response.isError():
+                raise self._refused(response, f"write coil {coil}", unit, coil)
 
     async def read_coils(self, unit: int, first: int, count: int) -> list[bool]:
         """Read ``count`` coils from ``first`` (function 1)."""
-        where = f"{self.name} unit {unit} coil {first}"
         async with self._lock:
             with self._errors(f"read coil {first}"):
                 client = await self._connected()
                 response = await client.read_coils(first, count=count, device_id=unit)
-            self._check(response, f"read coils {first}..{first + count - 1}", where)
+            if response.isError():
+                what = f"read coils {first}..{first + count - 1}"
+                raise self._refused(response, what, unit, first)
         return [bool(bit) for bit in response.bits[:count]]
 
     def close(self) -> None:

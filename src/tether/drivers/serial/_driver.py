@@ -1,11 +1,14 @@
 """``PySerial``: any pyserial URL as a byte stream.
 
-Theory of operation: the port is opened for each stream (``connect``) and closed when the
-stream ends, so a device that went away and came back is simply opened again by the next
-``connect``. pyserial's ``open`` configures the line and, for device paths, flushes input
-that arrived while the port was closed (URL handlers' flush is disabled: it would eat a
-greeting sent as the connection opens). From the moment ``connect`` returns, every byte the
-device sends reaches the client, the first one included.
+Theory of operation: the port is opened when the session starts and held until it ends;
+the console's fan-out owns its one reader (:meth:`ConsoleFanout.attach`), so the session's
+log keeps what the board prints while no stream is open. A port that cannot be opened at the
+start (a USB adapter not plugged in yet) does not fail the session: each ``connect`` tries
+again, and a device that went away and came back is opened again the same way. pyserial's
+``open`` configures the line and, for device paths, flushes input that arrived while the port
+was closed (URL handlers' flush is disabled: it would eat a greeting sent as the connection
+opens). From the moment ``connect`` returns, every byte the device sends reaches the client,
+the first one included.
 
 Ports with a file descriptor (``/dev/tty*``, ptys) are read and written with the event loop's
 reader/writer callbacks: no thread, no polling. Other URLs (``rfc2217://``, ``socket://``,
@@ -218,17 +221,16 @@ class PySerial(SerialInterface, Driver):
 
     async def start(self) -> None:
         self.fanout = ConsoleFanout(self.node.path or self.url, self._write_device)
-        self.fanout.on_empty = self._last_reader_left
-        self._pump: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
+        try:
+            await self._open_device()
+        except DeviceDisconnected as exc:
+            self.logger.warning("%s; the next connect tries again", exc)
 
     async def prepare_stop(self) -> None:
-        # The port closes in a task when the last stream leaves: finish that (or close the
-        # port now) before the session's loop goes, or the port and its reader thread stay.
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-        if self._device is not None:
-            await self._close_device()
+        # Close the port before the session's loop goes, or the port and its reader thread
+        # stay behind.
+        await self._close_device()
 
     def stop(self) -> None:
         fanout = getattr(self, "fanout", None)
@@ -250,48 +252,44 @@ class PySerial(SerialInterface, Driver):
             raise DeviceDisconnected(f"serial port {self.url}: cannot open: {exc}") from exc
 
     async def _open_device(self) -> None:
-        if self._closing is not None:
-            # The last stream just left: let it finish closing the port, then open it anew.
-            await asyncio.shield(self._closing)
-        if self._device is not None:
-            return
-        # rfc2217:// negotiates over the network while opening: keep that off the loop.
-        port = await asyncio.get_running_loop().run_in_executor(None, self._open)
-        self.logger.info("opened %s at %d baud", self.url, self.baudrate)
-        fileno = _fileno(port)
-        self._device = (
-            FdStream(port, fileno, self.url) if fileno is not None else ThreadStream(port, self.url)
-        )
-        self._pump = asyncio.ensure_future(self._read_device(self._device))
+        """Open the port unless it is open, and attach it to the fan-out.
 
-    async def _read_device(self, device: FdStream | ThreadStream) -> None:
-        try:
-            while data := await device.receive():
-                await self.fanout.publish(data)
-        except DeviceDisconnected as exc:
-            self.fanout.end(exc)
-            self._device = None
+        Raises:
+            DeviceDisconnected: the port cannot be opened.
+        """
+        async with self._opening:
+            if self._device is not None:
+                return
+            # rfc2217:// negotiates over the network while opening: keep that off the loop.
+            port = await asyncio.get_running_loop().run_in_executor(None, self._open)
+            self.logger.info("opened %s at %d baud", self.url, self.baudrate)
+            fileno = _fileno(port)
+            device = (
+                FdStream(port, fileno, self.url)
+                if fileno is not None
+                else ThreadStream(port, self.url)
+            )
+            self._device = device
+            await self.fanout.attach(device.receive, self._device_gone)
+
+    async def _device_gone(self, exc: DeviceDisconnected) -> None:
+        self.logger.warning("%s", exc)
+        device, self._device = self._device, None
+        if device is not None:
             with contextlib.suppress(Exception):
                 await device.aclose()
             device.closed.set()
 
-    def _last_reader_left(self) -> None:
-        if self._device is not None and self._closing is None:
-            self._closing = asyncio.ensure_future(self._close_device())
-
     async def _close_device(self) -> None:
+        fanout = getattr(self, "fanout", None)
+        if fanout is None:
+            return
+        await fanout.detach()
         device, self._device = self._device, None
-        try:
-            if self._pump is not None:
-                self._pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._pump
-            if device is not None:
-                await device.aclose()
-                device.closed.set()
-                self.logger.info("closed %s", self.url)
-        finally:
-            self._closing = None
+        if device is not None:
+            await device.aclose()
+            device.closed.set()
+            self.logger.info("closed %s", self.url)
 
     async def _write_device(self, data: bytes) -> None:
         device = self._device
@@ -302,11 +300,12 @@ class PySerial(SerialInterface, Driver):
     @export_stream
     @asynccontextmanager
     async def connect(self, read_only: bool = False) -> AsyncIterator[ConsoleReader]:
-        """Open the port; a byte stream of what the device sends and receives.
+        """A byte stream of what the device sends and receives.
 
         Any number of streams at once, each getting every byte from the moment it opens;
         one of them may write (a second writer is refused): open the others ``read_only``.
-        The port opens with the first stream and closes when the last one ends.
+        The port stays open for the session, streams or none (the log keeps what it
+        prints); a port that is not open (missing at the start, or gone since) is opened.
         """
         reader = self.fanout.join(read_only)
         try:
@@ -318,8 +317,6 @@ class PySerial(SerialInterface, Driver):
             yield reader
         finally:
             await reader.aclose()
-            if self._closing is not None:
-                await asyncio.shield(self._closing)
 
     @export
     async def log(self, since: int = 0, limit: int | None = None) -> bytes:

@@ -10,6 +10,11 @@ reader loses a byte). A reader that does not drain for ``stall_timeout`` seconds
 terminal) stops holding the others up: it loses what does not fit and is told how much, in
 the stream, once it reads again. Streams open as writers by default; a second writer is
 refused (:class:`ConsoleBusy`) while the first is open; ``read_only`` streams never write.
+
+A driver whose device it must read itself (a serial port) hands the fan-out the device's
+``receive`` with :meth:`ConsoleFanout.attach`: the fan-out then owns the one reader of the
+device, a task that publishes what it reads whether or not any stream is open, so the log
+holds what the board printed while nobody watched.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
-from ._errors import ConsoleBusy, ConsoleReadOnly
+from ._errors import ConsoleBusy, ConsoleReadOnly, DeviceDisconnected
 
 __all__ = ["ConsoleFanout", "ConsoleLog", "ConsoleReader"]
 
@@ -215,6 +220,48 @@ class ConsoleFanout:
         self.readers: set[ConsoleReader] = set()
         self.writing: ConsoleReader | None = None
         self.on_empty: Callable[[], None] | None = None
+        self._source: asyncio.Task[None] | None = None
+        self._disconnected = False  # the attached device went away: its task closes it
+
+    async def attach(
+        self,
+        receive: Callable[[], Awaitable[bytes]],
+        gone: Callable[[DeviceDisconnected], Awaitable[None]],
+    ) -> None:
+        """Read the device with ``receive`` until it returns ``b""`` or raises
+        :class:`DeviceDisconnected`, publishing every chunk, streams or none.
+
+        On a disconnect every stream ends with the error, then ``gone(error)`` runs (to
+        close the device). A device attached before is detached first; :meth:`detach` stops
+        the reading.
+        """
+        await self.detach()
+        self._disconnected = False
+        self._source = asyncio.ensure_future(self._feed(receive, gone))
+
+    async def _feed(
+        self,
+        receive: Callable[[], Awaitable[bytes]],
+        gone: Callable[[DeviceDisconnected], Awaitable[None]],
+    ) -> None:
+        try:
+            while data := await receive():
+                await self.publish(data)
+        except DeviceDisconnected as exc:
+            self._disconnected = True
+            self.end(exc)
+            await gone(exc)
+
+    async def detach(self) -> None:
+        """Stop reading the attached device, if any, and wait until its reader is done (a
+        device that went away: until ``gone`` has run)."""
+        source, self._source = self._source, None
+        if source is None:
+            return
+        if not self._disconnected:
+            source.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await source
 
     def join(self, read_only: bool = False) -> ConsoleReader:
         """A new reader (and the writer, unless ``read_only``).

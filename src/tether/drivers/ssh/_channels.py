@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncssh
 
+from ._fast_sftp import SftpWrites
 from ._frames import FrameDecoder, FrameKind, ShellFrame, encode
 
 __all__ = [
@@ -183,28 +184,44 @@ class Upload:
     answer ``{"path": ..., "bytes": N}`` followed by the end of the stream.
     """
 
-    def __init__(self, file: asyncssh.SFTPClientFile, path: str) -> None:
+    #: ``send`` takes any buffer: the fast writer uses it up before it returns, the other
+    #: path copies it.
+    accepts_buffers = True
+
+    def __init__(
+        self, file: asyncssh.SFTPClientFile, path: str, fast: SftpWrites | None = None
+    ) -> None:
         self._file = file
         self._path = path
+        self._fast = fast
         self._offset = 0
-        self._writes: set[asyncio.Task[int]] = set()
+        self._writes: set[asyncio.Future[Any]] = set()
         self._room = asyncio.Semaphore(_UPLOAD_IN_FLIGHT)
         self._answer: asyncio.Queue[bytes] = asyncio.Queue()
         self._failure: BaseException | None = None
         self.written = 0
 
-    def _done(self, task: asyncio.Task[int]) -> None:
+    def _done(self, task: asyncio.Future[Any]) -> None:
         self._writes.discard(task)
         self._room.release()
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
         await self._room.acquire()
         if self._failure is not None:
             self._room.release()
             raise self._failure
-        task = asyncio.ensure_future(self._file.write(data, self._offset))
+        task: asyncio.Future[Any]
+        if self._fast is not None:
+            try:
+                answers = self._fast.write(memoryview(data), self._offset)
+            except BaseException:
+                self._room.release()
+                raise
+            task = asyncio.ensure_future(self._fast.confirm(answers))
+        else:
+            task = asyncio.ensure_future(self._file.write(bytes(data), self._offset))
         self._offset += len(data)
         self._writes.add(task)
         task.add_done_callback(self._done)

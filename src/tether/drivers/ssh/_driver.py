@@ -26,6 +26,8 @@ from tether.errors import ConfigError, LifecycleError
 from ._channels import _END, Download, Forward, Session, ShellStream, Upload, pid_prefix
 from ._connection import Credentials, SshLink, Target, ssh_errors
 from ._errors import SshCommandTimeout, SshError
+from ._fast_channel import sftp_channel, speed_up
+from ._fast_sftp import SftpWrites
 from ._hostkey import HostKeyPin, parse_host_key
 from ._interface import SshInterface, SshOutput
 
@@ -56,6 +58,7 @@ class _Mapped:
         self._stream = stream
         self._target = target
         self._doing = doing
+        self.accepts_buffers: bool = getattr(stream, "accepts_buffers", False)
 
     async def send(self, data: bytes) -> None:
         with ssh_errors(self._target, self._doing):
@@ -88,6 +91,9 @@ class Ssh(SshInterface, Driver):
         connect_timeout: seconds for TCP, the SSH handshake and the login together.
         keepalive: seconds between keepalive probes; three unanswered ones end the connection
             (the next call opens a new one).
+        fast_path: send SFTP and forward data through tether's AES-GCM send path
+            (``_fast_channel``) where the connection allows it; ``false`` leaves every packet
+            to asyncssh.
     """
 
     host: str
@@ -98,6 +104,7 @@ class Ssh(SshInterface, Driver):
     host_key: Annotated[str, AfterValidator(_check_host_key)]
     connect_timeout: float = 10.0
     keepalive: float = 15.0
+    fast_path: bool = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -177,6 +184,9 @@ class Ssh(SshInterface, Driver):
 
             async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
                 sftp = await conn.start_sftp_client()
+                channel = sftp_channel(sftp)
+                if channel is not None and self.fast_path:
+                    speed_up(channel)
                 self._sftp_conn = conn
                 return sftp
 
@@ -312,7 +322,7 @@ class Ssh(SshInterface, Driver):
         attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None else asyncssh.SFTPAttrs()
         with ssh_errors(target, doing):
             file = await sftp.open(remote_path, "wb", attrs)
-        upload = Upload(file, remote_path)
+        upload = Upload(file, remote_path, SftpWrites.open(sftp, file))
         try:
             yield _Mapped(upload, target, doing)
         finally:
@@ -349,6 +359,8 @@ class Ssh(SshInterface, Driver):
 
         async def open_forward(conn: asyncssh.SSHClientConnection) -> Forward:
             reader, writer = await conn.open_connection(host, port, encoding=None)
+            if self.fast_path:
+                speed_up(writer.channel)
             return Forward(reader, writer)
 
         stream = await self._on_connection(doing, open_forward)
