@@ -49,7 +49,7 @@ PARTS: dict[str, tuple[str, str, float]] = {
     "tether": ("bench.tether_bench", "tether", 240.0),
     "remote": ("bench.remote_bench", "tether", 300.0),
     "controller": ("bench.controller", "tether", 480.0),
-    "hostile": ("bench.hostile", "tether", 300.0),
+    "hostile": ("bench.hostile", "tether", 480.0),
     "power": ("bench.power_bench", "tether", 240.0),
     "ssh": ("bench.ssh_bench", "tether", 300.0),
     "boot": ("bench.boot_bench", "tether", 600.0),

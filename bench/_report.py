@@ -198,6 +198,8 @@ ROWS: tuple[Row, ...] = (
     Row("heartbeats_per_s", "controller: heartbeats/s sustained", "1/s", False),
     Row("hostile_call_ratio_max", "controller: worst flood / idle call p50", "x", True),
     Row("hostile_rss_over_idle_mb_max", "controller: worst flood RSS over idle", "MB", True),
+    Row("hostile_exporter_call_ratio_max", "exporter: worst flood / idle call p50", "x", True),
+    Row("hostile_exporter_rss_over_idle_mb_max", "exporter: worst flood RSS over idle", "MB", True),
     Row("snmp_serve_on_p50_us", "SNMP on p50, tether serve() -> snmpd", "us", True),
     Row("snmp_on_p50_us", "SNMP on p50, tether TLS exporter -> snmpd", "us", True),
     Row("snmp_direct_on_p50_us", "SNMP on p50, pysnmp set_cmd -> snmpd", "us", True),
@@ -248,6 +250,12 @@ TARGETS: tuple[Target, ...] = (
     Target("grant_p50_ms", "absolute", 50.0, "lease grant p50 < 50 ms with 500 queued"),
     Target("hostile_call_ratio_max", "absolute", 3.0, "under each flood, call p50 <= 3x idle"),
     Target("hostile_rss_over_idle_mb_max", "absolute", 200.0, "under each flood, RSS +200 MB"),
+    Target(
+        "hostile_exporter_call_ratio_max", "absolute", 3.0, "exporter floods: call p50 <= 3x idle"
+    ),
+    Target(
+        "hostile_exporter_rss_over_idle_mb_max", "absolute", 200.0, "exporter floods: RSS +200 MB"
+    ),
     Target("snmp_on_ratio", "absolute", 2.0, "SNMP on p50 (serve) within 2x of pysnmp direct"),
     Target("modbus_on_ratio", "absolute", 2.0, "Modbus on p50 (serve) within 2x of pymodbus"),
     Target("ssh_run_ratio", "absolute", 1.5, "ssh run('true') within 1.5x of OpenSSH -M"),

@@ -11,7 +11,8 @@ leases as its ``authorize`` callback (the controller's checks are tested with th
 each exporter side serves a fresh driver tree over its outbound dials, on another loop thread.
 
 ``run_agent_exporter(config_text)``: a real exporter with its controller agent (for tests
-against a real controller from ``tether.controller.testing.run_controller(relay=True)``).
+against a real controller from ``tether.controller.testing.run_controller(relay=True)``), and
+``acquire_lease(ctl, token)``: a granted lease of that exporter, by the HTTP API.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tether.security import (
 from tether.testing._serve import LocalSession
 from tether.wire import ClientConnection, LoopThread, RelayHello, ServerProtocol
 
-__all__ = ["AgentExporter", "RelayLab", "run_agent_exporter"]
+__all__ = ["AgentExporter", "RelayLab", "acquire_lease", "run_agent_exporter"]
 
 T = TypeVar("T")
 
@@ -280,3 +281,14 @@ def run_agent_exporter(
             thread.run(stop(running), 60)
         finally:
             thread.close()
+
+
+def acquire_lease(ctl: Any, token: str, selector: str = "board=rpi4") -> str:
+    """Ask ``ctl`` (a ``ControllerHandle``) for a 120 s lease as ``token``'s client and wait
+    until it is granted; returns its id."""
+    with ctl.http(token) as http:
+        lease = http.post("/v1/leases", json={"selector": selector, "duration": 120}).json()
+        while lease["state"] == "pending":
+            lease = http.get(f"/v1/leases/{lease['id']}?wait=30&state=pending").json()
+    assert lease["state"] == "ready", lease
+    return str(lease["id"])

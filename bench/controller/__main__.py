@@ -29,7 +29,6 @@ import os
 import signal
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,38 +38,9 @@ from typing import Any
 import httpx
 
 from tether.controller import Admin, Database
-from tether.security import init_lab_certs
+from tether.controller.testing import run_controller
 
 TARGET_GRANT_P50_MS = 50.0
-
-
-def _start(tmp: Path, certs: Any) -> tuple[subprocess.Popen[str], str]:
-    argv = [
-        sys.executable,
-        "-c",
-        "from tether.cli import main; main()",
-        "controller",
-        "serve",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--database",
-        f"sqlite:///{tmp / 'controller.db'}",
-        "--tls-cert",
-        str(certs.server_cert),
-        "--tls-key",
-        str(certs.server_key),
-        "--heartbeat-interval",
-        "30",
-        "--heartbeat-timeout",
-        "90",
-    ]
-    stderr = (tmp / "controller.stderr").open("w")
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "ready at" in line:
-            return process, line.split("ready at", 1)[1].split()[0]
-    raise RuntimeError(f"controller did not start: {(tmp / 'controller.stderr').read_text()}")
 
 
 def _log(message: str) -> None:
@@ -163,19 +133,19 @@ async def _run(quick: bool) -> dict[str, Any]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     with tempfile.TemporaryDirectory(prefix="tether-bench-controller-") as tmp_name:
         tmp = Path(tmp_name)
-        certs = init_lab_certs(tmp / "certs")
-        process, url = _start(tmp, certs)
-        try:
-            return await _measure(tmp, url, certs, n_exporters, n_busy, n_waiters, probes, handoffs)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with run_controller(
+            tmp, subprocess=True, heartbeat_interval=30, heartbeat_timeout=90
+        ) as ctl:
+            assert ctl.ca is not None
+            return await _measure(
+                tmp, ctl.url, ctl.ca, n_exporters, n_busy, n_waiters, probes, handoffs
+            )
 
 
 async def _measure(
     tmp: Path,
     url: str,
-    certs: Any,
+    ca: Path,
     n_exporters: int,
     n_busy: int,
     n_waiters: int,
@@ -199,7 +169,7 @@ async def _measure(
     setup_s = time.perf_counter() - t0
     _log(f"made {n_exporters} exporters and {n_busy + n_waiters + 1} clients in {setup_s:.1f} s")
 
-    lab = Lab(url, ssl.create_default_context(cafile=str(certs.ca)))
+    lab = Lab(url, ssl.create_default_context(cafile=str(ca)))
     stop = asyncio.Event()
     beats = {"ok": 0, "failed": 0}
     online = asyncio.Event()
@@ -254,7 +224,7 @@ async def _measure(
             release_ms.append((time.perf_counter() - start) * 1000)
 
     _log(f"{probes} probe grants done")
-    dashboard = await _dashboard(lab, certs, admin_token, probe_token, probes)
+    dashboard = await _dashboard(lab, ca, admin_token, probe_token, probes)
     _log("dashboard measured")
     handoff_ms: list[float] = []
     for k in range(handoffs):
@@ -290,7 +260,7 @@ async def _measure(
 
 
 async def _dashboard(
-    lab: Lab, certs: Any, admin_token: str, probe_token: str, probes: int
+    lab: Lab, ca: Path, admin_token: str, probe_token: str, probes: int
 ) -> dict[str, Any]:
     """The dashboard in headless Chromium on the full lab: first screen, a grant reaching an
     open page, ``/metrics`` scrapes, and grants while a page is open and metrics are scraped."""

@@ -29,6 +29,8 @@ __all__ = [
     "HookFailed",
     "InterfaceVersionMismatch",
     "InvalidArgument",
+    "LeaseEnded",
+    "LeaseExpired",
     "LifecycleError",
     "LocalProtocolError",
     "MethodNotFound",
@@ -37,9 +39,12 @@ __all__ = [
     "RelayRefused",
     "RemoteProtocolError",
     "SelectorError",
+    "SessionLost",
     "TetherConnectionError",
     "TetherError",
+    "error_from_goaway",
     "error_from_wire",
+    "goaway_code",
 ]
 
 
@@ -115,6 +120,43 @@ class RelayRefused(ConnectFailed):
 
 class ConnectionLost(TetherConnectionError):
     """The connection died with calls in flight (peer killed, network cut, keepalive expired)."""
+
+
+class SessionLost(ConnectionLost):
+    """The exporter no longer has the session a client tree belongs to (it restarted, or it
+    ended the session): the tree's nodes are gone, so every later call fails at once with
+    this error instead of reaching a fresh session's drivers."""
+
+
+class LeaseEnded(ConnectionLost):
+    """The lease a client tree was reached through is over (released, revoked, ended by a
+    hook...): every later call fails at once, without dialling the relay again.
+
+    Attributes:
+        lease_id: the lease's id (``None`` when only the message crossed the wire).
+        state: what it became (``expired``, ``ended``, ``revoked``...).
+        ended_at: when it ended, as the controller said (ISO 8601), or ``None``.
+        reason: the controller's reason, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lease_id: str | None = None,
+        state: str = "ended",
+        ended_at: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
+        self.state = state
+        self.ended_at = ended_at
+        self.reason = reason
+
+
+class LeaseExpired(LeaseEnded):
+    """The lease reached its end time: "the lease L expired at T"."""
 
 
 # -- controller -------------------------------------------------------------------------------
@@ -251,3 +293,33 @@ def error_from_wire(payload: Any) -> CallError:
     message = str(details.pop("message", ""))
     cls = _BY_CODE.get(code, CallError)
     return cls(message, **{str(k): v for k, v in details.items()})
+
+
+#: GOAWAY codes a server (or ``tether shell``'s relay proxy) refuses a handshake with, whose
+#: error is more than "the connection was refused" (a subclass before its base).
+_BY_GOAWAY: dict[str, type[TetherConnectionError]] = {
+    "unauthenticated": AuthenticationFailed,
+    "session_lost": SessionLost,
+    "lease_expired": LeaseExpired,
+    "lease_ended": LeaseEnded,
+}
+
+
+def error_from_goaway(code: str, message: str) -> TetherConnectionError:
+    """The error for a handshake the peer refused with ``GOAWAY [code, message]``."""
+    cls = _BY_GOAWAY.get(code)
+    if cls is None:
+        return ConnectFailed(f"server refused the connection: {code}: {message}")
+    if issubclass(cls, LeaseEnded):
+        return cls(message, state="expired" if cls is LeaseExpired else "ended")
+    if cls is AuthenticationFailed:
+        return cls(message or "authentication failed")
+    return cls(message)
+
+
+def goaway_code(error: BaseException) -> str | None:
+    """The GOAWAY code that carries ``error`` through a refused handshake, if it has one."""
+    for code, cls in _BY_GOAWAY.items():
+        if isinstance(error, cls):
+            return code
+    return None

@@ -19,7 +19,7 @@ from procs import Notifications
 
 import tether
 from tether.client import RemoteClient, split_session_url
-from tether.errors import ConfigError, ConnectFailed, ConnectionLost
+from tether.errors import ConfigError, ConnectFailed, ConnectionLost, SessionLost
 from tether.exporter import parse_config, run_exporter_in_thread
 
 
@@ -159,8 +159,13 @@ def test_a_call_after_the_session_ended_fails_instead_of_starting_afresh(
             assert notes.wait_for("marker stopped") == ["marker started"]
             with pytest.raises(ConnectionLost):
                 dut.marker.call("increment")  # notices the cut, or fails to reconnect
-            with pytest.raises(ConnectionLost, match="session is gone"):
+            with pytest.raises(SessionLost, match="session is gone"):
                 dut.marker.call("increment")
+            dialled = len(proxy.links)
+            for _ in range(5):  # known now: every later call fails at once, connecting nowhere
+                with pytest.raises(SessionLost, match="session is gone"):
+                    dut.marker.call("increment")
+            assert len(proxy.links) == dialled
             dut.close()
         finally:
             proxy.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relaylab import AgentExporter, run_agent_exporter
+from relaylab import AgentExporter, acquire_lease, run_agent_exporter
 from tether.controller.testing import ControllerHandle, FakeClock, run_controller
 
 EXPORT = """
@@ -40,15 +40,6 @@ def bench(ctl: ControllerHandle) -> Iterator[AgentExporter]:
         yield running
 
 
-def acquire(ctl: ControllerHandle, token: str) -> str:
-    with ctl.http(token) as http:
-        lease = http.post("/v1/leases", json={"selector": "board=rpi4", "duration": 120}).json()
-        while lease["state"] == "pending":
-            lease = http.get(f"/v1/leases/{lease['id']}?wait=30&state=pending").json()
-    assert lease["state"] == "ready", lease
-    return str(lease["id"])
-
-
 def shell(config: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env["TETHER_CONFIG"] = str(config)
@@ -62,7 +53,7 @@ def test_shell_lease_reuses_a_held_lease_and_leaves_it_held(
     alice = ctl.admin.create_client("alice")
     config = tmp_path / "alice.yaml"
     config.write_text(alice.config)
-    lease_id = acquire(ctl, alice.token)
+    lease_id = acquire_lease(ctl, alice.token)
     process = shell(config, "--lease", lease_id, "--", "dut", "power", "on", stderr=subprocess.PIPE)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
@@ -84,7 +75,7 @@ def test_shell_warns_before_the_lease_expires_and_says_when_it_expired(
     alice = ctl.admin.create_client("alice")
     config = tmp_path / "alice.yaml"
     config.write_text(alice.config)
-    lease_id = acquire(ctl, alice.token)
+    lease_id = acquire_lease(ctl, alice.token)
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     process = shell(

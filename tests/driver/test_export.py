@@ -87,6 +87,20 @@ def test_bad_arguments_name_the_parameter(
     assert info.value.parameter == parameter
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (b"\0" * 300_000, "... [300000 bytes]"),
+        ("x" * 300_000, "xxxx...xxxx"),
+        ([b"\0" * 300_000] * 50, "... [300000 bytes], ...]"),
+    ],
+)
+def test_a_huge_bad_argument_is_shown_cut(value: object, shown: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        Shapes.exported()["move"].bind([{"x": 1, "y": 1}], {"speed": value})
+    assert len(str(info.value)) < 1000 and shown in str(info.value)
+
+
 def test_describe_lists_parameters_and_doc() -> None:
     description = Shapes.exported()["move"].describe()
     assert description["kind"] == "unary"

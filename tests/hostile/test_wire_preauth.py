@@ -21,7 +21,16 @@ from tether.exporter import LabCerts, init_lab_certs
 from tether.wire import Connection, GoAway, Role
 from tether.wire._frames import FrameDecoder
 
-from ._wire_kit import SAFETY, TOKEN, Exporter, legit_client, tls_socket
+from ._wire_kit import (
+    SAFETY,
+    TOKEN,
+    Exporter,
+    half_hello,
+    legit_client,
+    long_hello,
+    tls_socket,
+    trickle,
+)
 from ._wire_kit import context as _context
 
 
@@ -43,17 +52,6 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def _trickle(feeds: list[tuple[socket.socket, bytes]], stop: threading.Event) -> None:
-    """The next byte of each connection's feed every 0.2 s: each byte would reset a deadline
-    that restarted on every byte."""
-    sent = 0
-    while not stop.wait(0.2):
-        for sock, feed in feeds:
-            with contextlib.suppress(OSError):
-                sock.send(feed[sent : sent + 1])
-        sent += 1
-
-
 def _client_hello(certs: LabCerts) -> bytes:
     """The first flight of a real TLS handshake (a ClientHello of a few hundred bytes)."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -61,12 +59,6 @@ def _client_hello(certs: LabCerts) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
-
-
-def _long_hello() -> bytes:
-    """A real HELLO frame too long to finish at a byte every 0.2 s within the test."""
-    conn = Connection(Role.CLIENT)
-    return conn.send(conn.hello(token=TOKEN, padding="x" * 400))
 
 
 @pytest.fixture
@@ -86,8 +78,8 @@ def test_a_trickling_peer_is_dropped_at_the_deadline_counted_from_accept(
     tls: list[socket.socket] = [tls_socket(exporter) for _ in range(5)]
     stop = threading.Event()
     feeds = [(sock, _client_hello(certs)) for sock in raw]
-    feeds += [(sock, _long_hello()) for sock in tls]
-    trickler = threading.Thread(target=_trickle, args=(feeds, stop), daemon=True)
+    feeds += [(sock, long_hello()) for sock in tls]
+    trickler = threading.Thread(target=trickle, args=(feeds, stop, 0.2), daemon=True)
     trickler.start()
     try:
         for sock in tls:  # the TLS ones get a GOAWAY first
@@ -162,9 +154,7 @@ def test_unauthenticated_peers_cost_little_and_give_it_back(
         peers = []
         for _ in range(300):  # past TLS, half a Hello each: the state before authentication
             sock = tls_socket(exporter)
-            conn = Connection(Role.CLIENT)
-            hello = conn.send(conn.hello(token=TOKEN))
-            sock.sendall(hello[: len(hello) // 2])
+            sock.sendall(half_hello())
             peers.append(sock)
         connection, tree = legit_client(exporter)  # served meanwhile
         assert tree.children["power"].call("status") in (True, False)

@@ -18,7 +18,7 @@ import pytest
 
 from tether import Driver, export_stream
 from tether.driver import ClientPolicy, DriverHost, build_client_tree
-from tether.errors import AuthenticationFailed, ConnectionLost
+from tether.errors import AuthenticationFailed, ConnectionLost, SessionLost
 from tether.security import client_ssl_context, init_lab_certs, server_ssl_context
 from tether.testing import serve
 from tether.testing._serve import LocalSession
@@ -305,6 +305,40 @@ def test_a_rejected_token_raises_authentication_failed_itself() -> None:
             ClientConnection(client_sock, meta={"token": "nobody"}, keepalive=None)
         assert type(info.value) is AuthenticationFailed
         assert client_sock.fileno() == -1  # the client closed its socket
+    finally:
+        loop_thread.loop.call_soon_threadsafe(protocol.close)
+        loop_thread.close()
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected"),
+    [
+        (SessionLost("the exporter restarted; the session S is gone"), SessionLost),
+        (AuthenticationFailed("no open session 'S'"), AuthenticationFailed),
+    ],
+)
+def test_a_refused_session_crosses_the_handshake_as_its_own_error(
+    refusal: Exception, expected: type[Exception]
+) -> None:
+    """The resolver's SessionLost reaches the client as SessionLost (GOAWAY session_lost),
+    not as a failed authentication."""
+    loop_thread = LoopThread("session-lost-server")
+    client_sock, server_sock = socket.socketpair()
+
+    async def refuse(meta: dict[str, Any]) -> Any:
+        raise refusal
+
+    async def start() -> Any:
+        _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: ServerProtocol(refuse), server_sock
+        )
+        return protocol
+
+    protocol = loop_thread.run(start())
+    try:
+        with pytest.raises(expected) as info:
+            ClientConnection(client_sock, meta={"session": "S"}, keepalive=None)
+        assert type(info.value) is expected and str(info.value) == str(refusal)
     finally:
         loop_thread.loop.call_soon_threadsafe(protocol.close)
         loop_thread.close()

@@ -1,12 +1,23 @@
 """REAL SOCKETS, both loops: the server's own bounds, in-process (the exporter-level floods
-are in ``tests/hostile``): the handshake deadline, calls at once, pings while paused."""
+are in ``tests/hostile``): the handshake deadline, calls at once, pings while paused, a ping
+flood."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from tether.wire import Call, Connection, Error, GoAway, Ping, Pong, Role
+from tether.wire import (
+    MAX_PINGS_PER_SECOND,
+    Call,
+    Connection,
+    ConnectionLimits,
+    Error,
+    GoAway,
+    Ping,
+    Pong,
+    Role,
+)
 from tether.wire._frames import FrameDecoder, encode_event
 
 from ._server_kit import SAFETY, handshake, in_thread, read_until_eof, serving
@@ -63,7 +74,8 @@ def test_pings_while_the_transport_is_paused_get_one_pong(
                 await handshake(sock, Connection(Role.CLIENT))
                 protocol = server.protocols[-1]
                 protocol.pause_writing()  # as asyncio does when the peer stops reading
-                pings = b"".join(encode_event(Ping(b"%08d" % i)) for i in range(1000))
+                count = MAX_PINGS_PER_SECOND  # all that is allowed at once
+                pings = b"".join(encode_event(Ping(b"%08d" % i)) for i in range(count))
                 # A call after the pings: once it runs, every ping before it was read.
                 then = encode_event(Call(1, server.driver.uuid, "hang"))
                 await asyncio.get_running_loop().sock_sendall(sock, pings + then)
@@ -71,6 +83,34 @@ def test_pings_while_the_transport_is_paused_get_one_pong(
                 protocol.resume_writing()
                 protocol.close()
                 events = await read_until_eof(sock)
-            assert [e for e in events if isinstance(e, Pong)] == [Pong(b"00000999")]
+            assert [e for e in events if isinstance(e, Pong)] == [Pong(b"%08d" % (count - 1))]
 
     run(main())
+
+
+def test_a_ping_flood_is_dropped_with_a_goaway(
+    run: Callable[[Awaitable[None]], None], socket_dir: str
+) -> None:
+    async def main() -> None:
+        async with serving(socket_dir) as server:
+            with await server.connect_raw() as sock:
+                await handshake(sock, Connection(Role.CLIENT))
+                pings = encode_event(Ping(b"12345678")) * (MAX_PINGS_PER_SECOND + 1)
+                await asyncio.get_running_loop().sock_sendall(sock, pings)
+                events = await read_until_eof(sock)
+            goaway = events[-1]
+            assert isinstance(goaway, GoAway) and goaway.code == "ping_flood", events[-3:]
+            assert len([e for e in events if isinstance(e, Pong)]) <= MAX_PINGS_PER_SECOND
+
+    run(main())
+
+
+def test_a_penalised_address_is_refused_until_its_time_is_up() -> None:
+    limits = ConnectionLimits(max_connections=10, max_per_peer=5)
+    limits.penalise("10.0.0.1")
+    assert not limits.admit("10.0.0.1") and limits.refused == 1
+    assert limits.admit("10.0.0.2")  # another address is served
+    limits.penalise("local")  # every unix-socket peer is "local": never penalised
+    assert limits.admit("local")
+    limits.penalise("10.0.0.3", 0.0)  # a penalty that is over
+    assert limits.admit("10.0.0.3")

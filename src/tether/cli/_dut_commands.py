@@ -31,8 +31,10 @@ from tether.driver import DriverClient
 from tether.errors import (
     DriverError,
     InvalidArgument,
+    LeaseEnded,
     MethodNotFound,
     NodeNotFound,
+    SessionLost,
     TetherError,
 )
 
@@ -479,6 +481,8 @@ def _call_errors(ctx: click.Context, client: DriverClient, method: str) -> Itera
     except DriverError as exc:
         remote_type = exc.remote_type.removeprefix("builtins.")
         raise click.ClickException(f"{remote_type}: {exc.message}") from None
+    except (LeaseEnded, SessionLost) as exc:
+        raise click.ClickException(str(exc)) from None  # says it all: "the lease L expired..."
     except TetherError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 

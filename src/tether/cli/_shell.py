@@ -247,6 +247,7 @@ def _leased_session(
             lease,
             warn_before=warn_before,
             say=lambda text: click.echo(f"tether shell: {text}", err=True),
+            on_end=session.give_up,  # `dut` is refused at once with the same words
         )
         try:
             yield _Target(exporters, {"TETHER_HOST": root.session_url}, watcher)

@@ -76,6 +76,7 @@ def connect_from_env(environ: dict[str, str] | None = None) -> Any:
     Raises:
         ConfigError: TETHER_HOST is missing or malformed.
         ConnectFailed: the exporter cannot be reached or rejected us.
+        LeaseEnded, SessionLost: (inside ``tether shell``) the lease or the session is over.
     """
     from tether.client import client_policy, connect
     from tether.errors import ConfigError
@@ -125,7 +126,7 @@ def _role_environ(role: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of ``dut``."""
-    from tether.errors import ConfigError, TetherError
+    from tether.errors import ConfigError, LeaseEnded, SessionLost, TetherError
 
     role, args = _take_role(list(sys.argv[1:] if argv is None else argv))
     if role is not None:
@@ -138,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         click.echo(f"dut: {exc}", err=True)
         sys.exit(2)
+    except (LeaseEnded, SessionLost) as exc:
+        click.echo(f"dut: {exc}", err=True)  # "the lease L expired at T": nothing to add
+        sys.exit(1)
     except TetherError as exc:
         click.echo(f"dut: cannot connect to {os.environ.get('TETHER_HOST')}: {exc}", err=True)
         sys.exit(1)

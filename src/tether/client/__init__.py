@@ -9,12 +9,12 @@ from ._lease import (
     Lease,
     LeaseClient,
     LeasedSession,
-    RelayProxy,
     dial_relay,
     lease,
     load_client_settings,
     open_leased_tree,
 )
+from ._relay_proxy import RelayProxy
 from ._roles import ROLES_VAR, Lab, lease_roles, parse_roles, role_environment, role_host_var
 from ._watch import ExpiryWatcher, HookWatcher, hook_printer
 

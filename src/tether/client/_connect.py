@@ -4,12 +4,16 @@ The tree's calls go through a :class:`RemoteSession`, which holds one
 :class:`~tether.wire.ClientConnection` and the exporter's session id. When the connection
 dies (exporter restarted its network, keepalive expired), calls in flight fail with
 ``ConnectionLost``; the next call reconnects and re-attaches to the same session, as long as
-the exporter still holds it (its ``session_grace``). A session the exporter ended is never
-silently replaced: the tree's nodes belong to it, so that call fails with ``ConnectionLost``.
+the exporter still holds it (its ``session_grace``). A session the exporter ended (or lost in
+a restart) is never silently replaced: the tree's nodes belong to it, so that call fails with
+``SessionLost``, and so does every later one, at once, without connecting again. A session
+reached through a lease (``tether.client.LeasedSession``) fails the same way with
+``LeaseExpired``/``LeaseEnded`` once the lease is over.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import ssl
 import threading
@@ -20,7 +24,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tether.driver import ByteStream, DriverClient, build_client_tree
-from tether.errors import AuthenticationFailed, ConfigError, ConnectFailed, ConnectionLost
+from tether.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectFailed,
+    ConnectionLost,
+    LeaseEnded,
+    SessionLost,
+)
 from tether.wire import Address, ClientConnection, connect_socket, parse_address
 
 from ._allow import client_policy
@@ -73,6 +84,8 @@ class RemoteSession:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._closed = False
+        #: why this session can never be reached again (raised, as a copy, by every call)
+        self._gone: ConnectionLost | None = None
         self.connection = self._open(session_id)
         self.server_meta = self.connection.server_meta
         self.session_id: str | None = self.server_meta.get("session")
@@ -92,38 +105,96 @@ class RemoteSession:
         """The live connection, reconnecting (to the same session) if the last one died.
 
         Raises:
-            ConnectionLost: closed, the exporter cannot be reached, or it ended the session.
+            SessionLost: the exporter no longer has the session (now, or on an earlier call).
+            LeaseEnded: (through a lease) the lease is over.
+            ConnectionLost: closed, or the exporter cannot be reached.
         """
         connection = self.connection
-        if connection.alive:
+        if connection.alive and self._gone is None:
             return connection
         with self._lock:
+            if self._gone is not None:
+                raise copy.copy(self._gone)  # a fresh traceback each time
             if self._closed:
                 raise ConnectionLost("the connection is closed")
             if self.connection.alive:
                 return self.connection
             self.connection.close()  # release the dead one's socket
+            ended = self.why_lost()
+            if ended is not None:
+                raise self._give_up(ended)
             try:
                 self.connection = self._open(self.session_id)
+            except (SessionLost, LeaseEnded) as exc:
+                raise self._give_up(exc) from None
             except AuthenticationFailed as exc:
-                raise ConnectionLost(
-                    f"reconnected to {self.address}, but the session is gone: {exc}"
-                ) from exc
+                lost = SessionLost(f"reconnected to {self.address}, but the session is gone: {exc}")
+                raise self._give_up(lost) from exc
             except ConnectFailed as exc:
+                ended = self.why_lost()  # refused: the lease may have ended meanwhile
+                if ended is not None:
+                    raise self._give_up(ended) from exc
                 raise ConnectionLost(
                     f"the connection was lost and reconnecting failed: {exc}"
                 ) from exc
             return self.connection
 
+    def why_lost(self) -> LeaseEnded | None:
+        """Called when the connection died: why it can never come back, if that is known.
+
+        A direct session knows nothing more than its connection; a leased one asks the
+        controller whether the lease is over.
+        """
+        return None
+
+    @property
+    def gone(self) -> ConnectionLost | None:
+        """Why this session can never be reached again (every call raises it), or ``None``."""
+        return self._gone
+
+    def give_up(self, error: ConnectionLost) -> ConnectionLost:
+        """Remember that the session is gone for good: every later call raises ``error`` at
+        once, without connecting. Returns ``error``."""
+        with self._lock:
+            return self._give_up(error)
+
+    def _give_up(self, error: ConnectionLost) -> ConnectionLost:
+        self._gone = error
+        self.connection.close()
+        return error
+
+    def _lost_in_flight(self, exc: ConnectionLost) -> ConnectionLost:
+        """What a call whose connection died raises: why, when the session is gone for good."""
+        if isinstance(exc, SessionLost | LeaseEnded):
+            return exc
+        ended = self.why_lost()
+        if ended is None:
+            return exc
+        return copy.copy(self.give_up(ended))
+
     # -- CallTarget ---------------------------------------------------------------------------
 
     def call(self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return self.current().call(node, method, args, kwargs)
+        connection = self.current()
+        try:
+            return connection.call(node, method, args, kwargs)
+        except ConnectionLost as exc:
+            lost = self._lost_in_flight(exc)
+            if lost is exc:
+                raise
+            raise lost from exc
 
     def streaming_call(
         self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
-        return self.current().streaming_call(node, method, args, kwargs)
+        items = self.current().streaming_call(node, method, args, kwargs)
+        try:
+            yield from items
+        except ConnectionLost as exc:
+            lost = self._lost_in_flight(exc)
+            if lost is exc:
+                raise
+            raise lost from exc
 
     def open_stream(
         self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]

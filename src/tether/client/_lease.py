@@ -13,13 +13,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import selectors
-import shutil
 import socket
 import ssl
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +27,7 @@ from tether.errors import (
     ConfigError,
     ConnectFailed,
     ControllerError,
+    LeaseEnded,
     ProtocolError,
     RelayRefused,
     TetherError,
@@ -44,7 +41,6 @@ from tether.wire import (
     RelayReply,
     TLSChannel,
     connect_socket,
-    copy_bytes,
     map_connect_errors,
     parse_address,
     relay_url_for,
@@ -52,7 +48,7 @@ from tether.wire import (
 
 from ._allow import client_policy
 from ._connect import RemoteClient, RemoteSession, _remote_class
-from ._lease_api import ClientSettings, Lease, LeaseClient, load_client_settings
+from ._lease_api import ClientSettings, Lease, LeaseClient, lease_ended, load_client_settings
 
 if TYPE_CHECKING:
     from ._roles import Lab
@@ -62,7 +58,6 @@ __all__ = [
     "Lease",
     "LeaseClient",
     "LeasedSession",
-    "RelayProxy",
     "dial_relay",
     "lease",
     "load_client_settings",
@@ -203,26 +198,44 @@ class LeasedSession(RemoteSession):
             timeout=timeout,
         )
 
+    def why_lost(self) -> LeaseEnded | None:
+        """Ask the controller whether the lease is over (``None``: it is not, or the
+        controller cannot say right now)."""
+        try:
+            with LeaseClient(self._settings) as api:
+                return lease_ended(api.get(self.lease.id))
+        except TetherError as exc:
+            log.info("lease %s: cannot ask the controller about it: %s", self.lease.id, exc)
+            return None
+
+    def dial(self, timeout: float | None = None) -> socket.socket | TLSChannel:
+        """One dial of the relay for this session's lease (see :func:`dial_relay`)."""
+        sock, _ = dial_relay(
+            self.relay,
+            self.lease.id,
+            self._settings.token,
+            ssl_context=self._relay_context,
+            timeout=self._timeout if timeout is None else timeout,
+            exporter=self.exporter,
+        )
+        return sock
+
     def _open(self, session_id: str | None) -> ClientConnection:
         deadline = time.monotonic() + self._exporter_timeout
         while True:
             try:
-                sock, _ = dial_relay(
-                    self.relay,
-                    self.lease.id,
-                    self._settings.token,
-                    ssl_context=self._relay_context,
-                    timeout=self._timeout,
-                    exporter=self.exporter,
-                )
+                sock = self.dial()
                 break
             except RelayRefused as exc:
                 # The router itself waited for the exporter: dial again, no pause needed.
                 if exc.code != "exporter_unavailable" or time.monotonic() >= deadline:
                     raise
+        meta = dict(self._meta)
+        if session_id is not None:
+            meta["session"] = session_id  # an exporter that restarted refuses: SessionLost
         keepalive = None if self._keepalive is None else self._keepalive / 3
         return ClientConnection(
-            sock, meta=dict(self._meta), keepalive=keepalive, handshake_timeout=self._timeout
+            sock, meta=meta, keepalive=keepalive, handshake_timeout=self._timeout
         )
 
 
@@ -422,110 +435,13 @@ def _lease(
                     api.release(granted.id)
 
 
-class RelayProxy:
-    """A private unix socket whose connections are carried through the relay to a lease's
-    session: gives ``dut`` (and hooks) inside ``tether shell --selector`` a ``TETHER_HOST``.
-
-    Each accepted connection dials the relay anew and copies bytes both ways (two threads);
-    the exporter joins every relay connection of a lease to the lease's session. ``url`` is
-    ``unix:///tmp/tether-lease-XXXX/relay.sock`` (the directory is 0700).
-    """
-
-    def __init__(self, session: LeasedSession, *, timeout: float = 30.0) -> None:
-        self._session = session
-        self._timeout = timeout
-        self._dir = Path(tempfile.mkdtemp(prefix="tether-lease-"))
-        self.path = self._dir / "relay.sock"
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(self.path))
-        self._listener.listen(16)
-        self.url = f"unix://{self.path}"
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._lock = threading.Lock()
-        self._open: set[Any] = set()
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, name="tether-relay-proxy", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._listener, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while True:
-                ready = {key.fileobj for key, _ in selector.select()}
-                if self._wake_r in ready:
-                    return
-                try:
-                    local, _ = self._listener.accept()
-                except OSError:
-                    continue
-                threading.Thread(target=self._carry, args=(local,), daemon=True).start()
-
-    def _carry(self, local: socket.socket) -> None:
-        session = self._session
-        try:
-            remote, _ = dial_relay(
-                session.relay,
-                session.lease.id,
-                session._settings.token,
-                ssl_context=session._relay_context,
-                timeout=self._timeout,
-                exporter=session.exporter,
-            )
-        except TetherError as exc:
-            log.warning("relay proxy: %s", exc)
-            local.close()
-            return
-        with self._lock:
-            if self._closed:
-                local.close()
-                remote.close()
-                return
-            self._open.update((local, remote))
-        back = threading.Thread(target=_copy, args=(remote, local), daemon=True)
-        back.start()
-        _copy(local, remote)
-        back.join()
-        with self._lock:
-            self._open.difference_update((local, remote))
-        local.close()
-        remote.close()
-
-    def close(self) -> None:
-        """Stop accepting, cut the carried connections, remove the socket's directory."""
-        with self._lock:
-            self._closed = True
-            carried = list(self._open)
-        self._wake_w.send(b"x")
-        self._thread.join()
-        for each in carried:
-            with contextlib.suppress(OSError):
-                each.shutdown(socket.SHUT_RDWR)
-        for each in (self._listener, self._wake_r, self._wake_w):
-            each.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> RelayProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _copy(source: Any, sink: Any) -> None:
-    """Copy until EOF or an error on either side, then shut the other side down."""
-    write = sink.send if isinstance(sink, TLSChannel) else sink.sendall
-    copy_bytes(lambda: source.recv(1 << 16), write)
-    for each in (source, sink):
-        with contextlib.suppress(OSError):
-            each.shutdown(socket.SHUT_RDWR)
-
-
 @contextlib.contextmanager
 def open_leased_tree(selector: str | None, **kwargs: Any) -> Iterator[RemoteClient]:
     """``tether shell --selector``'s entry point: :func:`lease` (same arguments), plus a
     local :class:`RelayProxy`, so ``tree.session_url`` is a ``unix://...?session=ID`` URL that
     ``tether.connect`` (and so ``dut``) can use as ``TETHER_HOST``."""
+    from ._relay_proxy import RelayProxy
+
     with lease(selector, **kwargs) as tree:
         session = tree.session
         assert isinstance(session, LeasedSession)

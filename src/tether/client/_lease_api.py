@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import ConfigError, ControllerError
+from tether.errors import ConfigError, ControllerError, LeaseEnded, LeaseExpired
 from tether.security import client_ssl_context
 
 from ._http import controller_error, map_http_errors
@@ -18,7 +18,14 @@ from ._http import controller_error, map_http_errors
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DEFAULT_CONFIG", "ClientSettings", "Lease", "LeaseClient", "load_client_settings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ClientSettings",
+    "Lease",
+    "LeaseClient",
+    "lease_ended",
+    "load_client_settings",
+]
 
 #: Where ``tether`` looks for the client config when neither options nor env vars say.
 DEFAULT_CONFIG = Path("~/.config/tether/client.yaml")
@@ -137,6 +144,24 @@ class Lease:
             reason=data.get("reason"),
             raw=data,
         )
+
+
+def lease_ended(lease: Lease) -> LeaseEnded | None:
+    """Why ``lease`` is over, as an error to raise, or ``None`` while it is pending or ready.
+
+    The one wording of a lease's end ("the lease L expired at T", "the lease L was revoked:
+    REASON"), for calls through it, ``dut`` and ``tether shell`` alike.
+    """
+    if lease.state in ("pending", "ready"):
+        return None
+    when = lease.raw.get("ended_at") or lease.ends_at
+    cls: type[LeaseEnded]
+    if lease.state == "expired":
+        cls, message = LeaseExpired, f"the lease {lease.id} expired at {when}"
+    else:
+        why = f": {lease.reason}" if lease.reason else ""
+        cls, message = LeaseEnded, f"the lease {lease.id} was {lease.state}{why}"
+    return cls(message, lease_id=lease.id, state=lease.state, ended_at=when, reason=lease.reason)
 
 
 class LeaseClient:

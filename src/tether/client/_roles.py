@@ -166,11 +166,11 @@ def lease_roles(
     from ._lease import (
         LeaseClient,
         LeasedSession,
-        RelayProxy,
         _spinner_callback,
         _tree,
         load_client_settings,
     )
+    from ._relay_proxy import RelayProxy
 
     wanted = check_roles(roles)
     settings = load_client_settings(controller, token, ca, config)

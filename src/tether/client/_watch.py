@@ -5,7 +5,8 @@
   it comes, by long-polling the lease with ``hooks=VERSION``. A lease the hook ended shows
   why.
 * :class:`ExpiryWatcher`: ``tether shell``'s lease: a warning some minutes before it expires
-  (re-read first: an extension moves it), and "the lease expired at T" once it did.
+  (re-read first: an extension moves it), and "the lease expired at T" once it did (also
+  told to the session, so ``dut`` hears it without a relay dial).
 
 Both swallow every error (the main thread reports its own) and never block the caller.
 """
@@ -19,9 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether.errors import TetherError
+from tether.errors import LeaseEnded, TetherError
 
 from ._lease import ClientSettings, Lease, LeaseClient
+from ._lease_api import lease_ended
 
 __all__ = ["ExpiryWatcher", "HookWatcher", "hook_printer", "new_output"]
 
@@ -117,6 +119,8 @@ class ExpiryWatcher:
         lease: the lease, as granted.
         warn_before: seconds before ``ends_at`` to warn (0: no warning).
         say: where the messages go (one line each).
+        on_end: called with the lease's end as an error (``LeaseExpired``...) once it ended,
+            e.g. a session's ``give_up``, so later calls fail at once without dialling.
     """
 
     def __init__(
@@ -126,11 +130,13 @@ class ExpiryWatcher:
         *,
         warn_before: float,
         say: Callable[[str], None],
+        on_end: Callable[[LeaseEnded], object] | None = None,
     ) -> None:
         self._settings = settings
         self._lease = lease
         self._warn_before = warn_before
         self._say = say
+        self._on_end = on_end
         self._stopped = threading.Event()
         #: set once the lease is no longer ready; ``ended`` is the message said then.
         self.gone = threading.Event()
@@ -165,12 +171,11 @@ class ExpiryWatcher:
             pass
 
     def _ended(self, lease: Lease) -> None:
-        if lease.state == "expired":
-            when = lease.raw.get("ended_at") or lease.ends_at
-            self.ended = f"the lease {lease.id} expired at {when}"
-        else:
-            why = f": {lease.reason}" if lease.reason else ""
-            self.ended = f"the lease {lease.id} was {lease.state}{why}"
+        error = lease_ended(lease)
+        assert error is not None  # called once the lease is neither pending nor ready
+        self.ended = str(error)
+        if self._on_end is not None:
+            self._on_end(error)
         self.gone.set()
         if not self._stopped.is_set():
             self._say(self.ended)

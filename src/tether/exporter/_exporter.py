@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.driver import DriverHost
-from tether.errors import AuthenticationFailed, ConfigError, HookFailed
+from tether.errors import AuthenticationFailed, ConfigError, HookFailed, SessionLost
 from tether.security import server_ssl_context, verify_token
 from tether.wire import (
     Address,
@@ -276,7 +276,13 @@ class Exporter:
         if direct and self._leases:
             # One user at a time: the controller's lease holder has the board.
             raise AuthenticationFailed(_LEASED_REFUSAL.format(name=self.config.name))
-        wanted = bound or meta.get("session")
+        named = meta.get("session")
+        if bound is not None and named is not None and named != bound:
+            # A lease holder re-attaching to the session it had: this process never served it.
+            raise SessionLost(
+                f"the exporter {self.config.name} restarted; the session {named} is gone"
+            )
+        wanted = bound or named
         if wanted is not None:
             session = self.sessions.get(str(wanted))
             # Hook connections may join a session that is closing (after_lease runs then).

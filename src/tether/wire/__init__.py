@@ -33,9 +33,11 @@ from ._events import (
     StreamOpening,
     WindowUpdate,
 )
+from ._frames import encode_event
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
 from ._listener import (
     DEFAULT_MAX_PER_PEER,
+    FLOOD_PENALTY,
     ConnectionLimits,
     Listener,
     bind_tcp,
@@ -58,6 +60,7 @@ from ._relay_state import (
 from ._server import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_STREAMS,
+    MAX_PINGS_PER_SECOND,
     ServerProtocol,
     ServerSession,
     SessionResolver,
@@ -75,7 +78,9 @@ __all__ = [
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
+    "FLOOD_PENALTY",
     "MAX_ERROR_TEXT",
+    "MAX_PINGS_PER_SECOND",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "RELAY_TRANSITIONS",
@@ -129,6 +134,7 @@ __all__ = [
     "connect_socket",
     "copy_both_ways",
     "copy_bytes",
+    "encode_event",
     "map_connect_errors",
     "new_event_loop",
     "parse_address",

@@ -32,12 +32,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from tether.errors import (
-    AuthenticationFailed,
     ConnectFailed,
     ConnectionLost,
     LifecycleError,
     ProtocolError,
     TetherError,
+    error_from_goaway,
 )
 
 from ._clientkeepalive import ClientKeepalive
@@ -61,7 +61,7 @@ from ._events import (
     WindowUpdate,
 )
 from ._spinning import DEFAULT_SPIN, SpinningTransport
-from ._state import CLIENT_TRANSITIONS, ClientEvent, ClientState, Role
+from ._state import CLIENT_TRANSITIONS, ClientEvent, ClientState, ConnState, Role
 from ._tls import TLSChannel
 from ._transports import ClientTransport, SocketTransport
 
@@ -84,6 +84,8 @@ class ClientConnection(ClientKeepalive):
 
     Raises:
         AuthenticationFailed: the server rejected our credentials.
+        SessionLost, LeaseEnded: the server refused because the session or lease is gone
+            (see :func:`tether.errors.error_from_goaway`).
         ConnectFailed: the server closed or sent garbage during the handshake.
     """
 
@@ -146,9 +148,7 @@ class ClientConnection(ClientKeepalive):
         # Decided outside the socket-error mapping above: AuthenticationFailed is an OSError
         # (via ConnectionError), and an exporter's rejection is not a socket error.
         if isinstance(event, GoAway):
-            if event.code == "unauthenticated":
-                raise AuthenticationFailed(event.message or "authentication failed")
-            raise ConnectFailed(f"server refused the connection: {event.code}: {event.message}")
+            raise error_from_goaway(event.code, event.message)
         raise ConnectFailed("server closed the connection during the handshake")
 
     def _refused(self) -> None:
@@ -328,6 +328,8 @@ class ClientConnection(ClientKeepalive):
         with self._write_lock:
             with self._state_lock:
                 self._check_open()
+                if self.conn.state is ConnState.CLOSING:  # the server said GOAWAY: no new call
+                    raise ConnectionLost("the server is closing the connection")
                 opening.sid = sid = self.conn.next_stream_id()
                 data = self.conn.send(cls(sid, node, method, args, kwargs))
                 self._waiters[sid] = opening.waiter
@@ -441,7 +443,7 @@ class ClientConnection(ClientKeepalive):
 
     @property
     def alive(self) -> bool:
-        return self.state is ClientState.OPEN
+        return self.state is ClientState.OPEN and self.conn.state is not ConnState.CLOSING
 
     def close(self) -> None:
         """Say goodbye and close the transport; calls in flight fail with ConnectionLost."""

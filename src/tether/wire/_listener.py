@@ -5,7 +5,9 @@ accepted; nothing it does can make that more, and these bound how many it may ho
 
 * :class:`ConnectionLimits`: at most ``max_connections`` open connections, and at most
   ``max_per_peer`` from one peer address; a refused connection is closed at once, before any
-  TLS work, and the refusal is logged (at most once a second, with a count).
+  TLS work, and the refusal is logged (at most once a second, with a count). An address
+  whose connection was dropped for a flood (its protocol's ``flooded``) is refused for
+  ``FLOOD_PENALTY`` seconds: reconnecting at once would make the flood one of handshakes.
 * :func:`serve_listener`: the accept loop that applies them, then starts TLS (with its own
   deadline, ``handshake_timeout``, counted from the accept) and hands the transport to a
   protocol (``ServerProtocol`` has the deadline for the client's Hello).
@@ -25,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_PER_PEER",
+    "FLOOD_PENALTY",
     "ConnectionLimits",
     "Listener",
     "bind_tcp",
@@ -36,6 +39,10 @@ log = logging.getLogger("tether.wire.listener")
 
 #: Connections one peer address may hold at once.
 DEFAULT_MAX_PER_PEER = 64
+#: Seconds an address is refused after one of its connections was dropped for a flood.
+FLOOD_PENALTY = 10.0
+#: Addresses remembered as penalised at most (expired ones are forgotten first).
+_MAX_PENALISED = 4096
 
 
 def _default_max_connections() -> int:
@@ -65,11 +72,29 @@ class ConnectionLimits:
         self.refused = 0
         self._unlogged = 0
         self._logged_at = 0.0
+        #: address -> monotonic time until which it is refused (after a flood)
+        self._penalised: dict[str, float] = {}
+
+    def penalise(self, peer: str, seconds: float = FLOOD_PENALTY) -> None:
+        """Refuse ``peer``'s connections for ``seconds`` (not "local": every unix peer)."""
+        if peer == "local":
+            return
+        now = time.monotonic()
+        if len(self._penalised) >= _MAX_PENALISED:
+            self._penalised = {p: t for p, t in self._penalised.items() if t > now}
+        if len(self._penalised) < _MAX_PENALISED:
+            self._penalised[peer] = now + seconds
 
     def admit(self, peer: str) -> bool:
         """Count a new connection from ``peer``; ``False`` (and logged) when over a cap."""
         held = self.by_peer.get(peer, 0)
-        if self.open >= self.max_connections:
+        until = self._penalised.get(peer)
+        if until is not None and time.monotonic() >= until:
+            del self._penalised[peer]
+            until = None
+        if until is not None:
+            why = f"{peer} flooded a connection; refused for {FLOOD_PENALTY:g} s"
+        elif self.open >= self.max_connections:
             why = f"{self.open} connections open (max_connections {self.max_connections})"
         elif held >= self.max_per_peer:
             why = f"{held} connections from {peer} (max_per_peer {self.max_per_peer})"
@@ -155,6 +180,8 @@ async def serve_listener(
                 ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
             )
             await made[0].closed.wait()
+            if getattr(made[0], "flooded", False):
+                limits.penalise(peer)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.info("connection from %s failed before its protocol: %s", peer, exc)
             conn.close()

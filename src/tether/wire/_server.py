@@ -39,6 +39,8 @@ from tether.errors import (
     DriverError,
     LocalProtocolError,
     ProtocolError,
+    SessionLost,
+    goaway_code,
 )
 
 from ._bytestreams import ByteStreamServing, ServedStream, _Inbox
@@ -87,7 +89,7 @@ class ServerSession(Protocol):
 
 
 #: Called with the client's Hello meta; returns the session and extra Hello meta for the reply,
-#: or raises AuthenticationFailed.
+#: or raises AuthenticationFailed (or SessionLost: the Hello names a session that is gone).
 SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict[str, Any]]]]
 
 _READ_CHUNK = 1 << 18
@@ -101,6 +103,10 @@ DEFAULT_MAX_BACKLOG = 32 << 20
 DEFAULT_MAX_STREAMS = 1024
 #: What a queued frame costs beyond its bytes (the task and the objects around it).
 _QUEUED_OVERHEAD = 64
+#: PINGs a client may send in a second (its keepalive sends one per silent third of it). A
+#: flood of them costs no memory but the loop's time, every other client's (CVE-2019-9512):
+#: past this the peer gets ``GOAWAY ping_flood`` and is dropped.
+MAX_PINGS_PER_SECOND = 100
 #: Tasks may start eagerly (``asyncio.Task(eager_start=True)``, Python 3.12+).
 _EAGER = sys.version_info >= (3, 12)
 
@@ -175,6 +181,11 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._queued: deque[bytes] = deque()
         self._queued_size = 0
         self._pong_owed: bytes | None = None
+        #: PINGs counted since ``_pings_since`` (loop time), for MAX_PINGS_PER_SECOND.
+        self._pings = 0
+        #: set when the peer was dropped for a flood (the listener then refuses its address)
+        self.flooded = False
+        self._pings_since = 0.0
         self._max_backlog = max_backlog
         self._max_streams = max_streams
         self._handshake: asyncio.Task[None] | None = None
@@ -298,6 +309,8 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             for inbox in self._direct:
                 inbox.direct_items.clear()
             self._direct.clear()
+            if self.closed.is_set():
+                return  # dropped during this read (a flood, its backlog): already said why
             log.warning("protocol error from %s: %s", self.peer, shorten(str(exc), 200))
             self._abort("protocol_error", shorten(str(exc), 200))
 
@@ -333,6 +346,8 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
                 found.credit.set()
         elif cls is Ping:
             assert isinstance(event, Ping)
+            if self._ping_flood():
+                return
             if self._can_write.is_set():
                 self._write(Pong(event.payload))
             else:
@@ -343,12 +358,29 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         elif cls is GoAway or cls is ConnectionClosed:
             self._close()
 
+    def _ping_flood(self) -> bool:
+        """Count a PING; past MAX_PINGS_PER_SECOND drop the peer and return True."""
+        now = self.last_received  # this read's time: a batch of PINGs counts at once
+        if now - self._pings_since >= 1.0:
+            self._pings_since, self._pings = now, 0
+        self._pings += 1
+        if self._pings <= MAX_PINGS_PER_SECOND:
+            return False
+        log.warning("%s sends more than %d PINGs a second: dropping it", self.peer, self._pings - 1)
+        self.flooded = True
+        self._abort("ping_flood", f"more than {MAX_PINGS_PER_SECOND} PINGs a second")
+        if self._transport is not None:
+            # At once: a graceful TLS close would read (and decrypt) the flood until the
+            # peer's close_notify, which it need never send.
+            self._transport.abort()
+        return True
+
     async def _accept(self, hello: Hello) -> None:
         try:
             session, meta = await self._resolve(dict(hello.meta))
-        except AuthenticationFailed as exc:
+        except (AuthenticationFailed, SessionLost) as exc:
             log.warning("rejected connection from %s: %s", self.peer, exc)
-            self._abort("unauthenticated", str(exc))
+            self._abort(goaway_code(exc) or "unauthenticated", str(exc))
             return
         except Exception as exc:
             log.exception("could not open a session for %s", self.peer)

@@ -1,4 +1,5 @@
-"""``python -m bench.hostile``: a legitimate client's calls while the controller is flooded.
+"""``python -m bench.hostile``, the controller part: a legitimate client's calls while the
+controller is flooded.
 
 One ``tether controller serve`` child process (TLS, SQLite, loopback). A legitimate client
 (keep-alive, its own token) times ``GET /v1/leases/{id}`` on its own lease and an exporter
@@ -14,21 +15,14 @@ from its own process so that the flooder's work never shares a GIL with the time
 
 Printed side by side: each call's p50 unloaded and under the flood, their ratio (target at
 most 3x), and the server's resident memory over its idle value (target at most 200 MB).
-``--quick`` shortens each phase. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
-import os
-import re
 import resource
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,41 +33,14 @@ from typing import Any
 import httpx
 
 from bench._report import median
+from tether.controller.testing import run_controller
 
-_READY = re.compile(r"tether controller ready at (\S+)")
+from ._phase import under_flood
+
 _SLOW_CONNECTIONS = 1000
 
 
 # -- the controller ---------------------------------------------------------------------------
-
-
-def _start(tmp: Path) -> tuple[subprocess.Popen[str], str, Path]:
-    from tether.exporter import init_lab_certs
-
-    certs = init_lab_certs(tmp / "certs", overwrite=True)
-    argv = [
-        sys.executable,
-        "-c",
-        "from tether.cli import main; main()",
-        "controller",
-        "serve",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--database",
-        f"sqlite:///{tmp / 'controller.db'}",
-        "--tls-cert",
-        str(certs.server_cert),
-        "--tls-key",
-        str(certs.server_key),
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = _READY.search(line)
-    if match is None:
-        process.kill()
-        raise RuntimeError(f"the controller did not start: {line!r}")
-    return process, match.group(1), certs.ca
 
 
 def _rss_mb(pid: int) -> float:
@@ -231,13 +198,12 @@ def _measure(
 def run(quick: bool = False) -> dict[str, Any]:
     """Every phase; the figures as one dict."""
     seconds = 4.0 if quick else 10.0
-    with tempfile.TemporaryDirectory(prefix="tether-bench-hostile-") as tmp:
-        process, url, ca = _start(Path(tmp))
-        try:
-            return _phases(process, url, str(ca), seconds)
-        finally:
-            process.terminate()
-            process.wait(30)
+    with (
+        tempfile.TemporaryDirectory(prefix="tether-bench-hostile-") as tmp,
+        run_controller(tmp, subprocess=True) as ctl,
+    ):
+        process = getattr(ctl, "process")  # noqa: B009 (a subprocess handle has one)
+        return _phases(process, ctl.url, str(ctl.ca), seconds)
 
 
 def _phases(process: subprocess.Popen[str], url: str, ca: str, seconds: float) -> dict[str, Any]:
@@ -265,26 +231,15 @@ def _phases(process: subprocess.Popen[str], url: str, ca: str, seconds: float) -
         idle = _measure(client, exporter, lease_id, process.pid, seconds)
         result: dict[str, Any] = {"idle": idle}
         for name, flood in FLOODS.items():
-            stop = multiprocessing.Event()
             token = hog if name == "queue" else alice
-            worker = multiprocessing.Process(target=flood, args=(url, ca, token, stop))
-            worker.start()
-            time.sleep(min(2.0, seconds / 2))  # let the flood build up
-            loaded = _measure(client, exporter, lease_id, process.pid, seconds)
-            stop.set()
-            worker.join(30)
-            if worker.is_alive():
-                worker.kill()
-            loaded["call_ratio"] = loaded["call_p50_ms"] / idle["call_p50_ms"]
-            loaded["heartbeat_ratio"] = loaded["heartbeat_p50_ms"] / idle["heartbeat_p50_ms"]
-            loaded["rss_over_idle_mb"] = loaded["rss_max_mb"] - idle["rss_max_mb"]
-            loaded["ok"] = (
-                loaded["call_ratio"] <= 3
-                and loaded["heartbeat_ratio"] <= 3
-                and loaded["rss_over_idle_mb"] <= 200
-                and loaded["failures"] == 0
+            result[name] = under_flood(
+                flood,
+                (url, ca, token),
+                lambda: _measure(client, exporter, lease_id, process.pid, seconds),
+                idle,
+                ("call", "heartbeat"),
+                min(2.0, seconds / 2),
             )
-            result[name] = loaded
     floods = [result[name] for name in FLOODS]
     result["hostile_call_ratio_max"] = max(
         max(row["call_ratio"], row["heartbeat_ratio"]) for row in floods
@@ -293,7 +248,8 @@ def _phases(process: subprocess.Popen[str], url: str, ca: str, seconds: float) -
     return result
 
 
-def _print(result: dict[str, Any]) -> None:
+def print_table(result: dict[str, Any]) -> None:
+    """The controller part's table."""
     idle = result["idle"]
     print(
         f"{'flood':<14} {'call p50 ms':>12} {'x idle':>7} {'beat p50 ms':>12} {'x idle':>7} "
@@ -311,17 +267,3 @@ def _print(result: dict[str, Any]) -> None:
             f"{row['rss_over_idle_mb']:>8.0f} {row['failures']:>5}  "
             f"{'ok' if row['ok'] else 'MISSED'}"
         )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter phases")
-    args = parser.parse_args()
-    os.environ.pop("TETHER_TOKEN", None)
-    result = run(quick=args.quick)
-    _print(result)
-    print(json.dumps(result, sort_keys=True))
-
-
-if __name__ == "__main__":
-    main()
