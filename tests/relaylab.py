@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -280,3 +281,14 @@ def run_agent_exporter(
             thread.run(stop(running), 60)
         finally:
             thread.close()
+
+
+def release_fifo(fifo: Path, text: str) -> None:
+    """Write to ``fifo`` once someone opens it to read, from a daemon thread: the test never
+    blocks on it (nobody may ever read, when what should have started did not)."""
+
+    def write() -> None:
+        with open(fifo, "w") as sink:
+            sink.write(text)
+
+    threading.Thread(target=write, daemon=True).start()
