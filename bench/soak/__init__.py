@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -47,19 +48,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--exporters", type=int, default=4)
     add("--clients", type=int, default=8)
     add("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    add("--kill-every", type=float, default=3.0, help="mean seconds between kills (3)")
+    add("--kill-every", type=float, default=4.0, help="mean seconds between kills (4)")
     add("--client-share", type=float, default=0.7, help="share of kills aimed at clients")
-    add("--controller-share", type=float, default=0.06, help="share aimed at the controller")
-    add("--duration", type=float, default=8.0, help="seconds each lease is asked for")
-    add("--claim-timeout", type=float, default=5.0, help="the controller's claim_timeout")
-    add("--pending-timeout", type=float, default=10.0, help="its pending_poll_timeout")
+    add("--controller-share", type=float, default=0.05, help="share aimed at the controller")
+    add("--duration", type=float, default=5.0, help="seconds each lease is asked for")
+    add("--claim-timeout", type=float, default=3.0, help="the controller's claim_timeout")
+    add("--pending-timeout", type=float, default=6.0, help="its pending_poll_timeout")
     add("--seed", type=int, default=12)
     add("--keep", type=Path, default=None, help="keep the logs in this directory")
     add("--quick", action="store_true", help="20 leases, 2 exporters, 4 clients, 45 s at most")
     args = parser.parse_args(argv)
     if args.quick:
-        args.leases, args.max_seconds, args.exporters, args.clients = 20, 40.0, 2, 3
-        args.kill_every, args.duration, args.pending_timeout = 2.0, 4.0, 5.0
+        args.leases, args.max_seconds, args.exporters, args.clients = 20, 45.0, 2, 4
+        args.kill_every, args.duration = 4.0, 3.0
+        args.claim_timeout, args.pending_timeout = 2.0, 3.0
     if args.kill_every < 0.5:
         parser.error("--kill-every must be at least 0.5 s")
     return args
@@ -76,6 +78,8 @@ def failures(result: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ._lab import Soak, scratch_database
 
+    for key in [key for key in os.environ if key.startswith("TETHER_")]:
+        del os.environ[key]  # every process finds its settings in its own files
     with tempfile.TemporaryDirectory(prefix="tether-soak-") as scratch:
         tmp = args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)

@@ -111,8 +111,7 @@ class Soak:
             issued = admin.create_client(f"client-{i}")
             path = tmp / f"client-{i}.yaml"
             path.write_text(issued.config(self.url, certs.ca))
-            argv = [sys.executable, "-m", "bench.soak._worker", str(path)]
-            argv += [str(args.seed * 1000 + i), f"{args.duration:g}"]
+            argv = [str(path), str(args.seed * 1000 + i * 100), f"{args.duration:g}"]
             self.workers.append(Worker(f"client-{i}", argv, tmp / f"client-{i}.log", self._heard))
         database.dispose()
         self.database = _books.LabDatabase(database_url)

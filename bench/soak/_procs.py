@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,35 @@ class Controller(Proc):
             self.ready.set()
 
 
+class _Forked:
+    """A ``multiprocessing`` process seen as a ``subprocess.Popen`` (what :class:`Proc` uses)."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        assert self.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired("worker", timeout or 0.0)
+        return self._process.exitcode
+
+
+def _forkserver() -> multiprocessing.context.BaseContext:
+    """Workers are forked from one server that imported ``tether`` and the worker once."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.soak._worker"])
+    return context
+
+
 class Worker(Proc):
     """A client worker (``_worker.py``): the step it is in, since when, for how long at most.
 
@@ -154,11 +186,42 @@ class Worker(Proc):
         self.armed_at = 0.0
         self.killed_in: str | None = None  # the step the last kill landed in
 
+    _context: multiprocessing.context.BaseContext | None = None
+
     def start(self) -> None:
+        from . import _worker
+
+        if Worker._context is None:
+            Worker._context = _forkserver()
+        config, seed, duration = self.argv
         with self.lock:
             self.phase, self.since, self.bound = "start", time.monotonic(), 60.0
             self.armed = None
-        super().start()
+            with self.log.open("a") as out:
+                out.write(f"{LIFE_MARK} {time.time():.3f}\n")
+            reader, writer = Worker._context.Pipe(duplex=False)
+            args = (config, int(seed) + self.generation, float(duration), str(self.log), writer)
+            process = Worker._context.Process(target=_worker.run, args=args, name=self.name)
+            process.start()
+            writer.close()
+            self.process = _Forked(process)  # type: ignore[assignment]
+            self.generation += 1
+            self.killed = False
+            self.died_at = None
+            generation = self.generation
+        threading.Thread(target=self._receive, args=(reader, generation), daemon=True).start()
+
+    def _receive(self, reader: Connection, generation: int) -> None:
+        with self.log.open("ab") as out:
+            while True:
+                try:
+                    line = reader.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                out.write(line + b"\n")
+                out.flush()
+                self.on_line(line.decode(errors="replace"), generation)
+        reader.close()
 
     def arm(self, phase: str, delay: float) -> None:
         with self.lock:

@@ -1,4 +1,6 @@
-"""One soak client worker (``python -m bench.soak._worker CONFIG SEED DURATION``).
+"""One soak client worker: :func:`run`, in a process forked from a server that imported
+``tether`` once (``multiprocessing``'s forkserver), or ``python -m bench.soak._worker CONFIG
+SEED DURATION`` on its own.
 
 A long-lived process that leases an exporter, drives it and releases it, over and over, the
 way a CI job's test session does: ``tether.lease`` (request, wait in the queue, connect
@@ -7,16 +9,24 @@ then the release. Each step is announced first, as one JSON line on stdout with 
 it may take (``bound``, seconds), so the supervisor can kill the worker in a chosen step and
 call a step that outlives its bound a hang. SIGUSR1 dumps every thread's traceback to stderr
 (``faulthandler``): what the supervisor records for a hang.
+
+A worker killed at a random point is started again at once: forking it from the server
+spares the restart the second of CPU (and, on a busy machine, the ten of wall time) that
+importing ``tether``, ``httpx`` and ``pydantic`` anew would cost; what each lease does is
+unchanged (a fresh HTTP client, fresh connections, nothing shared with the server).
 """
 
 from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 import tether
@@ -35,9 +45,17 @@ class GaveUp(Exception):
     """Waited longer than :data:`WAIT_LIMIT` for a grant."""
 
 
+def _print(line: bytes) -> None:
+    sys.stdout.buffer.write(line + b"\n")
+    sys.stdout.flush()
+
+
+_send: Callable[[bytes], None] = _print
+
+
 def emit(phase: str, bound: float, **fields: Any) -> None:
     line = {"phase": phase, "bound": bound, "t": round(time.time(), 3), **fields}
-    print(json.dumps(line), flush=True)
+    _send(json.dumps(line).encode())
 
 
 def lease_once(config: str, duration: float, rng: random.Random) -> None:
@@ -76,8 +94,23 @@ def lease_once(config: str, duration: float, rng: random.Random) -> None:
     emit("ok", 5.0, **fields)
 
 
+def run(config: str, seed: int, duration: float, log: str, out: Connection) -> None:
+    """A forked worker: stdout and stderr to ``log``, its steps through ``out``."""
+    global _send
+    _send = out.send_bytes
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    loop(config, seed, duration)
+
+
 def main() -> None:
-    config, seed, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    loop(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
+
+
+def loop(config: str, seed: int, duration: float) -> None:
+    """Lease, use, release, forever."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     rng = random.Random(seed)
     while True:
