@@ -24,7 +24,8 @@ lab must end their leases and close their sessions by itself, and the books are 
   ``TetherError``), and fewer leases than asked for.
 
 Every one must be 0. Prints a summary and one JSON line; exits 1 on any failure.
-``--quick`` is a ~20-lease run for the test suite.
+``--quick`` is a ~20-lease run for the test suite (it kills an exporter, a client, the
+controller, then clients, in that order: ``--kill-cycle``).
 """
 
 from __future__ import annotations
@@ -54,16 +55,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--duration", type=float, default=5.0, help="seconds each lease is asked for")
     add("--claim-timeout", type=float, default=3.0, help="the controller's claim_timeout")
     add("--pending-timeout", type=float, default=6.0, help="its pending_poll_timeout")
+    add("--kill-cycle", default="", help="kinds to kill in turn (client,exporter,controller)")
     add("--seed", type=int, default=12)
     add("--keep", type=Path, default=None, help="keep the logs in this directory")
-    add("--quick", action="store_true", help="20 leases, 2 exporters, 4 clients, 45 s at most")
+    add("--quick", action="store_true", help="20 leases, 2 exporters, 4 clients, 50 s at most")
     args = parser.parse_args(argv)
     if args.quick:
-        args.leases, args.max_seconds, args.exporters, args.clients = 20, 45.0, 2, 4
+        args.leases, args.max_seconds, args.exporters, args.clients = 20, 50.0, 2, 4
         args.kill_every, args.duration = 4.0, 3.0
+        args.kill_cycle = "exporter,client,controller" + ",client" * 7
         args.claim_timeout, args.pending_timeout = 2.0, 3.0
     if args.kill_every < 0.5:
         parser.error("--kill-every must be at least 0.5 s")
+    cycle = [kind for kind in args.kill_cycle.split(",") if kind]
+    if any(kind not in ("client", "exporter", "controller") for kind in cycle):
+        parser.error("--kill-cycle takes client, exporter and controller")
+    args.kill_cycle = cycle
     return args
 
 

@@ -125,6 +125,7 @@ class Soak:
         self.crashes: list[str] = []
         self.leaked: dict[str, str] = {}
         self.controller_since = 0.0  # wall clock of its last ready
+        self._kills_made = 0
         self._events = (tmp / "events.log").open("a", buffering=1)
 
     def event(self, text: str) -> None:
@@ -189,6 +190,10 @@ class Soak:
 
     def _kill_one(self) -> None:
         roll = self.rng.random()
+        if self.args.kill_cycle:  # each kind in turn, not at random
+            kind = self.args.kill_cycle[self._kills_made % len(self.args.kill_cycle)]
+            roll = {"client": 0.0, "exporter": self.args.client_share, "controller": 1.0}[kind]
+        self._kills_made += 1
         if roll < self.args.client_share:
             idle = [w for w in self.workers if w.armed is None and w.alive()]
             if idle:
