@@ -29,10 +29,11 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench
 
-# kill -9 of clients, exporters and the controller over 1,000 leases (long; not in CI)
+# kill -9 of clients, exporters and the controller over 1,000 leases (~12 min; not in CI);
+# e.g. make soak SOAK_ARGS="--database postgresql"
 .PHONY: soak
 soak: setup
-	$(BIN)/python -m bench.soak
+	nice -n 10 $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -292,3 +293,14 @@ def acquire_lease(ctl: Any, token: str, selector: str = "board=rpi4") -> str:
             lease = http.get(f"/v1/leases/{lease['id']}?wait=30&state=pending").json()
     assert lease["state"] == "ready", lease
     return str(lease["id"])
+
+
+def release_fifo(fifo: Path, text: str) -> None:
+    """Write to ``fifo`` once someone opens it to read, from a daemon thread: the test never
+    blocks on it (nobody may ever read, when what should have started did not)."""
+
+    def write() -> None:
+        with open(fifo, "w") as sink:
+            sink.write(text)
+
+    threading.Thread(target=write, daemon=True).start()

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import tether
-from relaylab import run_agent_exporter
+from relaylab import release_fifo, run_agent_exporter
 from tether.cli import main
 from tether.controller.testing import ControllerHandle, run_controller
 from tether.errors import ControllerError
@@ -73,7 +73,7 @@ def test_before_lease_output_is_shown_while_it_runs_and_kept_with_the_lease(
                 state, text = seen.get(timeout=30)
             assert state == "running"
         finally:
-            release(gate, "ok\n")
+            release_fifo(gate, "ok\n")
             user.join(60)
         assert "error" not in outcome, outcome
         assert outcome["status"] is False
@@ -128,14 +128,3 @@ def test_a_lease_ended_by_a_failing_hook_says_why_everywhere(
     assert page.status_code == 200
     assert 'data-hook-state="failed"' in page.text
     assert "the sd card is gone" in page.text and "exited with status 3" in page.text
-
-
-def release(fifo: Path, text: str) -> None:
-    """Write to ``fifo`` once someone opens it to read, from a daemon thread: the test never
-    blocks on it (nobody may ever read, when what should have started did not)."""
-
-    def write() -> None:
-        with open(fifo, "w") as sink:
-            sink.write(text)
-
-    threading.Thread(target=write, daemon=True).start()

@@ -310,7 +310,9 @@ class Exporter:
 
         It stays open, with or without connections, until :meth:`close_session`. With a
         ``lease_id`` (a controller lease) the exporter is leased until then: direct sessions
-        open now are ended, and new ones are refused (``AuthenticationFailed``).
+        open now are ended, and new ones are refused (``AuthenticationFailed``). A session of
+        another lease still open or closing (its ``after_lease`` running) is waited for: the
+        next holder's drivers start only once the last holder's have stopped.
 
         Raises:
             HookFailed: ``before_lease`` failed and ``on_failure`` is ``end_lease`` or
@@ -326,12 +328,33 @@ class Exporter:
             for session_id in direct:
                 log.warning("session %s: ended, the exporter is leased now", session_id)
                 await self.close_session(session_id, reason=_LEASED_NOW)
+            await self._earlier_leases_closed(lease_id)
             session = await self._new_session(lease_id, grace=None)
         except BaseException:
             self._lease_done(lease_id)
             raise
         session.closed_callbacks.append(lambda: self._lease_done(lease_id))
         return session
+
+    async def _earlier_leases_closed(self, lease_id: str) -> None:
+        """Wait until no session of another lease is open or closing. The controller grants
+        the next lease as soon as the last one ended, often before the agent has closed the
+        last one's session: without this wait, both trees (and both leases' hooks) would run
+        at once for a moment, or for as long as ``after_lease`` takes."""
+        while True:
+            earlier = [
+                each
+                for each in [*self.sessions.values(), *self._ending.values()]
+                if each.lease_id is not None and each.lease_id != lease_id
+            ]
+            if not earlier:
+                return
+            log.info(
+                "lease %s: waiting for the session of lease %s to close",
+                lease_id,
+                ", ".join(sorted({str(each.lease_id) for each in earlier})),
+            )
+            await asyncio.gather(*(each.closed.wait() for each in earlier))
 
     def _lease_done(self, key: str) -> None:
         count = self._leases.pop(key, 0) - 1
