@@ -159,7 +159,7 @@ class Soak:
         next_kill = started + self._kill_gap()
         next_check = started
         deadline = started + self.args.max_seconds
-        while self.leases < self.args.leases and time.monotonic() < deadline:
+        while self._more_to_do() and time.monotonic() < deadline:
             time.sleep(0.05)
             self._supervise()
             now = time.monotonic()
@@ -173,6 +173,13 @@ class Soak:
         with self._lock:
             done = self.leases
         return self._finish(done, seconds)
+
+    def _more_to_do(self) -> bool:
+        """Leases are still owed, or a ``--kill-cycle`` has kinds not yet killed once (a fast
+        machine would otherwise finish the quick run's leases before its controller kill)."""
+        if self.leases < self.args.leases:
+            return True
+        return self._kills_made < len(set(self.args.kill_cycle)) if self.args.kill_cycle else False
 
     def _kill_gap(self) -> float:
         mean = self.args.kill_every

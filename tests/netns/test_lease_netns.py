@@ -61,5 +61,6 @@ def test_lease_through_the_relay_across_namespaces(netns_lab: Any, tmp_path: Pat
     released = lab.spawn(lab.client_ns, TETHER, *release)
     assert released.read_line().strip() == f"lease {granted['lease']}: ended"
     answer = client.send(call="power.status")
-    assert answer["error"] == "ConnectionLost", answer
+    assert answer["error"] == "LeaseEnded", answer  # a ConnectionLost that says why
+    assert f"the lease {granted['lease']} was ended: released" in answer["message"], answer
     assert client.send(exit=True) == {"released": True}
