@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import ConfigError, ControllerError
+from tether.http_errors import controller_error, map_http_errors
 from tether.security import client_ssl_context
-
-from ._http import controller_error, map_http_errors
 
 if TYPE_CHECKING:
     import httpx
