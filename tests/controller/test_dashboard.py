@@ -149,3 +149,39 @@ def test_admin_forms_refuse_a_post_without_the_csrf_field(ctl: ControllerHandle)
     with ctl.http(root.token) as http:
         shown = http.get("/v1/exporters").json()["exporters"][0]
     assert shown["status"] == "available"
+
+
+def test_a_change_swaps_only_the_changed_rows(ctl: ControllerHandle, page: Page) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    online(ctl, "bench-2", {"board": "imx8"})
+    alice, bob = ctl.admin.create_client("alice"), ctl.admin.create_client("bob")
+    first = lease(ctl, bob.token, selector="board=rpi4")
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.wait_for_selector("#lab[data-refreshed]", state="attached")  # the catch-up fetch is in
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    # Mark the rows that must survive: a swapped-in row would not carry the mark.
+    page.evaluate(
+        "for (const row of document.querySelectorAll('tr[data-exporter], tr[data-lease]'))"
+        " row.survivor = true"
+    )
+    waiting = [lease(ctl, alice.token, selector="board=rpi4") for _ in range(2)]
+    page.wait_for_selector(f"[data-queued='{waiting[1]['id']}']")
+    assert page.inner_text("#queue-total") == "2"
+
+    with ctl.http(bob.token) as http:  # the head of the queue is granted bench-1
+        assert http.delete(f"/v1/leases/{first['id']}").status_code == 200
+    page.wait_for_selector(f"[data-lease='{waiting[0]['id']}']")
+    page.wait_for_selector(f"[data-recent='{first['id']}']")
+    assert page.query_selector(f"[data-queued='{waiting[0]['id']}']") is None
+    assert page.inner_text(f"[data-queued='{waiting[1]['id']}'] td") == "1"  # moved up
+    assert page.inner_text("#queue-total") == "1"
+    assert page.query_selector(f"[data-lease='{first['id']}']") is None
+    assert "alice" in page.inner_text("[data-exporter='bench-1']")
+    # Nothing was fetched again: the rows came in the events, and only the changed ones.
+    assert not [url for url in fetched if "/fragments/" in url], fetched
+    survivors = page.evaluate(
+        "Array.from(document.querySelectorAll('tr[data-exporter]'))"
+        ".map(row => [row.dataset.exporter, row.survivor === true])"
+    )
+    assert survivors == [["bench-1", False], ["bench-2", True]]

@@ -101,6 +101,8 @@ class LeaseRecord:
     position: int | None = None
     claimed_at: float | None = None
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    #: Why a pending request is still waiting, when the scheduler can say (None otherwise).
+    waiting: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], exporters: list[str]) -> LeaseRecord:

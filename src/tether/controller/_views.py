@@ -9,11 +9,11 @@ the controller runs them on its reader threads (``Controller.run_read``), off th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, RowMapping, Select, case, func, select
 
 from ._database import Database
 from ._records import LIVE_STATES, ExporterRecord, ExporterStatus, LeaseRecord, LeaseState
@@ -21,6 +21,16 @@ from ._selector import Selector
 from ._tables import exporters, lease_exporters, leases
 
 __all__ = ["LabCounts", "LabViews", "list_leases", "queue_positions"]
+
+_EXPORTER_COLUMNS = select(
+    exporters.c.name,
+    exporters.c.labels,
+    exporters.c.hook,
+    exporters.c.last_seen,
+    exporters.c.maintenance,
+    exporters.c.unhealthy,
+    exporters.c.agent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +62,42 @@ class LabViews:
     ) -> list[ExporterRecord]:
         """Every exporter (matching ``selector`` on its labels; the first ``limit`` by name),
         with status and holder."""
-        cutoff = self.clock() - self.heartbeat_timeout
+        query = _EXPORTER_COLUMNS.order_by(exporters.c.name)
+        if selector is None and limit is not None:
+            query = query.limit(limit)
         with self.database.read("listing exporters") as conn:
-            held = {
-                row.exporter: (row.id, row.client)
-                for row in conn.execute(
-                    select(lease_exporters.c.exporter, leases.c.id, leases.c.client)
-                    .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
-                    .where(lease_exporters.c.active)
-                )
-            }
-            query = select(
-                exporters.c.name,
-                exporters.c.labels,
-                exporters.c.hook,
-                exporters.c.last_seen,
-                exporters.c.maintenance,
-                exporters.c.unhealthy,
-                exporters.c.agent,
-            ).order_by(exporters.c.name)
-            if selector is None and limit is not None:
-                query = query.limit(limit)
-            rows = conn.execute(query).all()
+            return self._exporter_records(conn, query, selector, limit)
+
+    def exporters_named(self, names: Collection[str]) -> list[ExporterRecord]:
+        """The exporters of ``names`` that exist, by name, with status and holder (for the
+        dashboard's rows that changed)."""
         out: list[ExporterRecord] = []
-        for row in rows:
+        ordered = sorted(names)
+        with self.database.read("reading exporters") as conn:
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                query = _EXPORTER_COLUMNS.where(exporters.c.name.in_(chunk))
+                out += self._exporter_records(conn, query.order_by(exporters.c.name))
+        return out
+
+    def _exporter_records(
+        self,
+        conn: Connection,
+        query: Select[Any],
+        selector: Selector | None = None,
+        limit: int | None = None,
+    ) -> list[ExporterRecord]:
+        cutoff = self.clock() - self.heartbeat_timeout
+        held = {
+            row.exporter: (row.id, row.client)
+            for row in conn.execute(
+                select(lease_exporters.c.exporter, leases.c.id, leases.c.client)
+                .join(leases, leases.c.seq == lease_exporters.c.lease_seq)
+                .where(lease_exporters.c.active)
+            )
+        }
+        out: list[ExporterRecord] = []
+        for row in conn.execute(query):
             if selector is not None and not selector.matches(row.labels):
                 continue
             if limit is not None and len(out) == limit:
@@ -129,6 +151,17 @@ class LabViews:
                 .limit(recent)
             )
             rows = [*conn.execute(live).mappings(), *conn.execute(ended).mappings()]
+            names = _granted(conn, [row["seq"] for row in rows])
+        return [LeaseRecord.from_row(row, names.get(row["seq"], [])) for row in rows]
+
+    def leases_by_id(self, ids: Collection[str]) -> list[LeaseRecord]:
+        """The leases of ``ids`` that exist, with their granted exporters (no positions)."""
+        ordered = sorted(ids)
+        with self.database.read("reading leases") as conn:
+            rows: list[RowMapping] = []
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                rows += conn.execute(select(leases).where(leases.c.id.in_(chunk))).mappings()
             names = _granted(conn, [row["seq"] for row in rows])
         return [LeaseRecord.from_row(row, names.get(row["seq"], [])) for row in rows]
 
