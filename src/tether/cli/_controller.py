@@ -479,7 +479,8 @@ def _acquire(
 
         def show(waiting: Any) -> None:
             line = printable(
-                f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
+                f"waiting for lease {waiting.id}: position {waiting.position or '?'}"
+                + (f"; {waiting.waiting}" if waiting.waiting else ""),
                 newlines=False,
             )
             status.update(plain(line))

@@ -118,6 +118,8 @@ class Lease:
     client: str = ""
     exporters: tuple[str, ...] = ()
     position: int | None = None
+    #: Why a pending lease waits, when its only matching exporters are out of the pool.
+    waiting: str | None = None
     relay: str | None = None
     ends_at: str | None = None
     reason: str | None = None
@@ -131,6 +133,7 @@ class Lease:
             client=str(data.get("client", "")),
             exporters=tuple(data.get("exporters") or ()),
             position=data.get("position"),
+            waiting=data.get("waiting"),
             relay=data.get("relay"),
             ends_at=data.get("ends_at"),
             reason=data.get("reason"),

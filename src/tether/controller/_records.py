@@ -141,6 +141,7 @@ class LeaseRecord:
             "duration": self.duration,
             "priority": self.priority,
             "position": self.position,
+            "waiting": self.waiting,
             "exporters": self.exporters,
             "created_at": iso(self.created_at),
             "granted_at": iso(self.granted_at),

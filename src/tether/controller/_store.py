@@ -79,7 +79,7 @@ class Store(LabOperations):
         super().__init__()
         self._tokens: dict[str, tuple[Identity | None, float]] = {}
         self._good: set[str] = set()
-        self.views = LabViews(database, heartbeat_timeout, clock)
+        self.views = LabViews(database, heartbeat_timeout, clock, self._index_cache)
 
     # -- identities ---------------------------------------------------------------------------
 

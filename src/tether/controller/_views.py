@@ -19,6 +19,7 @@ from ._database import Database
 from ._records import LIVE_STATES, ExporterRecord, ExporterStatus, LeaseRecord, LeaseState
 from ._selector import Selector
 from ._tables import exporters, lease_exporters, leases
+from ._waiting import LabIndexCache, out_of_pool, waiting_reasons
 
 __all__ = ["LabCounts", "LabViews", "list_leases", "queue_positions"]
 
@@ -48,14 +49,20 @@ class LabViews:
         database: the controller's database.
         heartbeat_timeout: silence after which an exporter counts as offline, seconds.
         clock: seconds since the epoch.
+        index_cache: the label index to share (the store's grant pass keeps one).
     """
 
     def __init__(
-        self, database: Database, heartbeat_timeout: float, clock: Callable[[], float]
+        self,
+        database: Database,
+        heartbeat_timeout: float,
+        clock: Callable[[], float],
+        index_cache: LabIndexCache | None = None,
     ) -> None:
         self.database = database
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
+        self.index_cache = index_cache or LabIndexCache()
 
     def exporters(
         self, selector: Selector | None = None, limit: int | None = None
@@ -119,7 +126,8 @@ class LabViews:
         return out
 
     def queue(self, limit: int | None = None) -> tuple[list[LeaseRecord], int]:
-        """The pending requests in the order they will be served, with positions.
+        """The pending requests in the order they will be served, with positions and, for
+        those that wait on exporters out of the pool, why (``waiting``).
 
         Returns:
             The first ``limit`` requests (all when None) and how many wait in all.
@@ -135,7 +143,14 @@ class LabViews:
             ).scalar_one()
             if limit is not None:
                 query = query.limit(limit)
-            records = [LeaseRecord.from_row(row, []) for row in conn.execute(query).mappings()]
+            rows = conn.execute(query).mappings().all()
+            records = [LeaseRecord.from_row(row, []) for row in rows]
+            down = out_of_pool(conn, self.clock() - self.heartbeat_timeout)
+            if down and rows:
+                wanted = ((row["id"], row["requests"], row["allowed"]) for row in rows)
+                reasons = waiting_reasons(self.index_cache.get(conn), down, wanted)
+                for record in records:
+                    record.waiting = reasons.get(record.id)
         for position, record in enumerate(records, 1):
             record.position = position
         return records, int(total)
