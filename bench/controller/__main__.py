@@ -121,7 +121,9 @@ async def _heartbeats(
                 stats["failed"] += 1
 
         queue: asyncio.Queue[str] = asyncio.Queue()
-        for token in tokens:
+        # Last first: on a loaded machine the first round can outlast the heartbeat timeout,
+        # and the busy exporters (the first ones, leased right after) must be online then.
+        for token in reversed(tokens):
             queue.put_nowait(token)
 
         async def worker() -> None:

@@ -40,7 +40,6 @@ class GrantPass:
         self._requests: dict[str, RequestView] = {}
         self._checked_version: int | None = None
         self._views_version: int | None = None
-        self._durations: dict[str, float] = {}
         self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
 
     def _owned(self, conn: Connection, client: str, lease_id: str) -> LeaseRecord:
@@ -147,11 +146,12 @@ class GrantPass:
         if version != self._views_version:
             self._requests = {}
             self._views_version = version
-        rows = conn.execute(
-            select(leases.c.id, leases.c.duration).where(leases.c.state == LeaseState.PENDING)
-        ).all()
-        self._durations = {row.id: row.duration for row in rows}
-        missing = [row.id for row in rows if row.id not in self._requests]
+        # One column, read as plain strings: this runs every pass, over the whole queue.
+        ids: list[str] = list(
+            conn.execute(select(leases.c.id).where(leases.c.state == LeaseState.PENDING)).scalars()
+        )
+        known = self._requests
+        missing = [lease_id for lease_id in ids if lease_id not in known]
         for start in range(0, len(missing), 500):
             for new in conn.execute(
                 select(
@@ -164,14 +164,8 @@ class GrantPass:
             ):
                 slots, allowed = self._intern(new.requests, new.allowed)
                 self._requests[new.id] = RequestView(new.id, new.priority, new.seq, slots, allowed)
-        views = []
-        fresh: dict[str, RequestView] = {}
-        for row in rows:
-            view = self._requests[row.id]
-            fresh[row.id] = view
-            views.append(view)
-        self._requests = fresh
-        return views
+        self._requests = {lease_id: known[lease_id] for lease_id in ids}
+        return list(self._requests.values())
 
     def _intern(
         self, requests: list[dict[str, Any]], allowed: list[str] | None
@@ -216,11 +210,10 @@ class GrantPass:
         by_id = {r.id: r for r in requests}
         for grant in grants:
             request = by_id[grant.request_id]
-            duration = self._durations[request.id]
             conn.execute(
                 update(leases)
                 .where(leases.c.seq == request.seq)
-                .values(state=LeaseState.READY, granted_at=now, ends_at=now + duration)
+                .values(state=LeaseState.READY, granted_at=now, ends_at=now + leases.c.duration)
             )
             conn.execute(
                 insert(lease_exporters),
