@@ -147,6 +147,11 @@ def test_a_request_waiting_on_maintenance_says_so_in_queue_and_lease(
         assert code == 0 and queued["waiting"] == why
         code, out = run("queue", "--config", alice)
         assert code == 0 and why in out and "why waiting" in out
+        code, out = run("lease", "list", "--config", alice, "--json")
+        (mine,) = json.loads(out)["leases"]
+        assert code == 0 and (mine["position"], mine["waiting"]) == (1, why)
+        code, out = run("lease", "list", "--config", alice)
+        assert code == 0 and why in out
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)

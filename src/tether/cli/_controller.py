@@ -397,7 +397,14 @@ def _lease_api(**options: Any) -> Iterator[Any]:
 
 def _print_leases(leases: list[Any]) -> None:
     rows: list[list[object]] = [
-        [each.id, each.state, ", ".join(each.exporters), each.position, each.ends_at, each.reason]
+        [
+            each.id,
+            each.state,
+            ", ".join(each.exporters),
+            each.position,
+            each.ends_at,
+            each.reason or each.waiting,
+        ]
         for each in leases
     ]
     print_table(["lease", "state", "exporters", "queue", "ends at", "reason"], rows)

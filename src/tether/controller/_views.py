@@ -9,7 +9,7 @@ the controller runs them on its reader threads (``Controller.run_read``), off th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from ._selector import Selector
 from ._tables import exporters, lease_exporters, leases
 from ._waiting import LabIndexCache, out_of_pool, waiting_reasons
 
-__all__ = ["LabCounts", "LabViews", "list_leases", "queue_positions"]
+__all__ = ["LabCounts", "LabViews", "queue_positions"]
 
 _EXPORTER_COLUMNS = select(
     exporters.c.name,
@@ -145,15 +145,41 @@ class LabViews:
                 query = query.limit(limit)
             rows = conn.execute(query).mappings().all()
             records = [LeaseRecord.from_row(row, []) for row in rows]
-            down = out_of_pool(conn, self.clock() - self.heartbeat_timeout)
-            if down and rows:
-                wanted = ((row["id"], row["requests"], row["allowed"]) for row in rows)
-                reasons = waiting_reasons(self.index_cache.get(conn), down, wanted)
-                for record in records:
-                    record.waiting = reasons.get(record.id)
+            self._note_waiting(conn, rows, records)
         for position, record in enumerate(records, 1):
             record.position = position
         return records, int(total)
+
+    def client_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
+        """The client's live leases (plus its last 100 finished ones with ``include_ended``),
+        pending ones with their queue position and why they wait."""
+        with self.database.read("listing leases") as conn:
+            query = select(leases).where(leases.c.client == client)
+            rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
+            if include_ended:
+                ended = query.where(leases.c.state.not_in(LIVE_STATES))
+                rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
+            granted = _granted(conn, [row["seq"] for row in rows])
+            records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
+            pending = [row for row in rows if row["state"] == LeaseState.PENDING]
+            if pending:
+                positions = queue_positions(conn)
+                for record in records:
+                    record.position = positions.get(record.seq)
+                self._note_waiting(conn, pending, records)
+        return sorted(records, key=lambda r: r.seq)
+
+    def _note_waiting(
+        self, conn: Connection, rows: Sequence[RowMapping], records: list[LeaseRecord]
+    ) -> None:
+        """Fill in ``waiting`` of ``records`` from their pending ``rows``."""
+        down = out_of_pool(conn, self.clock() - self.heartbeat_timeout)
+        if not down or not rows:
+            return
+        wanted = ((row["id"], row["requests"], row["allowed"]) for row in rows)
+        reasons = waiting_reasons(self.index_cache.get(conn), down, wanted)
+        for record in records:
+            record.waiting = reasons.get(record.id, record.waiting)
 
     def leases(self, recent: int = 50) -> list[LeaseRecord]:
         """Ready leases, then the ``recent`` latest finished ones (newest first)."""
@@ -256,33 +282,6 @@ def _granted(conn: Connection, seqs: list[int]) -> dict[int, list[str]]:
         for row in rows:
             found.setdefault(row.lease_seq, []).append(row.exporter)
     return found
-
-
-def list_leases(
-    database: Database, client: str, *, include_ended: bool = False
-) -> list[LeaseRecord]:
-    """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-    with database.read("listing leases") as conn:
-        query = select(leases).where(leases.c.client == client)
-        rows = list(conn.execute(query.where(leases.c.state.in_(LIVE_STATES))).mappings())
-        if include_ended:
-            ended = query.where(leases.c.state.not_in(LIVE_STATES))
-            rows += conn.execute(ended.order_by(leases.c.seq.desc()).limit(100)).mappings()
-        seqs = [row["seq"] for row in rows]
-        granted: dict[int, list[str]] = {}
-        for start in range(0, len(seqs), 500):
-            for link in conn.execute(
-                select(lease_exporters.c.lease_seq, lease_exporters.c.exporter)
-                .where(lease_exporters.c.lease_seq.in_(seqs[start : start + 500]))
-                .order_by(lease_exporters.c.lease_seq, lease_exporters.c.slot)
-            ):
-                granted.setdefault(link.lease_seq, []).append(link.exporter)
-        records = [LeaseRecord.from_row(row, granted.get(row["seq"], [])) for row in rows]
-        if any(r.state is LeaseState.PENDING for r in records):
-            positions = queue_positions(conn)
-            for record in records:
-                record.position = positions.get(record.seq)
-    return sorted(records, key=lambda r: r.seq)
 
 
 def queue_positions(conn: Connection) -> dict[int, int]:
