@@ -1,4 +1,5 @@
-"""Helpers the controller tests share: an exporter that is online, a lease request.
+"""Helpers the controller tests share: an exporter that is online, a lease request, the
+``tether`` command as a process.
 
 (Fixtures — ``ctl``, ``clock``, the ``alice``, ``bob`` and ``root`` clients — are in
 ``conftest.py``; these are plain functions a test calls.)
@@ -6,6 +7,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -34,3 +38,15 @@ def lease_as(ctl: ControllerHandle, token: str, **body: Any) -> dict[str, Any]:
     """:func:`lease` with the client of ``token``."""
     with ctl.http(token) as http:
         return lease(http, **body)
+
+
+def tether_process(*args: str) -> subprocess.Popen[str]:
+    """``tether ARGS...`` as a child process (pipes for stdout and stderr, text), with no
+    ``TETHER_*`` variable of this environment."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "from tether.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
+    )

@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from labkit import online
+from labkit import online, tether_process
 
 from tether.cli import main
 from tether.controller.testing import ControllerHandle, run_controller
@@ -131,13 +128,7 @@ def test_a_request_waiting_on_maintenance_says_so_in_queue_and_lease(
     alice, _ = client_config(ctl, tmp_path, "alice")
     why = "waiting: the only matching exporter is in maintenance: bench-1 (reflash)"
     command = ["lease", "acquire", "-s", "board=rpi4", "--config", alice]
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from tether.cli import main; main()", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
-    )
+    process = tether_process(*command)
     try:
         assert process.stderr is not None
         line = process.stderr.readline()  # not a terminal: one line per report
