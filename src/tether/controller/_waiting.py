@@ -132,17 +132,18 @@ def _reason(
         matching = sorted(index.candidates(slot, limits))
         if not matching or any(name not in down for name in matching):
             continue
-        which = "" if len(wanted) == 1 else f" {slot}"
+        one = len(matching) == 1
+        what = "exporter" if one else "exporters"
+        # One slot: "the only matching exporter"; several: say which slot.
+        who = f"matching {what}" if len(wanted) == 1 else f"{what} matching {slot}"
         states = {down[name].split(" (")[0] for name in matching}
         if len(states) == 1:
             (state,) = states
             named = [name + down[name][len(state) :] for name in matching[:_SHOWN]]
-            verb = "is" if len(matching) == 1 else "are"
-            what = "exporter" if len(matching) == 1 else "exporters"
-            head = f"waiting: the only matching{which} {what} {verb} {state}"
+            head = f"waiting: the only {who} {'is' if one else 'are'} {state}"
         else:
             named = [f"{name} {down[name]}" for name in matching[:_SHOWN]]
-            head = f"waiting: the only matching{which} exporters are out of the pool"
+            head = f"waiting: the only {who} are out of the pool"
         more = f" and {len(matching) - _SHOWN} more" if len(matching) > _SHOWN else ""
         return f"{head}: {', '.join(named)}{more}"
     return None
