@@ -31,13 +31,14 @@ from tether.errors import ControllerError
 
 from ._controller import Controller
 from ._lab_watch import LabChange
-from ._records import LeaseState
+from ._records import ExporterStatus, LeaseState
 
 __all__ = ["MIN_INTERVAL", "OverviewFeed", "overview_stream"]
 
 #: Seconds between two events of one stream (changes meanwhile gather into the next).
 MIN_INTERVAL = 0.1
 _KEEPALIVE_SECONDS = 15.0
+_OUT_OF_POOL = {ExporterStatus.MAINTENANCE, ExporterStatus.UNHEALTHY, ExporterStatus.OFFLINE}
 
 
 class OverviewFeed:
@@ -55,10 +56,13 @@ class OverviewFeed:
         self.limit = limit
         # The requests the page's queue shows, in order, and why each waits (None: unknown).
         self._shown_queue: list[tuple[str, str | None]] | None = None
+        # The exporters out of the pool as of the last queue read (None: unknown).
+        self._down: set[str] | None = None
 
     def forget(self) -> None:
         """The page is fetching its whole body: what it shows is no longer known."""
         self._shown_queue = None
+        self._down = None
 
     def render(self, change: LabChange) -> dict[str, Any]:
         """The ``rows`` event for ``change`` (blocking: run it on a reader thread).
@@ -71,6 +75,12 @@ class OverviewFeed:
         """
         views = self.controller.store.views
         counts = views.counts()
+        changed = views.exporters_named(change.exporters)
+        down = self._down
+        # Only an exporter leaving or rejoining the pool changes why requests wait.
+        pool_moved = down is None or any(
+            (e.status in _OUT_OF_POOL) != (e.name in down) for e in changed
+        )
         queue_total = counts.leases[LeaseState.PENDING.value]
         update: dict[str, Any] = {
             "summary": str(
@@ -81,10 +91,7 @@ class OverviewFeed:
                     counts.leases[LeaseState.READY.value],
                 )
             ),
-            "exporters": {
-                e.name: str(self.rows.exporter_row(e))
-                for e in views.exporters_named(change.exporters)
-            },
+            "exporters": {e.name: str(self.rows.exporter_row(e)) for e in changed},
             "leases": [],
             "queue": None,
             "queue_total": queue_total,
@@ -106,9 +113,9 @@ class OverviewFeed:
             queue_touched
             or shown is None
             or not change.leases.isdisjoint(id for id, _ in shown)
-            # An exporter leaving or rejoining the pool changes why requests wait.
-            or (change.exporters and queue_total)
+            or (pool_moved and queue_total)
         ):
+            self._down = set(views.out_of_pool())
             queue, total = views.queue(self.limit)
             now_shown = [(lease.id, lease.waiting) for lease in queue]
             if now_shown != shown or not change.leases.isdisjoint(id for id, _ in now_shown):

@@ -206,6 +206,11 @@ class LabViews:
             names = _granted(conn, [row["seq"] for row in rows])
         return [LeaseRecord.from_row(row, names.get(row["seq"], [])) for row in rows]
 
+    def out_of_pool(self) -> dict[str, str]:
+        """Exporter name → why it is out of the pool, for every exporter that is."""
+        with self.database.read("reading exporters out of the pool") as conn:
+            return out_of_pool(conn, self.clock() - self.heartbeat_timeout)
+
     def counts(self) -> LabCounts:
         """Leases by state and exporters by status, each in one aggregate query."""
         cutoff = self.clock() - self.heartbeat_timeout
