@@ -63,7 +63,7 @@ def test_the_scan_finds_what_it_must() -> None:
         "from tether.wire._relay import RelayHello\n"
         "import tether.exporter._agent\n"
         "from tether.client._lease import lease\n"  # its own package: allowed
-        "from tether.client import _http\n"  # its own package: allowed
+        "from tether.client import _lease_api\n"  # its own package: allowed
         "from tether.wire import parse_address\n"  # the public front: allowed
         "import tether.security\n"
         "def later():\n"

@@ -161,6 +161,55 @@ def test_metrics_listen_serves_sessions_hooks_and_health_checks(
     )
 
 
+def test_metrics_listen_counts_the_bytes_of_byte_streams_by_direction(
+    ctl: ControllerHandle, tmp_path: Path
+) -> None:
+    import socketserver
+
+    import httpx
+
+    import tether
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(65536):
+                self.request.sendall(data.upper())
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as echo:
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+        config = tmp_path / "bench.yaml"
+        port = echo.server_address[1]
+        net = f"  net: {{type: tether.drivers.network.TcpNetwork, config: {{host: 127.0.0.1, port: {port}}}}}\n"
+        config.write_text(issued.config + "metrics_listen: 127.0.0.1:0\n" + EXPORT + net)
+        alice = ctl.admin.create_client("alice")
+        serving = Serving(config)
+        try:
+            url = serving.wait_for("metrics at ").split("metrics at ")[1].strip()
+            account = {"controller": ctl.url, "token": alice.token, "ca": ctl.ca}
+            with (
+                tether.lease("board=rpi4", "1m", **account) as dut,  # type: ignore[arg-type]
+                dut.net.connect() as stream,
+            ):
+                stream.send(b"x" * 100_000)
+                stream.send_eof()
+                got = b""
+                while chunk := stream.receive():
+                    got += chunk
+            assert got == b"X" * 100_000
+            scraped = httpx.get(url).text
+        finally:
+            log = serving.stop()
+            echo.shutdown()
+    assert serving.process.returncode == 0, log
+    labels = 'exporter="bench-1",method="connect",node="net"'
+    sent = f'tether_exporter_stream_bytes_total{{direction="in",{labels}}} 100000.0'
+    back = f'tether_exporter_stream_bytes_total{{direction="out",{labels}}} 100000.0'
+    assert sent in scraped and back in scraped, scraped
+    opened = 'tether_exporter_calls_total{error="none",exporter="bench-1",method="connect"} 1.0'
+    assert opened in scraped
+
+
 def test_a_metrics_port_in_use_is_a_clear_error_at_start(
     ctl: ControllerHandle, tmp_path: Path
 ) -> None:

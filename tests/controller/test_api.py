@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from labkit import lease, online
 
 from tether.controller import make_policy
 from tether.controller.testing import ControllerHandle, FakeClock
-
-
-def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> httpx.Client:
-    """Create an exporter and register it; returns its HTTP client."""
-    exporter = ctl.admin.create_exporter(name, labels)
-    http = ctl.http(exporter.token)
-    assert http.post("/v1/exporter/register", json={"report": {"nodes": []}}).status_code == 200
-    return http
-
-
-@pytest.fixture
-def alice(ctl: ControllerHandle) -> Iterator[httpx.Client]:
-    with ctl.http(ctl.admin.create_client("alice").token) as http:
-        yield http
-
-
-@pytest.fixture
-def bob(ctl: ControllerHandle) -> Iterator[httpx.Client]:
-    with ctl.http(ctl.admin.create_client("bob").token) as http:
-        yield http
-
-
-def lease(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    body.setdefault("duration", "10m")
-    answer = http.post("/v1/leases", json=body)
-    assert answer.status_code == 201, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 def test_openapi_lists_the_lease_and_exporter_endpoints(ctl: ControllerHandle) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from labkit import lease_as, online
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tether.controller.testing import ControllerHandle, run_controller
@@ -38,12 +38,6 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> None:
-    exporter = ctl.admin.create_exporter(name, labels)
-    with ctl.http(exporter.token) as http:
-        assert http.post("/v1/exporter/register", json={"report": {}}).status_code == 200
-
-
 def sign_in(page: Page, ctl: ControllerHandle, token: str) -> None:
     page.goto(ctl.url + "/")
     assert page.url.endswith("/login")
@@ -51,15 +45,6 @@ def sign_in(page: Page, ctl: ControllerHandle, token: str) -> None:
     page.click("button[type=submit]")
     page.wait_for_selector("#exporters")
     page.wait_for_selector("#live:text('live')")  # the event stream is open
-
-
-def lease(ctl: ControllerHandle, token: str, **body: Any) -> dict[str, Any]:
-    body.setdefault("duration", "10m")
-    with ctl.http(token) as http:
-        answer = http.post("/v1/leases", json=body)
-    assert answer.status_code == 201, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(
@@ -94,10 +79,10 @@ def test_a_grant_shows_up_on_an_open_page_without_reload(ctl: ControllerHandle, 
     alice = ctl.admin.create_client("alice")
     sign_in(page, ctl, ctl.admin.create_admin("root").token)
     page.evaluate("window.notReloaded = true")
-    granted = lease(ctl, alice.token, selector="board=rpi4")
+    granted = lease_as(ctl, alice.token, selector="board=rpi4")
     row = page.wait_for_selector(f"[data-lease='{granted['id']}']")
     assert row is not None and "alice" in row.inner_text()
-    waiting = lease(ctl, alice.token, selector="board=rpi4")
+    waiting = lease_as(ctl, alice.token, selector="board=rpi4")
     page.wait_for_selector(f"[data-queued='{waiting['id']}']")
     assert page.inner_text("#queue-total") == "1"
     status = page.inner_text("[data-exporter='bench-1'] .status")
@@ -110,7 +95,7 @@ def test_an_admin_ends_a_lease_and_takes_an_exporter_out_of_the_pool(
 ) -> None:
     online(ctl, "bench-1", {"board": "rpi4"})
     alice = ctl.admin.create_client("alice")
-    held = lease(ctl, alice.token, selector="board=rpi4")
+    held = lease_as(ctl, alice.token, selector="board=rpi4")
     sign_in(page, ctl, ctl.admin.create_admin("root").token)
     page.click(f"[data-lease='{held['id']}'] button[data-end]")
     page.wait_for_selector(f"[data-recent='{held['id']}']")
@@ -149,3 +134,58 @@ def test_admin_forms_refuse_a_post_without_the_csrf_field(ctl: ControllerHandle)
     with ctl.http(root.token) as http:
         shown = http.get("/v1/exporters").json()["exporters"][0]
     assert shown["status"] == "available"
+
+
+def test_a_change_swaps_only_the_changed_rows(ctl: ControllerHandle, page: Page) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    online(ctl, "bench-2", {"board": "imx8"})
+    alice, bob = ctl.admin.create_client("alice"), ctl.admin.create_client("bob")
+    first = lease_as(ctl, bob.token, selector="board=rpi4")
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.wait_for_selector("#lab[data-refreshed]", state="attached")  # the catch-up fetch is in
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    # Mark the rows that must survive: a swapped-in row would not carry the mark.
+    page.evaluate(
+        "for (const row of document.querySelectorAll('tr[data-exporter], tr[data-lease]'))"
+        " row.survivor = true"
+    )
+    waiting = [lease_as(ctl, alice.token, selector="board=rpi4") for _ in range(2)]
+    page.wait_for_selector(f"[data-queued='{waiting[1]['id']}']")
+    assert page.inner_text("#queue-total") == "2"
+
+    with ctl.http(bob.token) as http:  # the head of the queue is granted bench-1
+        assert http.delete(f"/v1/leases/{first['id']}").status_code == 200
+    page.wait_for_selector(f"[data-lease='{waiting[0]['id']}']")
+    page.wait_for_selector(f"[data-recent='{first['id']}']")
+    assert page.query_selector(f"[data-queued='{waiting[0]['id']}']") is None
+    assert page.inner_text(f"[data-queued='{waiting[1]['id']}'] td") == "1"  # moved up
+    assert page.inner_text("#queue-total") == "1"
+    assert page.query_selector(f"[data-lease='{first['id']}']") is None
+    assert "alice" in page.inner_text("[data-exporter='bench-1']")
+    # Nothing was fetched again: the rows came in the events, and only the changed ones.
+    assert not [url for url in fetched if "/fragments/" in url], fetched
+    survivors = page.evaluate(
+        "Array.from(document.querySelectorAll('tr[data-exporter]'))"
+        ".map(row => [row.dataset.exporter, row.survivor === true])"
+    )
+    assert survivors == [["bench-1", False], ["bench-2", True]]
+
+
+def test_the_queue_says_why_a_request_waits_on_maintenance(
+    ctl: ControllerHandle, page: Page
+) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.fill("[data-exporter='bench-1'] input[name=reason]", "reflash")
+    page.click("button[data-maintenance-on='bench-1']")
+    page.wait_for_selector("[data-exporter='bench-1'] .status-maintenance")
+    waiting = lease_as(ctl, ctl.admin.create_client("alice").token, selector="board=rpi4")
+    why = page.wait_for_selector(f"[data-queued='{waiting['id']}'] .why")
+    assert why is not None
+    assert why.inner_text() == (
+        "waiting: the only matching exporter is in maintenance: bench-1 (reflash)"
+    )
+    page.click("button[data-maintenance-off='bench-1']")  # back: the request is granted
+    page.wait_for_selector(f"[data-lease='{waiting['id']}']")
+    assert page.query_selector(f"[data-queued='{waiting['id']}']") is None

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from labkit import online, tether_process
 
 from tether.cli import main
 from tether.controller.testing import ControllerHandle, run_controller
@@ -30,12 +32,6 @@ def client_config(ctl: ControllerHandle, tmp_path: Path, name: str) -> tuple[str
     path = tmp_path / f"{name}.yaml"
     path.write_text(issued.config)
     return str(path), issued.token
-
-
-def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> None:
-    exporter = ctl.admin.create_exporter(name, labels)
-    with ctl.http(exporter.token) as http:
-        assert http.post("/v1/exporter/register", json={}).status_code == 200
 
 
 def test_queue_and_exporters_show_the_whole_lab(ctl: ControllerHandle, tmp_path: Path) -> None:
@@ -118,3 +114,36 @@ def test_remote_strings_reach_the_terminal_as_plain_text(
     assert code == 0
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b]0;pwned\\x07" in out and "[bold red]boom" in out
+
+
+def test_a_request_waiting_on_maintenance_says_so_in_queue_and_lease(
+    ctl: ControllerHandle, tmp_path: Path
+) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    with ctl.http(ctl.admin.create_admin("root").token) as root:
+        answer = root.post(
+            "/v1/admin/exporters/bench-1/maintenance", json={"on": True, "reason": "reflash"}
+        )
+        assert answer.status_code == 200
+    alice, _ = client_config(ctl, tmp_path, "alice")
+    why = "waiting: the only matching exporter is in maintenance: bench-1 (reflash)"
+    command = ["lease", "acquire", "-s", "board=rpi4", "--config", alice]
+    process = tether_process(*command)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # not a terminal: one line per report
+        assert "position 1" in line and why in line, line
+        code, out = run("queue", "--config", alice, "--json")
+        (queued,) = json.loads(out)["leases"]
+        assert code == 0 and queued["waiting"] == why
+        code, out = run("queue", "--config", alice)
+        assert code == 0 and why in out and "why waiting" in out
+        code, out = run("lease", "list", "--config", alice, "--json")
+        (mine,) = json.loads(out)["leases"]
+        assert code == 0 and (mine["position"], mine["waiting"]) == (1, why)
+        code, out = run("lease", "list", "--config", alice)
+        assert code == 0 and why in out
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 130

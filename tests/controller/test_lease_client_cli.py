@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from labkit import tether_process
 
 from relaylab import AgentExporter, run_agent_exporter
 from tether.cli import main
@@ -110,13 +111,7 @@ def test_ctrl_c_while_queued_withdraws_the_request(
         taken = carol.post("/v1/leases", json={"selector": "board=rpi4", "duration": 60})
         assert taken.json()["state"] == "ready"
         command = ["lease", "acquire", "-s", "board=rpi4", "--config", str(config)]
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from tether.cli import main; main()", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
-        )
+        process = tether_process(*command)
         assert process.stderr is not None
         waiting = process.stderr.readline()
         assert "waiting for lease" in waiting and "position 1" in waiting
@@ -139,13 +134,7 @@ def test_ctrl_c_twice_at_once_still_withdraws_the_request(
         taken = carol.post("/v1/leases", json={"selector": "board=rpi4", "duration": 60})
         assert taken.json()["state"] == "ready"
         command = ["lease", "acquire", "-s", "board=rpi4", "--config", str(config)]
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from tether.cli import main; main()", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
-        )
+        process = tether_process(*command)
         assert process.stderr is not None
         waiting = process.stderr.readline()
         assert "waiting for lease" in waiting

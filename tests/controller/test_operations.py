@@ -4,40 +4,12 @@ Prometheus metrics. A real controller over TLS on loopback."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
+from labkit import lease, online
 
 from tether.controller.testing import ControllerHandle, FakeClock
-
-
-def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> httpx.Client:
-    exporter = ctl.admin.create_exporter(name, labels)
-    http = ctl.http(exporter.token)
-    assert http.post("/v1/exporter/register", json={"report": {"nodes": []}}).status_code == 200
-    return http
-
-
-@pytest.fixture
-def alice(ctl: ControllerHandle) -> Iterator[httpx.Client]:
-    with ctl.http(ctl.admin.create_client("alice").token) as http:
-        yield http
-
-
-@pytest.fixture
-def root(ctl: ControllerHandle) -> Iterator[httpx.Client]:
-    with ctl.http(ctl.admin.create_admin("root").token) as http:
-        yield http
-
-
-def lease(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    body.setdefault("duration", "10m")
-    answer = http.post("/v1/leases", json=body)
-    assert answer.status_code == 201, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 def status_of(http: httpx.Client, name: str) -> dict[str, Any]:
@@ -89,6 +61,40 @@ def test_an_unhealthy_exporter_is_not_granted_until_its_check_passes(
     exporter.post("/v1/exporter/health", json={"ok": True})
     assert alice.get(f"/v1/leases/{waiting['id']}").json()["state"] == "ready"
     assert status_of(alice, "bench-1")["status"] == "leased"
+
+
+def test_a_request_only_out_of_pool_exporters_could_serve_says_why_it_waits(
+    ctl: ControllerHandle, clock: FakeClock, alice: httpx.Client, root: httpx.Client
+) -> None:
+    sick = online(ctl, "bench-1", {"board": "rpi4"})
+    online(ctl, "bench-2", {"board": "rpi4"})
+    online(ctl, "bench-3", {"board": "imx8"})
+    root.post("/v1/admin/exporters/bench-2/maintenance", json={"on": True, "reason": "new SD"})
+    assert sick.post("/v1/exporter/health", json={"ok": False, "output": "no console\n"}).is_success
+    waiting = lease(alice, selector="board=rpi4")
+    assert waiting["state"] == "pending"
+    why = (
+        "waiting: the only matching exporters are out of the pool: "
+        "bench-1 unhealthy (no console), bench-2 in maintenance (new SD)"
+    )
+    assert waiting["waiting"] == why
+    assert alice.get(f"/v1/leases/{waiting['id']}").json()["waiting"] == why
+    assert alice.get("/v1/queue").json()["leases"][0]["waiting"] == why
+
+    assert sick.post("/v1/exporter/health", json={"ok": True}).is_success  # granted now
+    assert alice.get(f"/v1/leases/{waiting['id']}").json()["state"] == "ready"
+    one = lease(alice, selector="board=rpi4")
+    assert one["waiting"] is None  # bench-1 is leased, not out of the pool: it waits its turn
+    alice.delete(f"/v1/leases/{one['id']}")
+
+    # Only one match, in maintenance; then only one match, offline.
+    lone = lease(alice, exporter="bench-2")
+    assert lone["waiting"] == (
+        "waiting: the only matching exporter is in maintenance: bench-2 (new SD)"
+    )
+    clock.advance(6)  # past the heartbeat timeout: everyone is offline
+    quiet = lease(alice, selector="board=imx8")
+    assert quiet["waiting"] == "waiting: the only matching exporter is offline: bench-3"
 
 
 def test_only_admins_use_the_admin_routes(

@@ -7,6 +7,7 @@ makes a database with a random name for each test, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import shutil
@@ -258,3 +259,32 @@ def test_an_exporter_on_one_replica_learns_of_a_grant_made_by_another(
             a.delete(f"/v1/leases/{got['id']}")
             assert waiting.result().json()["leases"] == []
         assert e1.post("/v1/exporter/heartbeat", json={}).json()["leases"] == []
+
+
+def test_a_grant_on_one_replica_reaches_a_dashboard_stream_on_another_as_rows(
+    replicas: list[ControllerHandle],
+) -> None:
+    admin = replicas[0].admin
+    exporter = admin.create_exporter("d1", {"board": "dash"})
+    with replicas[0].http(exporter.token) as http:
+        assert http.post("/v1/exporter/register", json={}).status_code == 200
+    viewer, carol = admin.create_admin("dash-viewer"), admin.create_client("carol")
+    cookie = {"Cookie": f"tether_session={viewer.token}"}
+    with (
+        replicas[2].http() as page,
+        page.stream("GET", "/events", headers=cookie, timeout=30) as events,
+    ):
+        lines = events.iter_lines()
+        assert next(lines).startswith("retry:")  # the stream watches the lab from here on
+        with replicas[0].http(carol.token) as http:
+            granted = http.post("/v1/leases", json={"exporter": "d1", "duration": "1h"}).json()
+        assert granted["state"] == "ready"
+        update: dict[str, Any] = {}
+        for line in lines:  # bounded by the 30 s read timeout
+            if line.startswith('data: {"'):
+                update = json.loads(line[len("data: ") :])
+                if any(item["id"] == granted["id"] for item in update["leases"]):
+                    break
+    (row,) = [item for item in update["leases"] if item["id"] == granted["id"]]
+    assert row["section"] == "live" and "carol" in row["row"]
+    assert "leased" in update["exporters"]["d1"]

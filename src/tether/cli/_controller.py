@@ -397,7 +397,14 @@ def _lease_api(**options: Any) -> Iterator[Any]:
 
 def _print_leases(leases: list[Any]) -> None:
     rows: list[list[object]] = [
-        [each.id, each.state, ", ".join(each.exporters), each.position, each.ends_at, each.reason]
+        [
+            each.id,
+            each.state,
+            ", ".join(each.exporters),
+            each.position,
+            each.ends_at,
+            each.reason or each.waiting,
+        ]
         for each in leases
     ]
     print_table(["lease", "state", "exporters", "queue", "ends at", "reason"], rows)
@@ -479,7 +486,8 @@ def _acquire(
 
         def show(waiting: Any) -> None:
             line = printable(
-                f"waiting for lease {waiting.id}: position {waiting.position or '?'}",
+                f"waiting for lease {waiting.id}: position {waiting.position or '?'}"
+                + (f"; {waiting.waiting}" if waiting.waiting else ""),
                 newlines=False,
             )
             status.update(plain(line))

@@ -42,9 +42,11 @@ def queue(as_json: bool, limit: int, **options: Any) -> None:
                 lease.raw.get("priority"),
                 wants,
                 lease.raw.get("created_at"),
+                lease.waiting or "",
             ]
         )
-    print_table(["#", "lease", "client", "priority", "wants", "waiting since"], rows)
+    headers = ["#", "lease", "client", "priority", "wants", "waiting since", "why waiting"]
+    print_table(headers, rows)
     if total > len(waiting):
         click.echo(f"({len(waiting)} of {total} shown; --limit for more)", err=True)
 

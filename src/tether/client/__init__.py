@@ -1,9 +1,10 @@
 """The client side: connect to an exporter, lease devices, build the client tree."""
 
+from tether.http_errors import controller_error, map_http_errors
+
 from ._allow import ALLOW_VAR, client_policy
 from ._connect import RemoteClient, RemoteSession, connect, split_session_url
 from ._forward import PortForward, byte_stream_methods
-from ._http import controller_error, map_http_errors
 from ._lease import (
     ClientSettings,
     Lease,

@@ -275,6 +275,8 @@ def _spinner_callback(enabled: bool | None) -> tuple[contextlib.ExitStack, Calla
 
     def update(lease: Lease) -> None:
         place = f"position {lease.position} in the queue" if lease.position else "queued"
+        if lease.waiting:
+            place += f"; {lease.waiting}"
         status.update(f"waiting for lease {lease.id}: {place}")
 
     return stack, update

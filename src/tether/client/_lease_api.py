@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import ConfigError, ControllerError, LeaseEnded, LeaseExpired
+from tether.http_errors import controller_error, map_http_errors
 from tether.security import client_ssl_context
-
-from ._http import controller_error, map_http_errors
 
 if TYPE_CHECKING:
     import httpx
@@ -126,6 +125,8 @@ class Lease:
     client: str = ""
     exporters: tuple[str, ...] = ()
     position: int | None = None
+    #: Why a pending lease waits, when its only matching exporters are out of the pool.
+    waiting: str | None = None
     relay: str | None = None
     ends_at: str | None = None
     reason: str | None = None
@@ -139,6 +140,7 @@ class Lease:
             client=str(data.get("client", "")),
             exporters=tuple(data.get("exporters") or ()),
             position=data.get("position"),
+            waiting=data.get("waiting"),
             relay=data.get("relay"),
             ends_at=data.get("ends_at"),
             reason=data.get("reason"),

@@ -184,6 +184,7 @@ class LeaseOut(BaseModel):
     duration: float
     priority: int
     position: int | None
+    waiting: str | None = None
     exporters: list[str]
     created_at: str | None
     granted_at: str | None

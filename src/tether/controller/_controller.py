@@ -32,6 +32,7 @@ from tether.errors import ControllerError
 from . import _audit as audit_log
 from ._admin import Admin
 from ._database import Database
+from ._lab_watch import LabWatch
 from ._limits import Limits
 from ._records import Changes, Identity, LeaseRecord, LeaseState
 from ._store import Store
@@ -110,7 +111,7 @@ class Controller:
         self._versions: tuple[int, int] | None = None
         self._closing = False
         self._listener: Any = None
-        self._lab_watchers: set[asyncio.Event] = set()
+        self._lab_watchers: set[LabWatch] = set()
         self._auth_failures: dict[str, int] = {}
         self.audit_retention = audit_retention
         self._pruned_at = 0.0
@@ -149,8 +150,8 @@ class Controller:
         self._wake_everyone()
 
     def _wake_everyone(self) -> None:
-        for event in self._lab_watchers:
-            event.set()
+        for watch in self._lab_watchers:
+            watch.note_everything()
         for futures in self._waiters.values():
             for future in futures:
                 if not future.done():
@@ -321,17 +322,17 @@ class Controller:
         await self.apply(changes)
 
     @contextlib.contextmanager
-    def watch_lab(self) -> Iterator[asyncio.Event]:
-        """An event set whenever any lease or exporter changes, here or in another replica.
+    def watch_lab(self) -> Iterator[LabWatch]:
+        """Gathers which leases and exporters change, here or in another replica.
 
-        The dashboard's live stream waits on it (and clears it before each read).
+        The dashboard's live stream waits on it and takes what changed before each read.
         """
-        event = asyncio.Event()
-        self._lab_watchers.add(event)
+        watch = LabWatch()
+        self._lab_watchers.add(watch)
         try:
-            yield event
+            yield watch
         finally:
-            self._lab_watchers.discard(event)
+            self._lab_watchers.discard(watch)
 
     async def note_auth_failure(self, address: str) -> None:
         """Record a failed authentication from ``address`` in the audit log.
@@ -512,8 +513,9 @@ class Controller:
                 del self._waiters[key]
 
     def _wake_keys(self, keys: Iterable[str]) -> None:
-        for event in self._lab_watchers:
-            event.set()
+        keys = list(keys)
+        for watch in self._lab_watchers:
+            watch.note(keys)
         for key in keys:
             for future in self._waiters.get(key, ()):
                 if not future.done():

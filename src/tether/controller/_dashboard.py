@@ -1,10 +1,11 @@
 """The web dashboard at ``/``: the lab at a glance, live, with admin actions.
 
 Server-rendered (Jinja2 templates in ``templates/``, autoescaped: every label, name and reason
-comes from someone else), no build step and no script from anywhere but this page. A page
-subscribes to ``/events`` (server-sent events) and re-fetches its body when the controller
-reports a change, the same change notifications that wake the API's long-polls (across
-PostgreSQL replicas too).
+comes from someone else), no build step and no script from anywhere but this page. An open
+overview subscribes to ``/events`` (server-sent events): each event carries the rows that
+changed, rendered here, and the page swaps them in place (:mod:`._dashboard_live`); the
+events follow the change notifications that wake the API's long-polls (across PostgreSQL
+replicas too).
 
 Sign-in: ``/login`` takes a client or admin token in the form field ``token`` and keeps it in
 an HttpOnly, Secure, SameSite=Strict cookie; tokens never appear in a URL. Forms that change
@@ -14,12 +15,9 @@ it nor send the cookie) and are refused without it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import urllib.parse
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jinja2
@@ -29,14 +27,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from tether.errors import ControllerError
 
 from ._controller import Controller
+from ._dashboard_live import OverviewFeed, overview_stream
 from ._records import Identity, LeaseState, iso
 
 __all__ = ["COOKIE", "install_dashboard"]
 
 COOKIE = "tether_session"
 _ROWS = 200
-_KEEPALIVE_SECONDS = 15.0
-_COALESCE_SECONDS = 0.1
+_RECENT = 50  # the overview's finished leases (the page keeps as many)
 _MAX_FORM = 16 * 1024
 
 
@@ -68,7 +66,7 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
         limit = None if show_all else _ROWS
         found = await controller.run_read(views.exporters, None, limit)
         queue, queued = await controller.run_read(views.queue, limit)
-        leases = await controller.run_read(views.leases, 50)
+        leases = await controller.run_read(views.leases, _RECENT)
         counts = await controller.run_read(views.counts)
         return {
             "me": identity,
@@ -78,9 +76,11 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
             "status_counts": [(s, n) for s, n in counts.exporters.items() if n],
             "queue": queue,
             "queue_total": queued,
+            "live_total": counts.leases[LeaseState.READY.value],
             "live": [lease for lease in leases if lease.state is LeaseState.READY],
             "recent": [lease for lease in leases if lease.state is not LeaseState.READY],
             "show_all": show_all,
+            "recent_limit": _RECENT,
         }
 
     @app.get("/", include_in_schema=False)
@@ -166,31 +166,18 @@ def install_dashboard(app: FastAPI, controller: Controller) -> None:
 
     @app.get("/events", include_in_schema=False)
     async def events(request: Request) -> Response:
-        if await who(request) is None:
+        found = await who(request)
+        if found is None:
             return HTMLResponse("", status_code=401)
+        rows = templates.get_template("_rows.html").make_module(
+            {"me": found[0], "csrf": csrf_for(found[1])}
+        )
+        limit = None if request.query_params.get("all") == "1" else _ROWS
         return StreamingResponse(
-            _change_stream(controller),
+            overview_stream(controller, OverviewFeed(controller, rows, limit)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-
-
-async def _change_stream(controller: Controller) -> AsyncIterator[bytes]:
-    """``change`` events, coalesced, as the controller reports them; a comment now and then
-    keeps proxies from closing an idle stream."""
-    with controller.watch_lab() as changed:
-        yield b"retry: 2000\n\n"
-        while not controller.closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), _KEEPALIVE_SECONDS)
-            if controller.closing:
-                break
-            if not changed.is_set():
-                yield b": keepalive\n\n"
-                continue
-            await asyncio.sleep(_COALESCE_SECONDS)  # one refresh for a burst of changes
-            changed.clear()
-            yield b"event: change\ndata: {}\n\n"
 
 
 async def _form(request: Request) -> dict[str, str]:

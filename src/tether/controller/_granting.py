@@ -10,7 +10,7 @@ when ``lab_state.exporters_version`` moves) and each waiting request parsed once
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
@@ -22,8 +22,9 @@ from ._records import Changes, LeaseRecord, LeaseState, iso
 from ._scheduler import LabIndex, Policy, RequestView, Slot, schedule, unsatisfiable_reason
 from ._selector import Selector, parse_selector
 from ._tables import exporters, lab_state, lease_exporters, leases, policies
+from ._waiting import LabIndexCache, out_of_pool, slot_from_json, waiting_reasons
 
-__all__ = ["GrantPass", "slot_from_json", "slot_json"]
+__all__ = ["GrantPass", "slot_json"]
 
 
 class GrantPass:
@@ -31,14 +32,14 @@ class GrantPass:
     :class:`~._store.Store`, which sets ``heartbeat_timeout``)."""
 
     heartbeat_timeout: float
+    clock: Callable[[], float]
 
     def __init__(self) -> None:
         self._labels_version = -1
-        self._index = LabIndex({})
+        self._index_cache = LabIndexCache()
         self._requests: dict[str, RequestView] = {}
         self._checked_version: int | None = None
         self._views_version: int | None = None
-        self._durations: dict[str, float] = {}
         self._shapes: dict[str, tuple[tuple[Slot, ...], tuple[Selector, ...] | None]] = {}
 
     def _owned(self, conn: Connection, client: str, lease_id: str) -> LeaseRecord:
@@ -76,6 +77,11 @@ class GrantPass:
                 )
             ).scalar_one()
             record.position = int(ahead) + 1
+            down = out_of_pool(conn, self.clock() - self.heartbeat_timeout)
+            if down:
+                wanted = [(record.id, record.requests, row["allowed"])]
+                reasons = waiting_reasons(self._index_cache.get(conn), down, wanted)
+                record.waiting = reasons.get(record.id)
         return record
 
     def _finish(
@@ -117,18 +123,8 @@ class GrantPass:
 
     def _lab(self, conn: Connection, now: float) -> tuple[LabIndex, set[str]]:
         """The label index (rebuilt when labels changed) and who is unavailable right now."""
-        version = conn.execute(
-            select(lab_state.c.exporters_version).where(lab_state.c.id == 1)
-        ).scalar_one()
-        if version != self._labels_version:
-            rows = conn.execute(
-                select(exporters.c.name, exporters.c.labels, exporters.c.admin_labels)
-            ).all()
-            self._index = LabIndex(
-                {row.name: row.labels for row in rows},
-                {row.name: row.admin_labels for row in rows},
-            )
-            self._labels_version = version
+        index = self._index_cache.get(conn)
+        self._labels_version = self._index_cache.version
         leased = select(lease_exporters.c.exporter).where(lease_exporters.c.active)
         down = select(exporters.c.name).where(
             or_(
@@ -139,7 +135,7 @@ class GrantPass:
                 exporters.c.last_seen < now - self.heartbeat_timeout,
             )
         )
-        return self._index, set(conn.execute(leased.union_all(down)).scalars())
+        return index, set(conn.execute(leased.union_all(down)).scalars())
 
     def _request_views(self, conn: Connection) -> list[RequestView]:
         # Only the cheap columns each pass; a request's JSON is read and parsed once (until
@@ -150,11 +146,12 @@ class GrantPass:
         if version != self._views_version:
             self._requests = {}
             self._views_version = version
-        rows = conn.execute(
-            select(leases.c.id, leases.c.duration).where(leases.c.state == LeaseState.PENDING)
-        ).all()
-        self._durations = {row.id: row.duration for row in rows}
-        missing = [row.id for row in rows if row.id not in self._requests]
+        # One column, read as plain strings: this runs every pass, over the whole queue.
+        ids: list[str] = list(
+            conn.execute(select(leases.c.id).where(leases.c.state == LeaseState.PENDING)).scalars()
+        )
+        known = self._requests
+        missing = [lease_id for lease_id in ids if lease_id not in known]
         for start in range(0, len(missing), 500):
             for new in conn.execute(
                 select(
@@ -167,14 +164,8 @@ class GrantPass:
             ):
                 slots, allowed = self._intern(new.requests, new.allowed)
                 self._requests[new.id] = RequestView(new.id, new.priority, new.seq, slots, allowed)
-        views = []
-        fresh: dict[str, RequestView] = {}
-        for row in rows:
-            view = self._requests[row.id]
-            fresh[row.id] = view
-            views.append(view)
-        self._requests = fresh
-        return views
+        self._requests = {lease_id: known[lease_id] for lease_id in ids}
+        return list(self._requests.values())
 
     def _intern(
         self, requests: list[dict[str, Any]], allowed: list[str] | None
@@ -219,11 +210,10 @@ class GrantPass:
         by_id = {r.id: r for r in requests}
         for grant in grants:
             request = by_id[grant.request_id]
-            duration = self._durations[request.id]
             conn.execute(
                 update(leases)
                 .where(leases.c.seq == request.seq)
-                .values(state=LeaseState.READY, granted_at=now, ends_at=now + duration)
+                .values(state=LeaseState.READY, granted_at=now, ends_at=now + leases.c.duration)
             )
             conn.execute(
                 insert(lease_exporters),
@@ -250,9 +240,3 @@ def slot_json(slot: Slot) -> dict[str, str | None]:
         "selector": None if slot.selector is None else str(slot.selector),
         "exporter": slot.exporter,
     }
-
-
-def slot_from_json(data: Mapping[str, Any]) -> Slot:
-    if data.get("exporter"):
-        return Slot(exporter=str(data["exporter"]))
-    return Slot(selector=parse_selector(str(data.get("selector") or "")))

@@ -101,6 +101,8 @@ class LeaseRecord:
     position: int | None = None
     claimed_at: float | None = None
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    #: Why a pending request is still waiting, when the scheduler can say (None otherwise).
+    waiting: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], exporters: list[str]) -> LeaseRecord:
@@ -139,6 +141,7 @@ class LeaseRecord:
             "duration": self.duration,
             "priority": self.priority,
             "position": self.position,
+            "waiting": self.waiting,
             "exporters": self.exporters,
             "created_at": iso(self.created_at),
             "granted_at": iso(self.granted_at),

@@ -45,7 +45,7 @@ from ._scheduler import (
 )
 from ._selector import Selector
 from ._tables import admins, clients, exporters, lab_state, lease_exporters, leases
-from ._views import LabViews, list_leases
+from ._views import LabViews
 
 __all__ = ["Store", "agent_conflict"]
 
@@ -79,7 +79,7 @@ class Store(LabOperations):
         super().__init__()
         self._tokens: dict[str, tuple[Identity | None, float]] = {}
         self._good: set[str] = set()
-        self.views = LabViews(database, heartbeat_timeout, clock)
+        self.views = LabViews(database, heartbeat_timeout, clock, self._index_cache)
 
     # -- identities ---------------------------------------------------------------------------
 
@@ -365,7 +365,7 @@ class Store(LabOperations):
 
     def list_leases(self, client: str, *, include_ended: bool = False) -> list[LeaseRecord]:
         """The client's live leases (plus its last 100 finished ones with ``include_ended``)."""
-        return list_leases(self.database, client, include_ended=include_ended)
+        return self.views.client_leases(client, include_ended=include_ended)
 
     def extend(self, client: str, lease_id: str, seconds: float) -> tuple[LeaseRecord, Changes]:
         """Move a ready lease's end by ``seconds``.

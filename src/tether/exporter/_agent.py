@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.client import controller_error, map_http_errors
 from tether.driver import DriverHost
 from tether.errors import (
     AuthenticationFailed,
@@ -41,6 +40,7 @@ from tether.errors import (
     ControllerError,
     HookFailed,
 )
+from tether.http_errors import controller_error, map_http_errors
 from tether.security import SessionIdentity, client_ssl_context
 from tether.wire import (
     relay_url_for,

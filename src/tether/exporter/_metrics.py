@@ -1,7 +1,9 @@
 """Prometheus metrics of one exporter (``metrics_listen: HOST:PORT`` in its config).
 
 An :class:`~tether.exporter.ExporterObserver` counts sessions, hook runs and health checks
-(the callbacks only bump counters; nothing runs in the call path). A small asyncio HTTP
+(the callbacks only bump counters). When metrics are on, each session's call handler is
+wrapped to count calls and the bytes of byte streams (nothing is added to the call path
+otherwise). A small asyncio HTTP
 responder serves ``GET /metrics`` (any path, in fact) as Prometheus text from the exporter's
 own registry. prometheus-client is imported only when ``metrics_listen`` is set (the
 ``metrics`` extra).
@@ -24,6 +26,7 @@ from tether.errors import ConfigError
 from ._observe import ExporterObserver
 
 if TYPE_CHECKING:
+    from tether.driver import DriverHost
     from tether.wire import CallHandler
 
     from ._health import HealthResult
@@ -59,62 +62,71 @@ class ExporterMetrics(ExporterObserver):
             ) from exc
         self._prom = prom
         self.registry = prom.CollectorRegistry()
-        r = self.registry
-        labels = ["exporter"]
         self._name = exporter
-        self.sessions_open = prom.Gauge(
-            "tether_exporter_sessions_open", "Sessions open now.", labels, registry=r
-        )
-        self.sessions = prom.Counter(
-            "tether_exporter_sessions", "Sessions opened.", labels, registry=r
-        )
-        self.hook_runs = prom.Counter(
-            "tether_exporter_hook_runs",
+        family = self._family
+        self.sessions_open = family(prom.Gauge, "sessions_open", "Sessions open now.")
+        self.sessions = family(prom.Counter, "sessions", "Sessions opened.")
+        self.hook_runs = family(
+            prom.Counter,
+            "hook_runs",
             "Hook runs by hook and outcome (ok, failed, timeout).",
-            [*labels, "hook", "outcome"],
-            registry=r,
+            "hook",
+            "outcome",
         )
-        self.hook_seconds = prom.Histogram(
-            "tether_exporter_hook_duration_seconds",
+        self.hook_seconds = family(
+            prom.Histogram,
+            "hook_duration_seconds",
             "How long hooks ran.",
-            [*labels, "hook"],
+            "hook",
             buckets=_HOOK_BUCKETS,
-            registry=r,
         )
-        self.health_checks = prom.Counter(
-            "tether_exporter_health_checks",
-            "Health checks by outcome (ok, failed).",
-            [*labels, "outcome"],
-            registry=r,
+        self.health_checks = family(
+            prom.Counter, "health_checks", "Health checks by outcome (ok, failed).", "outcome"
         )
-        self.healthy = prom.Gauge(
-            "tether_exporter_healthy",
+        self.healthy = family(
+            prom.Gauge,
+            "healthy",
             "1 when the last health check passed, 0 when it failed (absent before one ran).",
-            labels,
-            registry=r,
         )
-        self.calls = prom.Counter(
-            "tether_exporter_calls",
+        self.calls = family(
+            prom.Counter,
+            "calls",
             "Calls by method and error (the exception's type, 'none' when it succeeded).",
-            [*labels, "method", "error"],
-            registry=r,
+            "method",
+            "error",
         )
-        self.call_seconds = prom.Histogram(
-            "tether_exporter_call_duration_seconds",
+        self.call_seconds = family(
+            prom.Histogram,
+            "call_duration_seconds",
             "Call latency in the exporter, from dispatch to the last result or item.",
-            [*labels, "method"],
+            "method",
             buckets=_CALL_BUCKETS,
-            registry=r,
         )
-        self.stream_items = prom.Counter(
-            "tether_exporter_stream_items",
-            "Items sent by streaming calls.",
-            [*labels, "method"],
-            registry=r,
+        self.stream_items = family(
+            prom.Counter, "stream_items", "Items sent by streaming calls.", "method"
+        )
+        self.stream_bytes = family(
+            prom.Counter,
+            "stream_bytes",
+            "Bytes carried by byte streams, by driver node, method and direction "
+            "(in: from the client to the driver; out: from the driver to the client).",
+            "node",
+            "method",
+            "direction",
         )
         self.sessions_open.labels(exporter).set(0)
         self._hook_started: dict[tuple[str, str], float] = {}
         self._server: asyncio.AbstractServer | None = None
+
+    def _family(self, kind: Any, name: str, text: str, *labels: str, **options: Any) -> Any:
+        """A metric ``tether_exporter_NAME`` of this registry, labelled ``exporter`` first."""
+        return kind(
+            f"tether_exporter_{name}",
+            text,
+            ["exporter", *labels],
+            registry=self.registry,
+            **options,
+        )
 
     # -- observer -----------------------------------------------------------------------------
 
@@ -122,7 +134,8 @@ class ExporterMetrics(ExporterObserver):
         self.sessions_open.labels(self._name).inc()
         self.sessions.labels(self._name).inc()
         # The seam for calls: this session's connections attach to the counting handler.
-        session.handler = _CountingHandler(session.handler, self)  # type: ignore[assignment]
+        handler = _CountingHandler(session.handler, self, session.host)
+        session.handler = handler  # type: ignore[assignment]
 
     def call_done(self, method: str, started: float, error: str) -> None:
         """One call ended (``error``: its exception's type name, or ``none``)."""
@@ -215,11 +228,12 @@ class _CountingHandler:
     """A ``tether.wire.CallHandler`` around the session's own: counts and times each call
     (installed only when metrics are on: nothing is added to the call path otherwise)."""
 
-    __slots__ = ("_inner", "_metrics")
+    __slots__ = ("_host", "_inner", "_metrics")
 
-    def __init__(self, inner: CallHandler, metrics: ExporterMetrics) -> None:
+    def __init__(self, inner: CallHandler, metrics: ExporterMetrics, host: DriverHost) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._host = host
 
     def call(
         self, node: str, method: str, args: list[Any], kwargs: dict[str, Any]
@@ -272,7 +286,53 @@ class _CountingHandler:
             self._metrics.call_done(method, started, type(exc).__name__)
             raise
         self._metrics.call_done(method, started, "none")
-        return opened
+        # The node's path in the tree ("net", "board.console"), not its uuid: uuids are new
+        # every session, and a label per session would grow the registry without bound.
+        return self._counted(opened, self._host.lookup(node).node.path or "root", method)
+
+    @contextlib.asynccontextmanager
+    async def _counted(
+        self, opened: AbstractAsyncContextManager[Any], path: str, method: str
+    ) -> AsyncIterator[Any]:
+        family = self._metrics.stream_bytes
+        name = self._metrics._name
+        async with opened as stream:
+            yield _CountingStream(
+                stream,
+                family.labels(name, path, method, "in"),
+                family.labels(name, path, method, "out"),
+            )
 
     def wire_error(self, method: str, exc: Exception) -> Any:
         return self._inner.wire_error(method, exc)
+
+
+class _CountingStream:
+    """A driver's byte stream with its bytes counted in both directions; everything else
+    (``send_eof``, ``accepts_buffers``...) is the driver's own, as the wire looks it up."""
+
+    def __init__(self, inner: Any, into: Any, out: Any) -> None:
+        self._inner = inner
+        self._into = into
+        self._out = out
+        if hasattr(inner, "send_now"):  # the wire's fast path, only where the driver has it
+            self.send_now = self._send_now
+
+    async def send(self, data: bytes) -> None:
+        await self._inner.send(data)
+        self._into.inc(len(data))
+
+    async def receive(self) -> bytes:
+        data: bytes = await self._inner.receive()
+        if data:
+            self._out.inc(len(data))
+        return data
+
+    def _send_now(self, chunks: list[Any]) -> bool:
+        done: bool = self._inner.send_now(chunks)
+        if done:
+            self._into.inc(sum(len(chunk) for chunk in chunks))
+        return done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

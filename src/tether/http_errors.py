@@ -1,5 +1,6 @@
 """The controller's HTTP answers as tether errors, for everything that talks to the controller
-(the lease client here, the exporter's agent).
+(the lease client, the exporter's agent): a low module beside :mod:`tether.errors` that both
+import, so the exporter (layer 4) never imports the client (layer 5).
 
 Two boundaries, each translated once: httpx's transport errors become
 :class:`~tether.errors.ConnectFailed` (:func:`map_http_errors`), and a 4xx/5xx answer with the
