@@ -39,6 +39,9 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def sign_in(page: Page, ctl: ControllerHandle, token: str) -> None:
+    # The identities made so far are noticed now, not by an upkeep round while the page is
+    # open (an identity change makes the page fetch its whole body once).
+    ctl.notice_admin_changes()
     page.goto(ctl.url + "/")
     assert page.url.endswith("/login")
     page.fill("input[name=token]", token)
@@ -189,3 +192,20 @@ def test_the_queue_says_why_a_request_waits_on_maintenance(
     page.click("button[data-maintenance-off='bench-1']")  # back: the request is granted
     page.wait_for_selector(f"[data-lease='{waiting['id']}']")
     assert page.query_selector(f"[data-queued='{waiting['id']}']") is None
+
+
+def test_a_reason_being_typed_survives_a_live_update_of_its_row(
+    ctl: ControllerHandle, page: Page
+) -> None:
+    online(ctl, "bench-1", {"board": "rpi4"})
+    alice = ctl.admin.create_client("alice")
+    sign_in(page, ctl, ctl.admin.create_admin("root").token)
+    page.wait_for_selector("#lab[data-refreshed]", state="attached")
+    page.fill("[data-exporter='bench-1'] input[name=reason]", "reflash")
+    page.evaluate("document.querySelector(\"tr[data-exporter='bench-1']\").old = true")
+    lease_as(ctl, alice.token, selector="board=rpi4")  # bench-1's row changes: its holder
+    page.wait_for_function(
+        "() => { const row = document.querySelector(\"tr[data-exporter='bench-1']\");"
+        " return row && !row.old && row.innerText.includes('alice'); }"
+    )
+    assert page.input_value("[data-exporter='bench-1'] input[name=reason]") == "reflash"
