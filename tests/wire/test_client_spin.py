@@ -6,6 +6,8 @@ TLS; a unary call sends and polls in one step."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +138,24 @@ def test_a_spin_that_finds_nothing_makes_the_next_reads_block_at_once(
         assert value(connection) == 42  # reading still works
 
 
+def _pin_apart(server_thread: str) -> None:
+    """This thread on one CPU and ``server_thread`` on another (skip with fewer than two)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs: the spin declines next to its peer")
+    server = next(t for t in threading.enumerate() if t.name == server_thread)
+    assert server.native_id is not None
+    os.sched_setaffinity(server.native_id, {cpus[1]})
+    os.sched_setaffinity(0, {cpus[0]})  # 0: the calling thread only (Linux)
+
+
+@pytest.fixture(autouse=True)
+def _restore_affinity() -> Iterator[None]:
+    cpus = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, cpus)
+
+
 @pytest.mark.skipif(not NATIVE, reason="tether.wire._native is not built")
 @pytest.mark.parametrize("kind", ["unix-timeout", "unix-blocking"])
 def test_a_call_polls_for_its_reply_after_sending(kind: str, tmp_path: Path) -> None:
@@ -143,8 +163,10 @@ def test_a_call_polls_for_its_reply_after_sending(kind: str, tmp_path: Path) -> 
         transport = connection._transport
         assert isinstance(transport, SpinningTransport)
         tree = build_client_tree(connection.server_meta["report"], connection, ClientPolicy())
-        # Answered while the reader polled, so no skip follows. A spin preempted on a busy
-        # machine (the server's threads need the CPU) stops and blocks: one of 20 suffices.
+        # Answered while the reader polled, so no skip follows. The helper declines to spin
+        # next to a peer on its own CPU, and a spin preempted on a busy machine stops: put the
+        # two threads on two CPUs, and one answer of 20 in the spin suffices.
+        _pin_apart("spin-test-server")
         answered_in_spin = 0
         for _ in range(20):
             transport._skip = 0
