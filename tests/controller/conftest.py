@@ -8,8 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from labkit import MOCK_POWER
 
-from tether.controller.testing import ControllerHandle, FakeClock, run_controller
+from relaylab import AgentExporter, run_agent_exporter
+from tether.controller.testing import ControllerHandle, FakeClock, IssuedIdentity, run_controller
 
 
 @pytest.fixture
@@ -43,3 +45,17 @@ def root(ctl: ControllerHandle) -> Iterator[httpx.Client]:
     """The HTTP client of an admin identity named root."""
     with ctl.http(ctl.admin.create_admin("root").token) as http:
         yield http
+
+
+@pytest.fixture
+def issued(ctl: ControllerHandle) -> IssuedIdentity:
+    """The identity of an exporter named bench-1 with the admin label ``board=rpi4``."""
+    return ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
+
+
+@pytest.fixture
+def bench(issued: IssuedIdentity) -> Iterator[AgentExporter]:
+    """bench-1 running (a ``MockPower`` named power) with its agent, on whichever controller
+    the module's ``ctl`` is (the relay tests' own has the relay on)."""
+    with run_agent_exporter(issued.config + MOCK_POWER) as running:
+        yield running

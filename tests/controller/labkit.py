@@ -16,6 +16,12 @@ import httpx
 
 from tether.controller.testing import ControllerHandle
 
+MOCK_POWER = """
+export:
+  power: {type: tether.drivers.power.MockPower}
+"""
+"""An exporter config's ``export:`` part: one ``MockPower`` named power."""
+
 
 def online(ctl: ControllerHandle, name: str, labels: dict[str, str]) -> httpx.Client:
     """Create an exporter and register it; returns its HTTP client (for heartbeats)."""

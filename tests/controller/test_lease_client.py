@@ -10,28 +10,16 @@ from pathlib import Path
 import pytest
 
 import tether
-from relaylab import AgentExporter, run_agent_exporter
+from relaylab import AgentExporter
 from tether.client import Lease, LeaseClient, load_client_settings, open_leased_tree
 from tether.controller.testing import ControllerHandle, run_controller
 from tether.errors import ConfigError, ControllerError
-
-EXPORT = """
-export:
-  power: {type: tether.drivers.power.MockPower}
-"""
 
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[ControllerHandle]:
     with run_controller(tmp_path, relay=True) as ctl:
         yield ctl
-
-
-@pytest.fixture
-def bench(ctl: ControllerHandle) -> Iterator[AgentExporter]:
-    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
-    with run_agent_exporter(issued.config + EXPORT) as running:
-        yield running
 
 
 def settings(ctl: ControllerHandle, name: str) -> dict[str, object]:

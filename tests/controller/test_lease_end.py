@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labkit import MOCK_POWER
 
 import tether
 from relaylab import AgentExporter, acquire_lease, run_agent_exporter
@@ -28,32 +29,12 @@ from tether.errors import ConnectionLost, LeaseExpired, SessionLost
 # signature that uses it (as in test_pytest_plugin.py).
 pytest_plugins = ["pytester"]
 
-EXPORT = """
-export:
-  power: {type: tether.drivers.power.MockPower}
-"""
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
 
 @pytest.fixture
 def ctl(tmp_path: Path, clock: FakeClock) -> Iterator[ControllerHandle]:
+    """The relay on; heartbeats never lapse, so only ``clock.advance`` ends a lease."""
     with run_controller(tmp_path, relay=True, clock=clock, heartbeat_timeout=3600) as ctl:
         yield ctl
-
-
-@pytest.fixture
-def issued(ctl: ControllerHandle) -> IssuedIdentity:
-    return ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
-
-
-@pytest.fixture
-def bench(issued: IssuedIdentity) -> Iterator[AgentExporter]:
-    with run_agent_exporter(issued.config + EXPORT) as running:
-        yield running
 
 
 @pytest.fixture
@@ -110,12 +91,12 @@ def test_calls_after_an_exporter_restart_raise_session_lost(
     ctl: ControllerHandle, issued: IssuedIdentity, dials: list[str]
 ) -> None:
     with contextlib.ExitStack() as stack:
-        stack.enter_context(run_agent_exporter(issued.config + EXPORT))
+        stack.enter_context(run_agent_exporter(issued.config + MOCK_POWER))
         with tether.lease("board=rpi4", "10m", **account(ctl)) as dut:  # type: ignore[arg-type]
             dut.power.on()
             old = dut.session.session_id
             stack.close()  # the exporter stops: its sessions and relay dials go with it
-            stack.enter_context(run_agent_exporter(issued.config + EXPORT))
+            stack.enter_context(run_agent_exporter(issued.config + MOCK_POWER))
             try:
                 dut.power.status()
             except SessionLost:
@@ -211,12 +192,12 @@ def test_dut_in_a_shell_says_the_exporter_restarted(
 ) -> None:
     alice = ctl.admin.create_client("alice")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(run_agent_exporter(issued.config + EXPORT))
+        stack.enter_context(run_agent_exporter(issued.config + MOCK_POWER))
         lease_id = acquire_lease(ctl, alice.token)
         shell = Shell(tmp_path, lease_id, alice.config)
         shell.wait_for(f"using bench-1 (lease {lease_id})")
         stack.close()
-        stack.enter_context(run_agent_exporter(issued.config + EXPORT))
+        stack.enter_context(run_agent_exporter(issued.config + MOCK_POWER))
         shell.open_gate()
         line = shell.wait_for("dut:")
         assert line.startswith("dut: the exporter bench-1 restarted; the session "), shell.lines

@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from relaylab import AgentExporter, run_agent_exporter
+from relaylab import AgentExporter
 from tether.controller.testing import ControllerHandle, IssuedIdentity, run_controller
 
 # pytester restores sys.modules after each test: the controller fixtures come first in each
 # signature so what they import (cryptography's bindings) stays imported.
 pytest_plugins = ["pytester"]
 
-EXPORT = """
-export:
-  power: {type: tether.drivers.power.MockPower}
-"""
 
 TESTS = """
 def test_power_on(dut):
@@ -35,13 +31,6 @@ def test_same_lease_for_the_whole_session(dut):
 def ctl(tmp_path: Path) -> Iterator[ControllerHandle]:
     with run_controller(tmp_path / "controller", relay=True) as ctl:
         yield ctl
-
-
-@pytest.fixture
-def bench(ctl: ControllerHandle) -> Iterator[AgentExporter]:
-    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
-    with run_agent_exporter(issued.config + EXPORT) as running:
-        yield running
 
 
 @pytest.fixture

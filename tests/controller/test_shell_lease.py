@@ -13,31 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from relaylab import AgentExporter, acquire_lease, run_agent_exporter
+from relaylab import AgentExporter, acquire_lease
 from tether.controller.testing import ControllerHandle, FakeClock, run_controller
-
-EXPORT = """
-export:
-  power: {type: tether.drivers.power.MockPower}
-"""
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
 def ctl(tmp_path: Path, clock: FakeClock) -> Iterator[ControllerHandle]:
+    """The relay on; heartbeats never lapse, so only ``clock.advance`` ends a lease."""
     with run_controller(tmp_path, relay=True, clock=clock, heartbeat_timeout=3600) as ctl:
         yield ctl
-
-
-@pytest.fixture
-def bench(ctl: ControllerHandle) -> Iterator[AgentExporter]:
-    issued = ctl.admin.create_exporter("bench-1", labels={"board": "rpi4"})
-    with run_agent_exporter(issued.config + EXPORT) as running:
-        yield running
 
 
 def shell(config: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
