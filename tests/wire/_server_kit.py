@@ -20,6 +20,7 @@ from tether.wire import (
     Event,
     GoAway,
     Hello,
+    Role,
     ServerProtocol,
     connect_socket,
     parse_address,
@@ -145,6 +146,12 @@ class Server:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, self.path)
+        return sock
+
+    async def connect_greeted(self) -> socket.socket:
+        """A raw connection past the HELLO exchange: the frames after it are the test's."""
+        sock = await self.connect_raw()
+        await handshake(sock, Connection(Role.CLIENT))
         return sock
 
     def good_call(self, value: object) -> object:

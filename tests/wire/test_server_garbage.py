@@ -83,8 +83,7 @@ def test_garbage_after_the_handshake(
 ) -> None:
     async def main() -> None:
         async with serving(socket_dir) as server:
-            with await server.connect_raw() as sock:
-                await handshake(sock, Connection(Role.CLIENT))
+            with await server.connect_greeted() as sock:
                 await asyncio.get_running_loop().sock_sendall(sock, b"\xff" * 64)
                 assert_goaway_protocol_error(await read_until_eof(sock))
             assert await in_thread(server.good_call, 1) == 1

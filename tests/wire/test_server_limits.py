@@ -20,7 +20,7 @@ from tether.wire import (
 )
 from tether.wire._frames import FrameDecoder, encode_event
 
-from ._server_kit import SAFETY, handshake, in_thread, read_until_eof, serving
+from ._server_kit import SAFETY, in_thread, read_until_eof, serving
 
 
 def test_no_hello_within_the_deadline_gets_goaway_handshake_timeout(
@@ -45,8 +45,7 @@ def test_calls_past_max_streams_get_an_error_at_once(
 ) -> None:
     async def main() -> None:
         async with serving(socket_dir, max_streams=2) as server:
-            with await server.connect_raw() as sock:
-                await handshake(sock, Connection(Role.CLIENT))
+            with await server.connect_greeted() as sock:
                 uuid = server.driver.uuid
                 calls = b"".join(encode_event(Call(sid, uuid, "hang")) for sid in (1, 3, 5))
                 await asyncio.get_running_loop().sock_sendall(sock, calls)
@@ -70,8 +69,7 @@ def test_pings_while_the_transport_is_paused_get_one_pong(
 ) -> None:
     async def main() -> None:
         async with serving(socket_dir) as server:
-            with await server.connect_raw() as sock:
-                await handshake(sock, Connection(Role.CLIENT))
+            with await server.connect_greeted() as sock:
                 protocol = server.protocols[-1]
                 protocol.pause_writing()  # as asyncio does when the peer stops reading
                 count = MAX_PINGS_PER_SECOND  # all that is allowed at once
@@ -93,8 +91,7 @@ def test_a_ping_flood_is_dropped_with_a_goaway(
 ) -> None:
     async def main() -> None:
         async with serving(socket_dir) as server:
-            with await server.connect_raw() as sock:
-                await handshake(sock, Connection(Role.CLIENT))
+            with await server.connect_greeted() as sock:
                 pings = encode_event(Ping(b"12345678")) * (MAX_PINGS_PER_SECOND + 1)
                 await asyncio.get_running_loop().sock_sendall(sock, pings)
                 events = await read_until_eof(sock)
