@@ -56,6 +56,23 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     right.close()
 
 
+@contextmanager
+def answering_ping(peer: socket.socket) -> Iterator[None]:
+    """A thread that reads b"ping" from ``peer`` and answers b"pong". It is Python code, so it
+    runs only while the helper under test has let go of the GIL."""
+
+    def answer() -> None:
+        assert peer.recv(16) == b"ping"
+        peer.sendall(b"pong")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 @needs_native
 def test_sends_then_sees_an_answer_already_there(pair: tuple[socket.socket, ...]) -> None:
     left, right = pair
@@ -70,18 +87,9 @@ def test_sends_then_sees_an_answer_already_there(pair: tuple[socket.socket, ...]
 @needs_native
 def test_the_poll_runs_without_the_gil(pair: tuple[socket.socket, ...]) -> None:
     left, right = pair
-
-    def answer() -> None:  # Python code: it runs only if the poll let go of the GIL
-        assert right.recv(16) == b"ping"
-        right.sendall(b"pong")
-
-    thread = threading.Thread(target=answer)
-    thread.start()
-    try:
+    with answering_ping(right):
         # Holding the GIL, this would poll for the whole 30 s and report no answer.
         assert send_then_poll(left.fileno(), b"ping", left.fileno(), 30.0, []) == POLL_READY
-    finally:
-        thread.join()
     assert left.recv(16) == b"pong"
 
 
@@ -104,17 +112,8 @@ def test_without_a_spin_it_waits_for_the_answer_without_the_gil(
     pair: tuple[socket.socket, ...],
 ) -> None:
     left, right = pair
-
-    def answer() -> None:  # Python code: it runs only if the wait let go of the GIL
-        assert right.recv(16) == b"ping"
-        right.sendall(b"pong")
-
-    thread = threading.Thread(target=answer)
-    thread.start()
-    try:
+    with answering_ping(right):
         found = send_then_poll(left.fileno(), b"ping", left.fileno(), 0.0, [], block=30.0)
-    finally:
-        thread.join()
     assert found == POLL_NOTHING  # the spin's result (there was none)
     left.setblocking(False)
     assert left.recv(16) == b"pong"  # but the call returned once the answer was there
