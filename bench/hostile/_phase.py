@@ -6,12 +6,35 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_RATIO", "MAX_RSS_OVER_IDLE_MB", "under_flood"]
+from bench._report import median
+
+__all__ = ["MAX_RATIO", "MAX_RSS_OVER_IDLE_MB", "Samples", "under_flood"]
 
 MAX_RATIO = 3.0
 MAX_RSS_OVER_IDLE_MB = 200.0
+
+
+@dataclass
+class Samples:
+    """What a phase's legitimate client saw: the seconds each timed request took, by figure
+    name (the first is the call count), the target's RSS readings, and the failures."""
+
+    timed: dict[str, list[float]]
+    rss: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def figures(self) -> dict[str, Any]:
+        """``<name>_p50_ms`` for each timed name, ``rss_max_mb``, ``calls`` and ``failures``."""
+        figures: dict[str, Any] = {
+            f"{name}_p50_ms": median(seconds) * 1000 for name, seconds in self.timed.items()
+        }
+        figures["rss_max_mb"] = max(self.rss)
+        figures["calls"] = len(next(iter(self.timed.values())))
+        figures["failures"] = self.failures
+        return figures
 
 
 def under_flood(

@@ -32,10 +32,9 @@ from typing import Any
 
 import httpx
 
-from bench._report import median
 from tether.controller.testing import run_controller
 
-from ._phase import under_flood
+from ._phase import Samples, under_flood
 
 _SLOW_CONNECTIONS = 1000
 
@@ -167,8 +166,7 @@ def _measure(
 ) -> dict[str, float]:
     calls: list[float] = []
     beats: list[float] = []
-    rss = [_rss_mb(pid)]
-    failures = 0
+    samples = Samples({"call": calls, "heartbeat": beats}, [_rss_mb(pid)])
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         start = time.perf_counter()
@@ -183,16 +181,10 @@ def _measure(
         except httpx.HTTPError:
             ok = False
         beats.append(time.perf_counter() - start)
-        failures += not ok
-        rss.append(_rss_mb(pid))
+        samples.failures += not ok
+        samples.rss.append(_rss_mb(pid))
         time.sleep(0.01)
-    return {
-        "call_p50_ms": median(calls) * 1000,
-        "heartbeat_p50_ms": median(beats) * 1000,
-        "rss_max_mb": max(rss),
-        "calls": len(calls),
-        "failures": failures,
-    }
+    return samples.figures()
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -31,11 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._report import median
 from tether.errors import InvalidArgument
 from tether.security import init_lab_certs
 
-from ._phase import under_flood
+from ._phase import Samples, under_flood
 
 # The floods live with the hostile-load tests: see tests/hostile/_wire_kit.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
@@ -107,8 +106,7 @@ FLOODS: dict[str, Callable[[Exporter, Any], None]] = {
 def _measure(exporter: Exporter, seconds: float) -> dict[str, float]:
     """The legitimate client's calls for ``seconds`` (a new connection: it must be admitted)."""
     calls: list[float] = []
-    rss = [exporter.rss_mb()]
-    failures = 0
+    samples = Samples({"call": calls}, [exporter.rss_mb()])
     connection, tree = legit_client(exporter)
     power = tree.children["power"]
     end = time.monotonic() + seconds
@@ -118,20 +116,15 @@ def _measure(exporter: Exporter, seconds: float) -> dict[str, float]:
             try:
                 power.call("status")
             except Exception:
-                failures += 1
+                samples.failures += 1
             calls.append(time.perf_counter() - start)
             if len(calls) % 20 == 0:
-                rss.append(exporter.rss_mb())
+                samples.rss.append(exporter.rss_mb())
             time.sleep(0.005)  # a client that calls, not a flood of its own
     finally:
         connection.close()
-    rss.append(exporter.rss_mb())
-    return {
-        "call_p50_ms": median(calls) * 1000,
-        "rss_max_mb": max(rss),
-        "calls": len(calls),
-        "failures": failures,
-    }
+    samples.rss.append(exporter.rss_mb())
+    return samples.figures()
 
 
 def run(quick: bool = False) -> dict[str, Any]:
