@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import signal
 import socket
@@ -52,17 +51,11 @@ def scratch_database(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'controller.db'}"
         return
-    import psycopg
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from pglab import scratch_database as postgres_database
 
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-    name = f"tether_soak_{os.getpid()}_{random.randrange(1 << 32):08x}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("tether_soak") as url:
+        yield url
 
 
 class Soak:

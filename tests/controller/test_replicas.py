@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,50 +20,20 @@ import pytest
 from sqlalchemy import text
 
 import tether.controller
+from pglab import ADMIN_DSN, scratch_database
 from tether.controller import Database
 from tether.controller.testing import ControllerHandle, run_controller
-
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _ensure_postgres_running() -> None:
-    try:
-        psycopg.connect(ADMIN_DSN, connect_timeout=3).close()
-        return
-    except psycopg.OperationalError:
-        pass
-    versions = sorted(Path("/etc/postgresql").iterdir())
-    assert versions, "PostgreSQL is not installed (see scripts/setup.sh)"
-    pg_ctl = shutil.which("pg_ctlcluster")
-    assert pg_ctl is not None
-    subprocess.run(
-        [pg_ctl, "--skip-systemctl-redirect", versions[-1].name, "main", "start"], check=True
-    )
-    psycopg.connect(ADMIN_DSN, connect_timeout=10).close()
-
-
-@contextmanager
-def _scratch_database() -> Iterator[str]:
-    _ensure_postgres_running()
-    name = f"tether_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    with _scratch_database() as url:
+    with scratch_database() as url:
         yield url
 
 
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
-    with _scratch_database() as url:
+    with scratch_database() as url:
         yield url
 
 
