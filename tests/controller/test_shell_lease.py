@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relaylab import AgentExporter, acquire_lease
+from relaylab import AgentExporter, acquire_lease, release_fifo
 from tether.controller.testing import ControllerHandle, FakeClock, run_controller
 
 
@@ -96,19 +96,8 @@ def test_shell_warns_before_the_lease_expires_and_says_when_it_expired(
         expired = wait_for("expired at")
         assert f"tether shell: the lease {lease_id} expired at" in expired
     finally:
-        release(gate, "go\n")
+        release_fifo(gate, "go\n")
         process.communicate(timeout=30)
         guard.cancel()
     assert process.returncode == 0, lines
     assert not any("relay" in line.lower() and "error" in line.lower() for line in lines), lines
-
-
-def release(fifo: Path, text: str) -> None:
-    """Write to ``fifo`` once someone opens it to read, from a daemon thread: the test never
-    blocks on it (nobody may ever read, when what should have started did not)."""
-
-    def write() -> None:
-        with open(fifo, "w") as sink:
-            sink.write(text)
-
-    threading.Thread(target=write, daemon=True).start()
