@@ -22,17 +22,16 @@ from ._scheduler import LabIndex, Slot
 from ._selector import Selector, parse_selector
 from ._tables import exporters, lab_state
 
+__all__ = ["LabIndexCache", "out_of_pool", "slot_from_json", "waiting_reasons"]
+
+_SHOWN = 3  # exporters named in a reason; the rest are counted
+
 
 def slot_from_json(data: Mapping[str, Any]) -> Slot:
     """A slot from its JSON (``{"selector": ..., "exporter": ...}``) in a lease's requests."""
     if data.get("exporter"):
         return Slot(exporter=str(data["exporter"]))
     return Slot(selector=parse_selector(str(data.get("selector") or "")))
-
-
-__all__ = ["LabIndexCache", "out_of_pool", "slot_from_json", "waiting_reasons"]
-
-_SHOWN = 3  # exporters named in a reason; the rest are counted
 
 
 class LabIndexCache:

@@ -6,7 +6,7 @@ time a thread sleeps its virtual CPU halts; waking it again costs tens of micros
 comes back with cold caches. Measured here: a call takes ~35 us when both threads share one
 CPU and 130-170 us when they sit on two, although the work is the same.
 
-Two rules remove every sleep from a call's round trip:
+Three rules remove every sleep from a call's round trip:
 
 * **Publish after releasing the GIL.** A thread that sends while it holds the GIL wakes its
   peer only for the peer to sleep again on the GIL. :func:`send_then_poll` (in C,
