@@ -12,7 +12,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 
-from tether.wire import Address, new_event_loop
+from tether.wire import Address, new_event_loop, tune_heap
 
 from ._config import ExporterConfig
 from ._exporter import Exporter
@@ -101,7 +101,9 @@ def run_exporter(
     *,
     on_ready: Callable[[list[str]], None] | None = None,
 ) -> int:
-    """:func:`serve_exporter` on a new event loop (uvloop when installed); blocks."""
+    """:func:`serve_exporter` on a new event loop (uvloop when installed); blocks. The
+    process's heap is tuned for large frames first (:func:`tether.wire.tune_heap`)."""
+    tune_heap()
     loop = new_event_loop()
     try:
         return loop.run_until_complete(serve_exporter(config, listen, on_ready=on_ready))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.security import generate_token, hash_token
-from tether.wire import Address, LoopThread
+from tether.wire import Address, LoopThread, tune_heap
 
 from ._config import ExporterConfig, load_config
 from ._exporter import Exporter
@@ -64,6 +64,7 @@ def run_exporter_in_thread(
         ConfigError: the config is invalid (file, line, key path) or TLS files are wrong.
         OSError: an address cannot be bound.
     """
+    tune_heap()
     config = (
         config_or_path
         if isinstance(config_or_path, ExporterConfig)

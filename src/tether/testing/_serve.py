@@ -28,6 +28,7 @@ from tether.wire import (
     DeferringServerProtocol,
     LoopThread,
     ServerProtocol,
+    tune_heap,
 )
 
 __all__ = ["LocalSession", "serve"]
@@ -60,6 +61,7 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
     Raises:
         Whatever the driver's ``start`` raised.
     """
+    tune_heap()
     loop_thread = LoopThread("tether-serve", start=False, spin=DEFAULT_SPIN)
     selector = loop_thread.selector
     host = DriverHost(driver, name)

@@ -35,6 +35,7 @@ from ._events import (
 )
 from ._frames import encode_event
 from ._handler import MAX_ERROR_TEXT, AsyncByteStream, CallHandler
+from ._heap import tune_heap
 from ._listener import (
     DEFAULT_MAX_PER_PEER,
     FLOOD_PENALTY,
@@ -141,4 +142,5 @@ __all__ = [
     "relay_url_for",
     "serve_listener",
     "tcp_keepalive_options",
+    "tune_heap",
 ]
