@@ -203,3 +203,17 @@ def test_metrics_count_the_lab(
     assert sample(text, "tether_lease_wait_seconds_count") == 1
     route = 'method="POST",route="/v1/leases",status="201"'
     assert re.search(r"tether_api_request_duration_seconds_count\{" + re.escape(route), text)
+
+
+def test_api_latency_counts_refusals_and_route_templates(ctl: ControllerHandle) -> None:
+    exporter = online(ctl, "bench-9", {})
+    with ctl.http("not-a-token") as stranger:
+        assert exporter.post("/v1/exporter/heartbeat", json={}).status_code == 200
+        assert exporter.post("/v1/exporter/heartbeat", json={"status": "x"}).status_code == 422
+        assert stranger.get("/v1/leases").status_code == 401  # refused before routing
+        text = exporter.get("/metrics").text
+    count = "tether_api_request_duration_seconds_count"
+    beat = {"method": "POST", "route": "/v1/exporter/heartbeat"}
+    assert sample(text, count, **beat, status="200") == 1
+    assert sample(text, count, **beat, status="422") == 1
+    assert sample(text, count, method="GET", route="unmatched", status="401") == 1

@@ -97,7 +97,10 @@ class Controller:
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tether-db-read")
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._seen: dict[str, float] = {}
+        # Set when the next lease end may have moved (a grant, an end) or the upkeep should
+        # run now (``_run_upkeep`` also set: poke, another replica's change).
         self._deadline_moved = asyncio.Event()
+        self._run_upkeep = False
         self._tasks: list[asyncio.Task[None]] = []
         # Heartbeat mirror: live leases and hook flags per exporter (None: load everything).
         self._mirror: dict[str, list[LeaseRecord]] | None = None
@@ -106,6 +109,8 @@ class Controller:
         self.agents_refused: dict[str, int] = {}
         # Client polls of pending leases and first sights of granted ones, written in batches.
         self._polled: dict[str, float] = {}
+        # When each lease with a long-poll in progress was last marked polled.
+        self._long_polls_marked: dict[str, float] = {}
         self._claimed: dict[str, float] = {}
         self._stale: set[str] = set()
         self._versions: tuple[int, int] | None = None
@@ -349,6 +354,7 @@ class Controller:
 
     def poke(self) -> None:
         """Make the upkeep run now (tests call it after moving a fake clock)."""
+        self._run_upkeep = True
         self._deadline_moved.set()
 
     def heartbeat_seen(self, name: str) -> None:
@@ -488,10 +494,18 @@ class Controller:
 
     def _take_polls(self) -> tuple[dict[str, float], dict[str, float]]:
         now = self.clock()
-        # A long-poll in progress is a client polling right now.
+        # A long-poll in progress is a client polling right now. Marked again only every
+        # tenth of the poll timeout: rewriting a full queue's rows every second buys nothing.
+        every = self.limits.pending_poll_timeout / 10
+        marked: dict[str, float] = {}
         for key in self._waiters:
             if key.startswith("l:"):
-                self._polled[key[2:]] = now
+                lease_id = key[2:]
+                last = self._long_polls_marked.get(lease_id)
+                if last is None or not 0 <= now - last < every:
+                    self._polled[lease_id] = last = now
+                marked[lease_id] = last
+        self._long_polls_marked = marked
         polled, self._polled = self._polled, {}
         claimed, self._claimed = self._claimed, {}
         return polled, claimed
@@ -573,6 +587,7 @@ class Controller:
                     keys = note.payload.split()
                     self._stale.update(key[2:] for key in keys if key.startswith("e:"))
                     self._wake_keys(keys)
+                    self._run_upkeep = True
                     self._deadline_moved.set()
             except psycopg.Error as exc:
                 _log.warning("controller: lost the change feed (%s); reconnecting", exc)
@@ -625,20 +640,34 @@ class Controller:
     async def _upkeep(self) -> None:
         flush_every = min(1.0, self.heartbeat_timeout / 4)
         last_pass = time.monotonic()
+        next_round = last_pass + flush_every
         while True:
             try:
                 self._deadline_moved.clear()
                 due = await self.run_db(self.store.next_expiry)
-                delay = flush_every if due is None else min(flush_every, due - self.clock())
+                delay = next_round - time.monotonic()
+                if due is not None:
+                    delay = min(delay, due - self.clock())
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._deadline_moved.wait(), delay)
+                    if self._deadline_moved.is_set() and not self._round_due(next_round):
+                        # A grant or an end moved the next expiry: only re-read it. A whole
+                        # round (every long-poll's lease written as polled...) after each
+                        # grant and release would cost more than the grant itself.
+                        continue
+                self._run_upkeep = False
                 last_pass = await self.upkeep_once(last_pass)
+                next_round = time.monotonic() + flush_every
             except Exception:
                 # The upkeep must outlive a bad moment (database restart, a bug in one
                 # pass): leases still have to expire.
                 _log.exception("controller upkeep failed; retrying")
                 await asyncio.sleep(flush_every)
+
+    def _round_due(self, next_round: float) -> bool:
+        """True when the upkeep's round should run now rather than at ``next_round``."""
+        return self._run_upkeep or time.monotonic() >= next_round
 
     async def _write_audit(self) -> None:
         counted = {a: n for a, n in self._auth_failures.items() if n}
