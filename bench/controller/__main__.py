@@ -144,7 +144,7 @@ async def _measure(
 
     polls = [asyncio.ensure_future(wait_ready(i)) for i in range(n_waiters)]
 
-    heartbeat_start, beats_before = time.perf_counter(), beats.ok.value
+    heartbeat_start, beats_before = time.perf_counter(), beats.ok
     grant_ms: list[float] = []
     release_ms: list[float] = []
     async with lab.client(probe_token, 1) as probe:
@@ -168,7 +168,7 @@ async def _measure(
         await holders[k].delete(f"/v1/leases/{held[k]['id']}")
         done = await polls[k]
         handoff_ms.append((done - start) * 1000)
-    heartbeat_rate = (beats.ok.value - beats_before) / (time.perf_counter() - heartbeat_start)
+    heartbeat_rate = (beats.ok - beats_before) / (time.perf_counter() - heartbeat_start)
 
     for poll in polls:
         poll.cancel()
@@ -182,7 +182,7 @@ async def _measure(
         "setup_s": round(setup_s, 1),
         "all_online_s": round(online_s, 1),
         "heartbeats_per_s": round(heartbeat_rate, 1),
-        "heartbeats_failed": beats.failed.value,
+        "heartbeats_failed": beats.failed,
         "grant_p50_ms": round(statistics.median(grant_ms), 2),
         "grant_p95_ms": round(_percentile(grant_ms, 0.95), 2),
         "release_p50_ms": round(statistics.median(release_ms), 2),
