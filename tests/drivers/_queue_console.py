@@ -67,4 +67,13 @@ class QueueConsole(SerialInterface, Driver, abstract=True):
 
     @export
     async def settings(self) -> SerialSettings:
-        return SerialSettings(url=self.url)
+        return SerialSettings(
+            url=self.url,
+            baudrate=115200,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            xonxoff=False,
+            rtscts=False,
+            dsrdtr=False,
+        )

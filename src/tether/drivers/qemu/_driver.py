@@ -242,7 +242,16 @@ class QemuConsole(SerialInterface, _Child):
     @export
     async def settings(self) -> SerialSettings:
         """Nominal line settings of the virtual UART (115200 8N1)."""
-        return SerialSettings(url="qemu:ttyS0")
+        return SerialSettings(
+            url="qemu:ttyS0",
+            baudrate=115200,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            xonxoff=False,
+            rtscts=False,
+            dsrdtr=False,
+        )
 
 
 class QemuDisk(BoardDisk):

@@ -22,17 +22,16 @@ StopBits = Annotated[float, AfterValidator(_stopbits)]
 
 
 class SerialSettings(BaseModel):
-    """A serial port's line settings (what ``settings()`` reports). The defaults are the
-    console most boards have: 115200 8N1, no flow control."""
+    """A serial port's line settings (what ``settings()`` reports)."""
 
     url: str
-    baudrate: int = 115200
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: StopBits = 1
-    xonxoff: bool = False
-    rtscts: bool = False
-    dsrdtr: bool = False
+    baudrate: int
+    bytesize: Literal[5, 6, 7, 8]
+    parity: Literal["N", "E", "O", "M", "S"]
+    stopbits: StopBits
+    xonxoff: bool
+    rtscts: bool
+    dsrdtr: bool
 
 
 class SerialInterface(Interface):
