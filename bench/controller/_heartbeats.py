@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import ssl
 import time
+from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -40,93 +41,69 @@ class Lab:
         )
 
 
-class Heartbeats:
-    """Every exporter's heartbeats, from ``processes`` child processes (each beats a share of
-    the tokens): one quick round (everyone online), then each exporter every ``interval``
-    seconds until :meth:`stop`. ``ok`` and ``failed`` count the answers of all of them.
+@dataclass
+class _Shared:
+    """What the bench and its heartbeat process share: when to stop, when every exporter is
+    online, and the count of answered and failed heartbeats."""
 
-    One process by default: on two cores a second sender reached 123 heartbeats/s instead of
-    114 but took the CPU from the controller under test (grant p50 41 ms instead of 24).
+    stop: Event
+    online: Event
+    ok: Synchronized[int]
+    failed: Synchronized[int]
+
+
+class Heartbeats:
+    """Every exporter's heartbeats, from a child process: one quick round (everyone online),
+    then each exporter every ``interval`` seconds until :meth:`stop`.
+
+    One process: on two cores a second sender reached 123 heartbeats/s instead of 114 but
+    took the CPU from the controller under test (grant p50 41 ms instead of 24).
     """
 
-    def __init__(
-        self, url: str, ca: str, tokens: list[str], interval: float, processes: int = 1
-    ) -> None:
+    def __init__(self, url: str, ca: str, tokens: list[str], interval: float) -> None:
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
-        self._ok = [context.Value("q", 0) for _ in range(processes)]
-        self._failed = [context.Value("q", 0) for _ in range(processes)]
-        self._online = [context.Event() for _ in range(processes)]
-        self._processes = [
-            context.Process(
-                target=_main,
-                args=(
-                    url,
-                    ca,
-                    tokens[k::processes],
-                    interval,
-                    self._stop,
-                    self._online[k],
-                    self._ok[k],
-                    self._failed[k],
-                ),
-                daemon=True,
-            )
-            for k in range(processes)
-        ]
-        for process in self._processes:
-            process.start()
+        self._shared = _Shared(
+            context.Event(),
+            context.Event(),
+            context.Value("q", 0),
+            context.Value("q", 0),
+        )
+        self._process = context.Process(
+            target=_main, args=(url, ca, tokens, interval, self._shared), daemon=True
+        )
+        self._process.start()
 
     @property
     def ok(self) -> int:
-        return sum(count.value for count in self._ok)
+        return self._shared.ok.value
 
     @property
     def failed(self) -> int:
-        return sum(count.value for count in self._failed)
+        return self._shared.failed.value
 
     async def wait_online(self) -> None:
         """Until the first round is done (every exporter has beaten once)."""
-        for online, process in zip(self._online, self._processes, strict=True):
-            while not await asyncio.to_thread(online.wait, 1.0):
-                if not process.is_alive():
-                    raise RuntimeError("a heartbeat process died")
+        while not await asyncio.to_thread(self._shared.online.wait, 1.0):
+            if not self._process.is_alive():
+                raise RuntimeError("the heartbeat process died")
 
     async def stop(self) -> None:
-        self._stop.set()
-        for process in self._processes:
-            await asyncio.to_thread(process.join, 60)
-            if process.is_alive():
-                process.kill()
+        self._shared.stop.set()
+        await asyncio.to_thread(self._process.join, 60)
+        if self._process.is_alive():
+            self._process.kill()
 
 
-def _main(
-    url: str,
-    ca: str,
-    tokens: list[str],
-    interval: float,
-    stop: Event,
-    online: Event,
-    ok: Synchronized[int],
-    failed: Synchronized[int],
-) -> None:
+def _main(url: str, ca: str, tokens: list[str], interval: float, shared: _Shared) -> None:
     lab = Lab(url, ssl.create_default_context(cafile=ca))
-    asyncio.run(_beat_all(lab, tokens, interval, stop, online, ok, failed))
+    asyncio.run(_beat_all(lab, tokens, interval, shared))
 
 
-async def _beat_all(
-    lab: Lab,
-    tokens: list[str],
-    interval: float,
-    stop: Event,
-    online: Event,
-    ok: Synchronized[int],
-    failed: Synchronized[int],
-) -> None:
+async def _beat_all(lab: Lab, tokens: list[str], interval: float, shared: _Shared) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     watcher = loop.run_in_executor(
-        None, lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set))
+        None, lambda: (shared.stop.wait(), loop.call_soon_threadsafe(stopping.set))
     )
     async with lab.client(connections=16) as http:
 
@@ -137,9 +114,9 @@ async def _beat_all(
                     json={},
                     headers={"Authorization": f"Bearer {token}"},
                 )
-                counter = ok if answer.status_code == 200 else failed
+                counter = shared.ok if answer.status_code == 200 else shared.failed
             except httpx.HTTPError:
-                counter = failed
+                counter = shared.failed
             with counter.get_lock():
                 counter.value += 1
 
@@ -154,7 +131,7 @@ async def _beat_all(
                 await beat(queue.get_nowait())
 
         await asyncio.gather(*(worker() for _ in range(16)))
-        online.set()
+        shared.online.set()
         in_flight: set[asyncio.Task[None]] = set()
         start = time.perf_counter()
         sent = 0
