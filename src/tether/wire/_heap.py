@@ -4,7 +4,7 @@ glibc hands an allocation of 128 KiB or more (a threshold it moves with use) its
 and unmaps it on free, and gives free memory at the top of a heap back to the kernel once
 there is a little of it. Every large frame (an argument of 300 kB, a byte stream's 1 MiB DATA,
 an SFTP write) then lands on fresh pages, twice: once assembled, once decoded, and every 4 KiB
-page is a fault. Measured here, decoding one 300 kB frame took 169 page faults and 550 us of
+page is a fault. Measured here, decoding one 300 kB frame took 169-179 page faults and 550 us of
 CPU; with :func:`tune_heap`, none and 75 us.
 
 :func:`tune_heap` asks glibc to serve allocations up to ``MMAP_THRESHOLD`` from the heap and to
