@@ -61,6 +61,7 @@ from ._relay_state import (
 from ._server import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_READ_BUFFER,
     MAX_PINGS_PER_SECOND,
     ServerProtocol,
     ServerSession,
@@ -77,6 +78,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "DEFAULT_MAX_PER_PEER",
     "DEFAULT_MAX_STREAMS",
+    "DEFAULT_READ_BUFFER",
     "DEFAULT_SPIN",
     "DEFAULT_WINDOW",
     "FLOOD_PENALTY",

@@ -69,6 +69,7 @@ from ._state import ConnState, Role
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_STREAMS",
+    "DEFAULT_READ_BUFFER",
     "ServerProtocol",
     "ServerSession",
     "SessionResolver",
@@ -92,7 +93,8 @@ class ServerSession(Protocol):
 #: or raises AuthenticationFailed (or SessionLost: the Hello names a session that is gone).
 SessionResolver = Callable[[dict[str, Any]], Awaitable[tuple[ServerSession, dict[str, Any]]]]
 
-_READ_CHUNK = 1 << 18
+#: The receive buffer once the Hello is accepted (``ServerProtocol(read_buffer=...)``).
+DEFAULT_READ_BUFFER = 1 << 18
 #: The receive buffer until the Hello is accepted (a Hello is small; larger frames of an
 #: unauthenticated peer are assembled by the decoder, up to its 64 KiB handshake limit).
 _HANDSHAKE_READ = 4 << 10
@@ -136,6 +138,8 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             arrived, else ``GOAWAY handshake_timeout`` and close (``None``: no deadline).
         max_backlog: bytes the client may leave unread before ``GOAWAY backlog`` and close.
         max_streams: calls and byte streams that may run at once; more get an error.
+        read_buffer: bytes one read may take from the transport once the Hello is accepted
+            (the buffer is allocated per connection; ``serve()``'s one connection uses more).
 
     Raises:
         ConfigError: a time-out or limit is not a positive number.
@@ -151,6 +155,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         handshake_timeout: float | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        read_buffer: int = DEFAULT_READ_BUFFER,
     ) -> None:
         for name, value, unit in (
             ("keepalive", keepalive, "seconds or None"),
@@ -158,6 +163,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             ("handshake_timeout", handshake_timeout, "seconds or None"),
             ("max_backlog", max_backlog, "bytes"),
             ("max_streams", max_streams, "count"),
+            ("read_buffer", read_buffer, "bytes"),
         ):
             if value is not None and not value > 0:
                 raise ConfigError(f"ServerProtocol: {name} must be positive {unit}, got {value!r}")
@@ -188,6 +194,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._pings_since = 0.0
         self._max_backlog = max_backlog
         self._max_streams = max_streams
+        self._read_buffer = read_buffer
         self._handshake: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = asyncio.Event()
@@ -391,7 +398,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._session = session
         self._handler = session.handler
         # Not during a read (this is a task): no view of the small buffer is lent now.
-        self._view = memoryview(bytearray(_READ_CHUNK))
+        self._view = memoryview(bytearray(self._read_buffer))
         session.attach(self)
         self._write(self.conn.hello(**meta))
 
