@@ -5,11 +5,19 @@ flood."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
+
+from tether.errors import ConfigError
 from tether.wire import (
+    DEFAULT_READ_BUFFER,
     MAX_PINGS_PER_SECOND,
     Call,
+    ClientConnection,
     Connection,
     ConnectionLimits,
     Error,
@@ -17,6 +25,9 @@ from tether.wire import (
     Ping,
     Pong,
     Role,
+    ServerProtocol,
+    connect_socket,
+    parse_address,
 )
 from tether.wire._frames import FrameDecoder, encode_event
 
@@ -111,3 +122,44 @@ def test_a_penalised_address_is_refused_until_its_time_is_up() -> None:
     assert limits.admit("local")
     limits.penalise("10.0.0.3", 0.0)  # a penalty that is over
     assert limits.admit("10.0.0.3")
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_the_read_buffer_must_be_positive(size: int) -> None:
+    async def resolve(meta: dict[str, object]) -> Any:
+        raise AssertionError("never called")
+
+    with pytest.raises(ConfigError, match="read_buffer must be positive bytes"):
+        ServerProtocol(resolve, read_buffer=size)
+
+
+@pytest.mark.parametrize("size", [4 << 10, 100_003, DEFAULT_READ_BUFFER, 1 << 20])
+def test_a_byte_stream_arrives_whole_whatever_the_read_buffer(
+    run: Callable[[Awaitable[None]], None], socket_dir: str, size: int
+) -> None:
+    """Frames straddle reads at every offset (a read smaller than a frame, an odd size, one
+    that holds a dozen frames): every byte reaches the driver once, in order."""
+    blocks = [os.urandom(64 << 10) for _ in range(8)] + [os.urandom(1000), os.urandom(300_000)]
+
+    async def main() -> None:
+        async with serving(socket_dir, read_buffer=size) as server:
+
+            def upload() -> None:
+                sock = connect_socket(parse_address(f"unix://{server.path}"))
+                with (
+                    ClientConnection(sock, keepalive=None) as client,
+                    client.open_stream(server.driver.uuid, "sink", [], {}) as stream,
+                ):
+                    for _ in range(8):
+                        for block in blocks:
+                            stream.send(block)
+
+            uploaded = asyncio.ensure_future(in_thread(upload))
+            protocol = await server.next_protocol()
+            await uploaded
+            assert len(protocol.get_buffer(-1)) == size  # reads took up to ``size`` bytes
+            expected = hashlib.sha256(b"".join(blocks) * 8).hexdigest()
+            assert server.driver.sunk == 8 * sum(len(block) for block in blocks)
+            assert server.driver.sunk_digest.hexdigest() == expected
+
+    run(main())
