@@ -209,3 +209,29 @@ def test_a_reason_being_typed_survives_a_live_update_of_its_row(
         " return row && !row.old && row.innerText.includes('alice'); }"
     )
     assert page.input_value("[data-exporter='bench-1'] input[name=reason]") == "reflash"
+
+
+def test_admin_buttons_share_one_form_and_work_without_script(
+    ctl: ControllerHandle, browser: Browser
+) -> None:
+    for name, board in (("bench-1", "rpi4"), ("bench-2", "imx8"), ("bench-3", "imx8")):
+        online(ctl, name, {"board": board})
+    alice = ctl.admin.create_client("alice")
+    held = lease_as(ctl, alice.token, selector="board=rpi4")
+    lease_as(ctl, alice.token, selector="board=rpi4")  # waits in the queue, with an End button
+    root = ctl.admin.create_admin("root")
+    context = browser.new_context(ignore_https_errors=True, java_script_enabled=False)
+    context.add_cookies(
+        [{"name": "tether_session", "value": root.token, "url": ctl.url, "secure": True}]
+    )
+    page = context.new_page()
+    page.goto(ctl.url + "/")
+    # The page's forms: the admin buttons' one (#act) and "Sign out", however many rows.
+    assert page.eval_on_selector_all("form", "forms => forms.map(f => f.id)") == ["", "act"]
+    assert len(page.query_selector_all("button[form=act]")) == 3 + 2
+    page.click("button[data-maintenance-on='bench-2']")
+    page.wait_for_selector("[data-exporter='bench-2'] .status-maintenance")
+    assert "set by root from the dashboard" in page.inner_text("[data-exporter='bench-2']")
+    page.click(f"[data-lease='{held['id']}'] button[data-end]")
+    page.wait_for_selector(f"[data-recent='{held['id']}']")
+    context.close()

@@ -46,7 +46,7 @@ class OverviewFeed:
 
     Args:
         controller: whose lab it shows.
-        rows: the ``_rows.html`` template module, made with the page's ``me`` and ``csrf``.
+        rows: the ``_rows.html`` template module, made with the page's ``me``.
         limit: how many exporters and queued requests the page shows (None: all).
     """
 
