@@ -45,6 +45,7 @@ from ._listener import (
     bind_unix,
     serve_listener,
 )
+from ._liveness import MAX_PINGS_PER_SECOND
 from ._loop import LoopThread, new_event_loop
 from ._mock import MockTransport
 from ._relay import RelayHello, RelayReply, relay_url_for, tcp_keepalive_options
@@ -62,7 +63,6 @@ from ._server import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_STREAMS,
     DEFAULT_READ_BUFFER,
-    MAX_PINGS_PER_SECOND,
     ServerProtocol,
     ServerSession,
     SessionResolver,

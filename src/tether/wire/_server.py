@@ -19,8 +19,8 @@ and the transport's buffer together pass ``max_backlog`` bytes, the peer is sent
 ``GOAWAY backlog`` and dropped. At most ``max_streams`` calls run per connection; the ones
 past that get an error at once.
 
-Keepalive is one timer per connection, never touched on the per-frame path: ``_feed`` only
-stamps ``last_received``; the timer works out from it whether to re-arm, PING, or give up.
+Keepalive, the handshake deadline and the PING-flood limit are :mod:`._liveness`'s; the
+per-frame path only stamps ``last_received``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from ._events import (
 )
 from ._frames import encode_event
 from ._handler import CallHandler, short_error, shorten
+from ._liveness import LivenessServing
 from ._state import ConnState, Role
 
 __all__ = [
@@ -98,17 +99,12 @@ DEFAULT_READ_BUFFER = 1 << 18
 #: The receive buffer until the Hello is accepted (a Hello is small; larger frames of an
 #: unauthenticated peer are assembled by the decoder, up to its 64 KiB handshake limit).
 _HANDSHAKE_READ = 4 << 10
-_PING_PAYLOAD = b"tether\0\0"
 #: Bytes a peer may leave unread (queued frames plus the transport's buffer) before it goes.
 DEFAULT_MAX_BACKLOG = 32 << 20
 #: Calls and byte streams that may run at once on one connection.
 DEFAULT_MAX_STREAMS = 1024
 #: What a queued frame costs beyond its bytes (the task and the objects around it).
 _QUEUED_OVERHEAD = 64
-#: PINGs a client may send in a second (its keepalive sends one per silent third of it). A
-#: flood of them costs no memory but the loop's time, every other client's (CVE-2019-9512):
-#: past this the peer gets ``GOAWAY ping_flood`` and is dropped.
-MAX_PINGS_PER_SECOND = 100
 #: Tasks may start eagerly (``asyncio.Task(eager_start=True)``, Python 3.12+).
 _EAGER = sys.version_info >= (3, 12)
 
@@ -123,7 +119,7 @@ def _start_task(
     return loop.create_task(runner)
 
 
-class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
+class ServerProtocol(ByteStreamServing, LivenessServing, asyncio.BufferedProtocol):
     """One server connection. Create one per accepted transport.
 
     Args:
@@ -187,11 +183,6 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._queued: deque[bytes] = deque()
         self._queued_size = 0
         self._pong_owed: bytes | None = None
-        #: PINGs counted since ``_pings_since`` (loop time), for MAX_PINGS_PER_SECOND.
-        self._pings = 0
-        #: set when the peer was dropped for a flood (the listener then refuses its address)
-        self.flooded = False
-        self._pings_since = 0.0
         self._max_backlog = max_backlog
         self._max_streams = max_streams
         self._read_buffer = read_buffer
@@ -200,13 +191,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self.closed = asyncio.Event()
         #: Loop time (``loop.time()``) at which the last bytes arrived from the client.
         self.last_received = 0.0
-        self._keepalive = keepalive
-        self._keepalive_timeout = keepalive_timeout if keepalive_timeout else keepalive
-        self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._handshake_timeout = handshake_timeout
-        self._handshake_timer: asyncio.TimerHandle | None = None
-        #: Loop time of the PING (or the missed Hello) we are waiting on an answer to.
-        self._probe_at: float | None = None
+        self._init_liveness(keepalive, keepalive_timeout, handshake_timeout)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -214,13 +199,8 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         # Kept: asyncio.get_running_loop() costs a getpid() system call on every use.
         self._loop = loop = asyncio.get_running_loop()
-        self.last_received = now = loop.time()
-        if self._keepalive is not None:
-            self._keepalive_timer = loop.call_at(now + self._keepalive, self._keepalive_check)
-        if self._handshake_timeout is not None:
-            self._handshake_timer = loop.call_at(
-                now + self._handshake_timeout, self._handshake_expired
-            )
+        self.last_received = loop.time()
+        self._arm_liveness()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -256,46 +236,6 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             self._write(Pong(payload))
         if not self._paused:
             self._can_write.set()
-
-    # -- timers -------------------------------------------------------------------------------
-
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if self.conn.state is ConnState.START:
-            log.warning("no hello from %s within %g s: closing", self.peer, self._handshake_timeout)
-            self._abort("handshake_timeout", "no hello in time")
-
-    def _keepalive_check(self) -> None:
-        """Timer callback: re-arm while the client talks, PING when it is silent, then give up."""
-        assert self._keepalive is not None and self._keepalive_timeout is not None
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        if self._probe_at is not None and self.last_received < self._probe_at:
-            # Waiting on an answer since _probe_at: nothing at all has arrived since then.
-            deadline = self._probe_at + self._keepalive_timeout
-            if now >= deadline:
-                silent = now - self.last_received
-                log.warning("no frame from %s for %.1f s: closing", self.peer, silent)
-                self._keepalive_timer = None
-                self.close("keepalive_timeout", f"no frame from the client for {silent:.1f} s")
-                return
-            # Look again within one interval: an answer restarts the interval from its arrival.
-            deadline = min(deadline, now + self._keepalive)
-        else:
-            self._probe_at = None
-            deadline = self.last_received + self._keepalive
-            if now >= deadline:
-                state = self.conn.state
-                if state is ConnState.HELLO_RECEIVED:
-                    deadline = now + self._keepalive  # our resolver is busy, not the client
-                else:
-                    self._probe_at = now
-                    deadline = now + min(self._keepalive, self._keepalive_timeout)
-                    if state is ConnState.OPEN or state is ConnState.CLOSING:
-                        self._write(Ping(_PING_PAYLOAD))
-                    # In START the client owes us its Hello; we cannot PING before it.
-        self._keepalive_timer = loop.call_at(deadline, self._keepalive_check)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -364,23 +304,6 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
             self._handshake = self._loop.create_task(self._accept(event))
         elif cls is GoAway or cls is ConnectionClosed:
             self._close()
-
-    def _ping_flood(self) -> bool:
-        """Count a PING; past MAX_PINGS_PER_SECOND drop the peer and return True."""
-        now = self.last_received  # this read's time: a batch of PINGs counts at once
-        if now - self._pings_since >= 1.0:
-            self._pings_since, self._pings = now, 0
-        self._pings += 1
-        if self._pings <= MAX_PINGS_PER_SECOND:
-            return False
-        log.warning("%s sends more than %d PINGs a second: dropping it", self.peer, self._pings - 1)
-        self.flooded = True
-        self._abort("ping_flood", f"more than {MAX_PINGS_PER_SECOND} PINGs a second")
-        if self._transport is not None:
-            # At once: a graceful TLS close would read (and decrypt) the flood until the
-            # peer's close_notify, which it need never send.
-            self._transport.abort()
-        return True
 
     async def _accept(self, hello: Hello) -> None:
         try:
@@ -522,10 +445,7 @@ class ServerProtocol(ByteStreamServing, asyncio.BufferedProtocol):
         if self.closed.is_set():
             return
         self.closed.set()
-        for timer in (self._keepalive_timer, self._handshake_timer):
-            if timer is not None:
-                timer.cancel()
-        self._keepalive_timer = self._handshake_timer = None
+        self._disarm_liveness()
         self._queued.clear()
         self._queued_size = 0
         if self._handshake is not None:
