@@ -26,12 +26,15 @@ from tether.wire import (
     DEFAULT_SPIN,
     ClientConnection,
     DeferringServerProtocol,
-    LoopThread,
+    LoopPool,
     ServerProtocol,
     tune_heap,
 )
 
-__all__ = ["LocalSession", "serve"]
+__all__ = ["SERVE_LOOPS", "LocalSession", "serve"]
+
+#: Where serve() takes its loop thread: an idle one is reused when its loop is clean.
+SERVE_LOOPS = LoopPool("tether-serve", spin=DEFAULT_SPIN)
 
 
 class LocalSession:
@@ -62,7 +65,7 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
         Whatever the driver's ``start`` raised.
     """
     tune_heap()
-    loop_thread = LoopThread("tether-serve", start=False, spin=DEFAULT_SPIN)
+    loop_thread = SERVE_LOOPS.take()
     selector = loop_thread.selector
     host = DriverHost(driver, name)
     session = LocalSession(host)

@@ -46,6 +46,7 @@ from ._listener import (
     serve_listener,
 )
 from ._loop import LoopThread, new_event_loop
+from ._loop_pool import LoopPool
 from ._mock import MockTransport
 from ._relay import RelayHello, RelayReply, relay_url_for, tcp_keepalive_options
 from ._relay_state import (
@@ -106,6 +107,7 @@ __all__ = [
     "Hello",
     "Item",
     "Listener",
+    "LoopPool",
     "LoopThread",
     "MockTransport",
     "OpenStream",
