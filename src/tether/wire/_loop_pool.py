@@ -13,9 +13,13 @@ one is inert: asyncio drops it when it comes due), no registered reader or write
 loop's own wake-up socket, no open transport, no default executor (its workers may still run
 a job), no async generator to finalize, no write held by the spinning selector, and the debug
 flag, exception handler, task factory and slow-callback threshold as the new loop had them.
-The check is repeated when the loop is taken again (a stale reference may have posted to it).
-It reads asyncio's own loop state (:data:`PRIVATE_ASYNCIO`, checked by the tests on every
-supported Python): a uvloop loop's state cannot be read, so it is never parked.
+When the loop is taken again, its ready queue is checked once more (a stale reference may
+have posted to it with ``call_soon_threadsafe``, the one thread-safe way in). The spinning
+selector's adaptive skip count is kept on purpose: it is a timing hint, not session state
+(reset, it costs a 0.2 ms spin after every server Hello that never pays). Not checked: what
+a driver keeps in the loop thread's ``threading.local`` objects. The check reads asyncio's own
+loop state (:data:`PRIVATE_ASYNCIO`, checked by the tests on every supported Python): a
+uvloop loop's state cannot be read, so it is never parked.
 
 At most one thread is parked; :meth:`LoopPool.take` removes it, so concurrent or nested
 ``serve()`` calls each get their own loop. In a forked child the parent's parked loop is
@@ -282,7 +286,9 @@ class LoopPool:
         with self._lock:
             idle, self._idle = self._idle, None
         if idle is not None:
-            if not loop_leftovers(idle):
+            # While parked, only call_soon_threadsafe (the one thread-safe way in) can have
+            # changed the loop: a stale reference posted to it.
+            if not getattr(idle.loop, "_ready", True):
                 return idle
             idle.retire()
         return ParkingLoopThread(self, self.name, spin=self.spin)
