@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -88,6 +89,10 @@ async def leave_executor_work() -> None:
     asyncio.get_running_loop().run_in_executor(None, threading.Event().wait, 0.2)
 
 
+async def replace_the_default_executor() -> None:
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+
+
 async def leave_a_callback_that_keeps_coming_back() -> None:
     loop = asyncio.get_running_loop()
 
@@ -120,7 +125,8 @@ async def change_the_exception_handler() -> None:
         (leave_a_task, "1 task(s)"),
         (leave_a_timer, "1 timer(s)"),
         (leave_a_reader, "readers or writers on fds"),
-        (leave_executor_work, "a default executor"),
+        (leave_executor_work, "executor work"),
+        (replace_the_default_executor, "another default executor"),
         (leave_a_callback_that_keeps_coming_back, "ready callback(s)"),
         (leave_an_async_generator, "async generators to finalize"),
         (change_the_exception_handler, "changed loop settings"),
@@ -152,6 +158,22 @@ def test_a_loop_with_something_left_is_closed_not_reused(
     for sock in _kept:
         sock.close()
     _kept.clear()
+
+
+def test_finished_executor_work_does_not_stop_reuse_and_the_idle_workers_are_kept(
+    pool: LoopPool,
+) -> None:
+    loop_thread = pool.take()
+
+    async def work_in_a_thread() -> str:
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    worker_name = one_round(loop_thread, work_in_a_thread)
+    assert pool.parked is loop_thread
+    worker = next(t for t in threading.enumerate() if t.name == worker_name)
+    assert pool.is_parked(worker) and pool.is_parked(loop_thread._thread)
+    assert not pool.is_parked(threading.current_thread())
+    assert one_round(pool.take(), work_in_a_thread) == worker_name  # the same idle worker
 
 
 def test_a_cancelled_timer_is_inert_and_does_not_stop_reuse(pool: LoopPool) -> None:

@@ -10,9 +10,10 @@ Anything left and the loop is finished and closed as a plain ``LoopThread`` is, 
 
 "Nothing left" means: no task, no ready callback, no timer that is not cancelled (a cancelled
 one is inert: asyncio drops it when it comes due), no registered reader or writer besides the
-loop's own wake-up socket, no open transport, no default executor (its workers may still run
-a job), no async generator to finalize, no write held by the spinning selector, and the debug
-flag, exception handler, task factory and slow-callback threshold as the new loop had them.
+loop's own wake-up socket, no open transport, no job queued or running in the default executor
+(the pool's own, which counts them; its idle workers are kept), no async generator to
+finalize, no write held by the spinning selector, and the debug flag, exception handler, task
+factory and slow-callback threshold as the new loop had them.
 When the loop is taken again, its ready queue is checked once more (a stale reference may
 have posted to it with ``call_soon_threadsafe``, the one thread-safe way in). The spinning
 selector's adaptive skip count is kept on purpose: it is a timing hint, not session state
@@ -31,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import itertools
 import os
 import select
 import threading
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from ._loop import LoopThread
 
@@ -46,10 +49,13 @@ __all__ = ["PRIVATE_ASYNCIO", "LoopPool", "ParkingLoopThread", "loop_leftovers"]
 PRIVATE_ASYNCIO: tuple[str, ...] = (
     "_ready",  # ready callbacks (a deque of Handle)
     "_scheduled",  # the timer heap (TimerHandle)
-    "_default_executor",  # None until run_in_executor(None, ...) made one
+    "_default_executor",  # what run_in_executor(None, ...) uses
     "_asyncgens",  # async generators not finalized yet
     "_transports",  # fd -> selector transport (weak values)
 )
+T = TypeVar("T")
+_numbers = itertools.count(1)
+
 #: Loop turns the teardown's aftermath (connection_lost, cancelled tasks ending) may take.
 DRAIN_TURNS = 8
 
@@ -91,8 +97,11 @@ def loop_leftovers(loop_thread: ParkingLoopThread) -> list[str]:
         found.append(f"readers or writers on fds {fds}")
     if [t for t in list(state["_transports"].values()) if t is not None and not t.is_closing()]:
         found.append("an open transport")
-    if state["_default_executor"] is not None:
-        found.append("a default executor")
+    executor = state["_default_executor"]
+    if executor is not loop_thread.executor:
+        found.append("another default executor")
+    elif loop_thread.executor is not None and loop_thread.executor.busy:
+        found.append("executor work")
     if state["_asyncgens"]:
         found.append("async generators to finalize")
     if selector.has_deferred:
@@ -100,6 +109,39 @@ def loop_leftovers(loop_thread: ParkingLoopThread) -> list[str]:
     if _settings(loop) != loop_thread.fresh_settings:
         found.append("changed loop settings")
     return found
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A parked loop's default executor: it knows whether a job is queued or running."""
+
+    def __init__(self, thread_name_prefix: str) -> None:
+        super().__init__(thread_name_prefix=thread_name_prefix)
+        #: what its workers' names start with
+        self.thread_name_prefix = thread_name_prefix
+        self._count_lock = threading.Lock()
+        self._unfinished = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job submitted has not finished."""
+        return self._unfinished > 0
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        with self._count_lock:
+            self._unfinished += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished()
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: object = None) -> None:
+        with self._count_lock:
+            self._unfinished -= 1
 
 
 class _Round:
@@ -134,6 +176,11 @@ class ParkingLoopThread(LoopThread):
         self.own_fds = (
             frozenset(key.fd for key in selector.get_map().values()) if selector else frozenset()
         )
+        #: the loop's default executor (one it can tell is idle), for a loop that can park
+        self.executor: _CountingExecutor | None = None
+        if selector is not None:
+            self.executor = _CountingExecutor(f"{name}-executor-{next(_numbers)}")
+            self.loop.set_default_executor(self.executor)
         self.fresh_settings = _settings(self.loop)
         # A Lock as a signal: held while parked, released by start() (or retire()).
         self._resume = threading.Lock()
@@ -276,9 +323,14 @@ class LoopPool:
         return self._idle
 
     def is_parked(self, thread: threading.Thread) -> bool:
-        """Whether ``thread`` is the parked one's (it runs nothing until it is taken)."""
+        """Whether ``thread`` is the parked one's, or an (idle) worker of its executor: it
+        runs nothing until the loop is taken."""
         idle = self._idle
-        return idle is not None and idle._thread is thread
+        if idle is None:
+            return False
+        executor = idle.executor
+        workers = None if executor is None else executor.thread_name_prefix
+        return idle._thread is thread or (workers is not None and thread.name.startswith(workers))
 
     def take(self) -> ParkingLoopThread:
         """The parked loop thread, or a new one (not started: ``submit`` work, then
