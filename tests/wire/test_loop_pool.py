@@ -93,6 +93,10 @@ async def replace_the_default_executor() -> None:
     asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
 
 
+async def shut_the_default_executor_down() -> None:
+    await asyncio.get_running_loop().shutdown_default_executor()
+
+
 async def leave_a_callback_that_keeps_coming_back() -> None:
     loop = asyncio.get_running_loop()
 
@@ -127,6 +131,7 @@ async def change_the_exception_handler() -> None:
         (leave_a_reader, "readers or writers on fds"),
         (leave_executor_work, "executor work"),
         (replace_the_default_executor, "another default executor"),
+        (shut_the_default_executor_down, "a shut-down executor"),
         (leave_a_callback_that_keeps_coming_back, "ready callback(s)"),
         (leave_an_async_generator, "async generators to finalize"),
         (change_the_exception_handler, "changed loop settings"),

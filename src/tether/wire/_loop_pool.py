@@ -53,8 +53,9 @@ PRIVATE_ASYNCIO: tuple[str, ...] = (
     "_asyncgens",  # async generators not finalized yet
     "_transports",  # fd -> selector transport (weak values)
 )
+
 T = TypeVar("T")
-_numbers = itertools.count(1)
+_executor_numbers = itertools.count(1)
 
 #: Loop turns the teardown's aftermath (connection_lost, cancelled tasks ending) may take.
 DRAIN_TURNS = 8
@@ -102,6 +103,8 @@ def loop_leftovers(loop_thread: ParkingLoopThread) -> list[str]:
         found.append("another default executor")
     elif loop_thread.executor is not None and loop_thread.executor.busy:
         found.append("executor work")
+    elif loop_thread.executor is not None and loop_thread.executor.shut_down:
+        found.append("a shut-down executor")
     if state["_asyncgens"]:
         found.append("async generators to finalize")
     if selector.has_deferred:
@@ -120,6 +123,8 @@ class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
         self.thread_name_prefix = thread_name_prefix
         self._count_lock = threading.Lock()
         self._unfinished = 0
+        #: shutdown() was called (loop.shutdown_default_executor() does)
+        self.shut_down = False
 
     @property
     def busy(self) -> bool:
@@ -138,6 +143,10 @@ class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
             raise
         future.add_done_callback(self._finished)
         return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.shut_down = True
+        super().shutdown(wait, cancel_futures=cancel_futures)
 
     def _finished(self, future: object = None) -> None:
         with self._count_lock:
@@ -179,7 +188,7 @@ class ParkingLoopThread(LoopThread):
         #: the loop's default executor (one it can tell is idle), for a loop that can park
         self.executor: _CountingExecutor | None = None
         if selector is not None:
-            self.executor = _CountingExecutor(f"{name}-executor-{next(_numbers)}")
+            self.executor = _CountingExecutor(f"{name}-executor-{next(_executor_numbers)}")
             self.loop.set_default_executor(self.executor)
         self.fresh_settings = _settings(self.loop)
         # A Lock as a signal: held while parked, released by start() (or retire()).
