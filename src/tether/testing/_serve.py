@@ -1,9 +1,11 @@
 """``serve(driver)``: a driver and its client tree in one process, over the real protocol.
 
 The driver runs on an event loop thread; the client talks to it over a socket pair with the
-same frames a remote client would use. Client classes are trusted (the driver is local).
-With the C helper built, both ends send without the GIL and poll briefly for the answer
-(``tether.wire._spinning``): a call's round trip then has no thread sleep in it.
+same frames a remote client would use. The thread comes from :data:`SERVE_LOOPS`: the last
+``serve()``'s, when nothing of its session was left on the loop (``tether.wire.LoopPool``).
+Client classes are trusted (the driver is local). With the C helper built, both ends send
+without the GIL and poll briefly for the answer (``tether.wire._spinning``): a call's round
+trip then has no thread sleep in it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class LocalSession:
 def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
     """Serve ``driver`` in-process and yield its client tree.
 
-    Teardown closes the connection, then runs every driver's ``prepare_stop`` and ``stop``.
+    Teardown closes the connection, then runs every driver's ``prepare_stop`` and ``stop``;
+    the loop thread is then parked for the next ``serve()`` if its loop is clean, else closed.
 
     Raises:
         Whatever the driver's ``start`` raised.
@@ -115,7 +118,7 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
                 hello_sent=start_server,
             )
         finally:
-            start_server()  # the Hello did not go out: ``opened`` still needs the loop
+            start_server()  # a no-op, unless the Hello did not go out: ``opened`` needs the loop
             # A failed driver start (which ends the handshake) raises here, in its place.
             protocol = opened.result()
         yield build_client_tree(
