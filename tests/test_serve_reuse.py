@@ -113,6 +113,7 @@ def test_a_failing_start_still_raises_and_the_next_serve_works(leave_a_task: boo
     served_thread()
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @needs_native
 def test_serve_works_in_a_forked_child_and_the_parents_parked_loop_still_does() -> None:
     before = served_thread()

@@ -262,6 +262,7 @@ def test_at_exit_the_parked_thread_is_ended_without_a_warning_or_a_wait() -> Non
     assert done.stderr == ""
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_drops_the_parked_loop_and_leaves_the_parents_working(
     pool: LoopPool,
 ) -> None:
