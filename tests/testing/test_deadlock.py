@@ -120,3 +120,22 @@ def test_blocking_work_is_not_a_deadlock(rt: DriverRuntime) -> None:
 
     assert rt.run_to_completion(offload()) == 6
     assert rt.perform_blocking_work(lambda: 7) == 7
+
+
+def test_serves_parked_loop_thread_does_not_hide_a_deadlock() -> None:
+    """The parked thread appears after the runtime was made, but can never post to it."""
+    from tether.drivers.power import MockPower
+    from tether.testing import serve
+    from tether.testing._serve import SERVE_LOOPS
+
+    SERVE_LOOPS.take().close()  # no parked thread yet: the runtime must not know it
+    with DriverRuntime() as runtime:
+        with serve(MockPower()) as power:
+            power.on()  # type: ignore[attr-defined]
+        assert SERVE_LOOPS.parked is not None
+
+        async def wait_forever() -> None:
+            await asyncio.Event().wait()
+
+        with pytest.raises(DeadlockError):
+            runtime.run_to_completion(wait_forever())

@@ -26,6 +26,7 @@ from tether.testing import (
     current_dispatcher,
 )
 from tether.testing._loop import ForegroundLoop
+from tether.testing._serve import SERVE_LOOPS
 
 
 @pytest.fixture
@@ -35,7 +36,12 @@ def rt() -> Iterator[DriverRuntime]:
 
 
 def kit_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("tether-")]
+    """Kit threads alive, but serve()'s parked loop thread (an earlier test's, idle)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("tether-") and not SERVE_LOOPS.is_parked(t)
+    ]
 
 
 # -- one runtime, one thread --------------------------------------------------------------------

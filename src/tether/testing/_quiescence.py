@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._serve import SERVE_LOOPS
+
 if TYPE_CHECKING:
     from ._dispatcher import BackgroundDispatcher
     from ._loop import ForegroundLoop
@@ -44,6 +46,8 @@ def nothing_can_run(
             continue
         if thread.name.startswith("tether-executor"):
             continue  # an idle worker of a kit loop's executor (busy ones count as busy)
+        if SERVE_LOOPS.is_parked(thread):
+            continue  # serve()'s idle loop thread, blocked until the next serve() takes it
         return False
     loops = [loop, *(d.loop for d in dispatchers if not d.shut_down)]
     activity = loop.activity

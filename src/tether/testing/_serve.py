@@ -1,9 +1,11 @@
 """``serve(driver)``: a driver and its client tree in one process, over the real protocol.
 
 The driver runs on an event loop thread; the client talks to it over a socket pair with the
-same frames a remote client would use. Client classes are trusted (the driver is local).
-With the C helper built, both ends send without the GIL and poll briefly for the answer
-(``tether.wire._spinning``): a call's round trip then has no thread sleep in it.
+same frames a remote client would use. The thread comes from :data:`SERVE_LOOPS`: the last
+``serve()``'s, when nothing of its session was left on the loop (``tether.wire.LoopPool``).
+Client classes are trusted (the driver is local). With the C helper built, both ends send
+without the GIL and poll briefly for the answer (``tether.wire._spinning``): a call's round
+trip then has no thread sleep in it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from tether.wire import (
     DEFAULT_SPIN,
     ClientConnection,
     DeferringServerProtocol,
-    LoopThread,
+    LoopPool,
     ServerProtocol,
     tune_heap,
 )
 
-__all__ = ["LocalSession", "serve"]
+__all__ = ["SERVE_LOOPS", "LocalSession", "serve"]
+
+#: Where serve() takes its loop thread: an idle one is reused when its loop is clean.
+SERVE_LOOPS = LoopPool("tether-serve", spin=DEFAULT_SPIN)
 
 #: The socket pair's send buffers and the server's read buffer, in bytes. At the kernel's
 #: default (208 KiB) a byte stream's sender blocks after three 64 KiB blocks, and every turn
@@ -62,13 +67,14 @@ class LocalSession:
 def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
     """Serve ``driver`` in-process and yield its client tree.
 
-    Teardown closes the connection, then runs every driver's ``prepare_stop`` and ``stop``.
+    Teardown closes the connection, then runs every driver's ``prepare_stop`` and ``stop``;
+    the loop thread is then parked for the next ``serve()`` if its loop is clean, else closed.
 
     Raises:
         Whatever the driver's ``start`` raised.
     """
     tune_heap()
-    loop_thread = LoopThread("tether-serve", start=False, spin=DEFAULT_SPIN)
+    loop_thread = SERVE_LOOPS.take()
     selector = loop_thread.selector
     host = DriverHost(driver, name)
     session = LocalSession(host)
@@ -100,10 +106,18 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
 
     connection: ClientConnection | None = None
     try:
-        # The server starts while the client's Hello waits in the socket pair: the loop finds
-        # its first work ready, and the client waits once, for the server's Hello.
+        # The loop starts once the client's Hello waits in the socket pair: it finds all its
+        # first work ready, the client waits once (for the server's Hello), and the two
+        # threads do not take the GIL from each other while the client is built.
         opened = loop_thread.submit(open_server())
-        loop_thread.start()
+        started = False
+
+        def start_server() -> None:
+            nonlocal started
+            if not started:
+                loop_thread.start()
+                started = True
+
         try:
             # Without the C helper a spin would hold the GIL the loop thread needs: none.
             connection = ClientConnection(
@@ -111,8 +125,10 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
                 keepalive=None,
                 handshake_timeout=None,
                 spin=0.0 if selector is None else DEFAULT_SPIN,
+                hello_sent=start_server,
             )
         finally:
+            start_server()  # a no-op, unless the Hello did not go out: ``opened`` needs the loop
             # A failed driver start (which ends the handshake) raises here, in its place.
             protocol = opened.result()
         yield build_client_tree(

@@ -47,6 +47,7 @@ from ._listener import (
 )
 from ._liveness import MAX_PINGS_PER_SECOND
 from ._loop import LoopThread, new_event_loop
+from ._loop_pool import LoopPool
 from ._mock import MockTransport
 from ._relay import RelayHello, RelayReply, relay_url_for, tcp_keepalive_options
 from ._relay_state import (
@@ -108,6 +109,7 @@ __all__ = [
     "Hello",
     "Item",
     "Listener",
+    "LoopPool",
     "LoopThread",
     "MockTransport",
     "OpenStream",

@@ -81,7 +81,11 @@ class LoopThread:
 
     def _run(self) -> None:
         self.loop.run_forever()
-        # Cancel whatever is left so nothing is destroyed pending.
+        self._finish_loop()
+
+    def _finish_loop(self) -> None:
+        """On the loop's thread, once it stopped: cancel what is left, so nothing is destroyed
+        pending, and close the loop."""
         pending = asyncio.all_tasks(self.loop)
         for task in pending:
             task.cancel()

@@ -139,6 +139,11 @@ class SpinningSelector(_Epoll):
         self._queued: list[DeferredTransport] = []
         self._skip = 0
 
+    @property
+    def has_deferred(self) -> bool:
+        """Whether a transport's writes wait for the next :meth:`select`."""
+        return bool(self._queued)
+
     def defer(self, transport: DeferredTransport) -> None:
         """Send ``transport``'s pending bytes before the loop next blocks (once per batch)."""
         self._queued.append(transport)
