@@ -342,34 +342,3 @@ def test_a_refused_session_crosses_the_handshake_as_its_own_error(
     finally:
         loop_thread.loop.call_soon_threadsafe(protocol.close)
         loop_thread.close()
-
-
-def test_hello_sent_is_called_once_our_hello_is_out_and_before_the_wait() -> None:
-    """serve() starts its loop there: the server then finds the client's Hello waiting."""
-    from tether.drivers.power import MockPower
-
-    loop_thread = LoopThread("hello-sent-server", start=False)
-    client_sock, server_sock = socket.socketpair()
-    session = LocalSession(DriverHost(MockPower()))
-    seen: list[bytes] = []
-
-    async def start() -> Any:
-        _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: ServerProtocol(session.resolve), server_sock
-        )
-        return protocol
-
-    def hello_sent() -> None:
-        seen.append(server_sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        loop_thread.start()  # without this, the handshake below would wait forever
-
-    opened = loop_thread.submit(start())
-    connection = ClientConnection(client_sock, keepalive=None, hello_sent=hello_sent)
-    try:
-        assert len(seen) == 1 and seen[0]  # the Hello was in the socket pair already
-        assert connection.server_meta["report"][0]["name"] == "root"
-    finally:
-        connection.close()
-        protocol = opened.result(timeout=10)
-        loop_thread.loop.call_soon_threadsafe(protocol.close)
-        loop_thread.close()

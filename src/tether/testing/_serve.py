@@ -106,18 +106,10 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
 
     connection: ClientConnection | None = None
     try:
-        # The loop starts once the client's Hello waits in the socket pair: it finds all its
-        # first work ready, the client waits once (for the server's Hello), and the two
-        # threads do not take the GIL from each other while the client is built.
+        # The server starts while the client's Hello waits in the socket pair: the loop finds
+        # its first work ready, and the client waits once, for the server's Hello.
         opened = loop_thread.submit(open_server())
-        started = False
-
-        def start_server() -> None:
-            nonlocal started
-            if not started:
-                loop_thread.start()
-                started = True
-
+        loop_thread.start()
         try:
             # Without the C helper a spin would hold the GIL the loop thread needs: none.
             connection = ClientConnection(
@@ -125,10 +117,8 @@ def serve(driver: Driver, *, name: str = "root") -> Iterator[DriverClient]:
                 keepalive=None,
                 handshake_timeout=None,
                 spin=0.0 if selector is None else DEFAULT_SPIN,
-                hello_sent=start_server,
             )
         finally:
-            start_server()  # a no-op, unless the Hello did not go out: ``opened`` needs the loop
             # A failed driver start (which ends the handshake) raises here, in its place.
             protocol = opened.result()
         yield build_client_tree(

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from tether.errors import (
@@ -81,9 +81,6 @@ class ClientConnection(ClientKeepalive):
         handshake_timeout: seconds to wait for the server's Hello (``None``: no limit).
         spin: for a socket: seconds a read polls before it blocks (0: it blocks at once;
             see ``tether.wire._spinning``).
-        hello_sent: called once our Hello is out, before the wait for the server's (an
-            in-process server whose thread starts only then finds it waiting, and does not
-            compete with this thread for the GIL while it is built and sent).
 
     Raises:
         AuthenticationFailed: the server rejected our credentials.
@@ -100,7 +97,6 @@ class ClientConnection(ClientKeepalive):
         keepalive: float | None = 10.0,
         handshake_timeout: float | None = 10.0,
         spin: float = DEFAULT_SPIN,
-        hello_sent: Callable[[], object] | None = None,
     ) -> None:
         if not isinstance(transport, ClientTransport):
             transport = (
@@ -118,7 +114,7 @@ class ClientConnection(ClientKeepalive):
         self._pinged_at: float | None = None
         self._received_at = time.monotonic()
         self._stopping = threading.Event()
-        self.server_meta = self._handshake(meta or {}, handshake_timeout, hello_sent)
+        self.server_meta = self._handshake(meta or {}, handshake_timeout)
         self._reader: threading.Thread | None = None
         if keepalive is not None:
             self._reader = threading.Thread(
@@ -136,14 +132,9 @@ class ClientConnection(ClientKeepalive):
 
     # -- handshake ----------------------------------------------------------------------------
 
-    def _handshake(
-        self,
-        meta: dict[str, Any],
-        timeout: float | None,
-        hello_sent: Callable[[], object] | None,
-    ) -> dict[str, Any]:
+    def _handshake(self, meta: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         try:
-            event = self._first_event(meta, timeout, hello_sent)
+            event = self._first_event(meta, timeout)
         except (OSError, ProtocolError, ConnectionLost) as exc:
             self._refused()
             raise ConnectFailed(f"handshake failed: {exc}") from exc
@@ -164,13 +155,9 @@ class ClientConnection(ClientKeepalive):
         self._advance(ClientEvent.FAILED)
         self._transport.close()
 
-    def _first_event(
-        self, meta: dict[str, Any], timeout: float | None, hello_sent: Callable[[], object] | None
-    ) -> Event:
+    def _first_event(self, meta: dict[str, Any], timeout: float | None) -> Event:
         """Send our Hello and read until the server's first event (Hello, GoAway, closed)."""
         self._transport.send([self.conn.send(self.conn.hello(**meta))], [])
-        if hello_sent is not None:
-            hello_sent()
         while True:
             self.conn.receive_data(self._transport.receive(timeout, soon=False))
             event = self.conn.next_event()
