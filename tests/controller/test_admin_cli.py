@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,26 @@ def test_a_token_on_the_command_line_draws_a_warning(db: str) -> None:
         main, ["exporters", "--controller", "http://127.0.0.1:9", "--token", "tth_x"]
     )
     assert "visible to every user" in result.output
+
+
+def test_admin_commands_do_not_load_the_web_stack(tmp_path: Path) -> None:
+    # `tether admin` works on the database alone: FastAPI, uvicorn and the dashboard's
+    # libraries are imported only by what serves (half the start-up time of a command).
+    child = (
+        "import sys\n"
+        "from tether.cli import main\n"
+        "try:\n"
+        f"    main(['admin', '--database', 'sqlite:///{tmp_path}/c.db', 'create-client', 'bob'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [m for m in ('fastapi', 'uvicorn', 'jinja2', 'prometheus_client', 'psycopg')"
+        " if m in sys.modules]\n"
+        "print('loaded:', loaded, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert "token" in out.stdout, out.stderr
+    assert "loaded: []" in out.stderr
+    import tether.controller as package
+
+    assert package.serve is package.__getattr__("serve")  # the serving names still resolve
+    assert {"create_app", "Controller", "serve"} <= set(dir(package))
