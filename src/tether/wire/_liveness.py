@@ -32,8 +32,7 @@ class LivenessServing:
     """Liveness for :class:`~tether.wire.ServerProtocol` (a mixin)."""
 
     conn: Connection
-    #: Loop time (``loop.time()``) at which the last bytes arrived from the client.
-    last_received: float
+    last_received: float  # stamped by the protocol as bytes arrive
     _transport: asyncio.Transport | None
     _loop: asyncio.AbstractEventLoop | None
 

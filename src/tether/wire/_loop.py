@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from tether.errors import LifecycleError
@@ -124,18 +124,27 @@ class LoopThread:
         elif last is None:
             self.loop.call_soon_threadsafe(self.loop.stop)
         else:
-            final = last
-
-            async def run_last() -> None:
-                try:
-                    await final
-                except BaseException as exc:
-                    failure.append(exc)
-                finally:
-                    self.loop.stop()
-
-            self.submit(run_last())
+            failure = self._submit_last(last, self.loop.stop)
         if self._launched and self._thread is not threading.current_thread():
             self._thread.join()
         if failure:
             raise failure[0]
+
+    def _submit_last(
+        self, last: Coroutine[Any, Any, object] | None, then: Callable[[], object]
+    ) -> list[BaseException]:
+        """Submit ``last`` as the loop's final work, ``then`` called on the loop once it ended
+        (however it ended); returns the list its exception, if any, is put in."""
+        failure: list[BaseException] = []
+
+        async def run_last() -> None:
+            try:
+                if last is not None:
+                    await last
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                then()
+
+        self.submit(run_last())
+        return failure

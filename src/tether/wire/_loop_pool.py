@@ -256,20 +256,11 @@ class ParkingLoopThread(LoopThread):
         if not self._thread.is_alive():  # never started, or ended: as a LoopThread
             super().close(last)
             return
-        failure: list[BaseException] = []
-
-        async def run_last() -> None:
-            try:
-                if last is not None:
-                    await last
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                self.loop.call_soon(self._stop_when_drained, DRAIN_TURNS)
-
         this_round = self._round
         this_round.closing = True
-        self.submit(run_last())
+        failure = self._submit_last(
+            last, lambda: self.loop.call_soon(self._stop_when_drained, DRAIN_TURNS)
+        )
         this_round.over.acquire()
         if not this_round.parked:
             self._thread.join()
