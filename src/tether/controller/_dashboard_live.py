@@ -82,20 +82,7 @@ class OverviewFeed:
             (e.status in _OUT_OF_POOL) != (e.name in down) for e in changed
         )
         queue_total = counts.leases[LeaseState.PENDING.value]
-        update: dict[str, Any] = {
-            "summary": str(
-                self.rows.summary(
-                    sum(counts.exporters.values()),
-                    [(s, n) for s, n in counts.exporters.items() if n],
-                    queue_total,
-                    counts.leases[LeaseState.READY.value],
-                )
-            ),
-            "exporters": {e.name: str(self.rows.exporter_row(e)) for e in changed},
-            "leases": [],
-            "queue": None,
-            "queue_total": queue_total,
-        }
+        rows: list[dict[str, Any]] = []
         queue_touched = False
         for lease in views.leases_by_id(change.leases):
             if lease.state is LeaseState.PENDING:
@@ -105,9 +92,8 @@ class OverviewFeed:
                 section, row = "live", self.rows.live_row(lease)
             else:
                 section, row = "recent", self.rows.recent_row(lease)
-            update["leases"].append(
-                {"id": lease.id, "seq": lease.seq, "section": section, "row": str(row)}
-            )
+            rows.append({"id": lease.id, "seq": lease.seq, "section": section, "row": str(row)})
+        queue_html: str | None = None
         shown = self._shown_queue
         if (
             queue_touched
@@ -116,12 +102,27 @@ class OverviewFeed:
             or (pool_moved and queue_total)
         ):
             self._down = set(views.out_of_pool())
-            queue, total = views.queue(self.limit)
+            # The queue's own total, for the summary too: counted before it, a request made
+            # in between would be a row the summary does not count yet.
+            queue, queue_total = views.queue(self.limit)
             now_shown = [(lease.id, lease.waiting) for lease in queue]
             if now_shown != shown or not change.leases.isdisjoint(id for id, _ in now_shown):
-                update["queue"] = str(self.rows.queue_section(queue, total))
+                queue_html = str(self.rows.queue_section(queue, queue_total))
             self._shown_queue = now_shown
-        return update
+        return {
+            "summary": str(
+                self.rows.summary(
+                    sum(counts.exporters.values()),
+                    [(s, n) for s, n in counts.exporters.items() if n],
+                    queue_total,
+                    counts.leases[LeaseState.READY.value],
+                )
+            ),
+            "exporters": {e.name: str(self.rows.exporter_row(e)) for e in changed},
+            "leases": rows,
+            "queue": queue_html,
+            "queue_total": queue_total,
+        }
 
 
 async def overview_stream(controller: Controller, feed: OverviewFeed) -> AsyncIterator[bytes]:
